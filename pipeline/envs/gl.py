@@ -1,0 +1,65 @@
+"""Choose an offscreen OpenGL backend for MuJoCo before mujoco is imported.
+
+MuJoCo reads ``MUJOCO_GL`` once, at import. When the user has not set it, we try EGL, then
+OSMesa, each in a throwaway subprocess (a failed GL init can abort the process), and export the
+first that renders so worker processes inherit it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from pipeline.errors import RenderBackendError
+
+BACKENDS = ("egl", "osmesa")
+_PROBE = (
+    "import mujoco\n"
+    "m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos=\"0 0 1\"/>"
+    "<geom type=\"sphere\" size=\".1\"/></worldbody></mujoco>')\n"
+    "r = mujoco.Renderer(m, 8, 8); d = mujoco.MjData(m); r.update_scene(d); r.render()\n"
+)
+_INSTALL_HINT = (
+    "install the GL libraries (Debian: `apt-get install libegl1 libgl1 libosmesa6`, "
+    "or run `make gl-deps`), or set MUJOCO_GL to a backend that works on this machine"
+)
+
+
+def probe_backend(backend: str) -> str | None:
+    """Return None when ``backend`` renders, else the error it printed."""
+    env = dict(os.environ, MUJOCO_GL=backend)
+    if backend == "osmesa":
+        env["PYOPENGL_PLATFORM"] = "osmesa"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    if proc.returncode == 0:
+        return None
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit code {proc.returncode}"
+
+
+def select_gl_backend() -> str:
+    """Set MUJOCO_GL (if unset) to the first backend that renders; raise if none does."""
+    chosen = os.environ.get("MUJOCO_GL")
+    if chosen:
+        return chosen
+    failures = {}
+    for backend in BACKENDS:
+        error = probe_backend(backend)
+        if error is None:
+            os.environ["MUJOCO_GL"] = backend
+            if backend == "osmesa":
+                os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+            return backend
+        failures[backend] = error
+    detail = "; ".join(f"{b}: {e}" for b, e in failures.items())
+    raise RenderBackendError(f"no offscreen OpenGL backend works ({detail}). Fix: {_INSTALL_HINT}")
+
+
+def render_failure(error: Exception) -> RenderBackendError:
+    backend = os.environ.get("MUJOCO_GL", "unset")
+    return RenderBackendError(
+        f"offscreen rendering failed with MUJOCO_GL={backend}: {error}. Fix: {_INSTALL_HINT}"
+    )

@@ -1,0 +1,260 @@
+"""The stage graph: content keys, manifests, locks, status and force.
+
+A stage's key is the sha256 of canonical JSON of (stage name, code version, key inputs, upstream
+keys). Its outputs live in ``<data>/<stage>/<key[:12]>/`` and count as done only once
+``manifest.json`` exists; the manifest is written last, by atomic rename, so a crash never leaves
+an output that reads as done. A partially written folder is kept so the stage can resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PipelineConfig
+from pipeline.errors import StageLockedError, unknown_name
+
+MANIFEST = "manifest.json"
+_VERSIONED_PACKAGES = ("numpy", "torch", "timm", "mujoco", "gymnasium-robotics", "h5py", "zarr")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def content_key(stage: str, version: str, inputs: dict[str, Any], upstream: dict[str, str]) -> str:
+    payload = {"stage": stage, "version": version, "inputs": inputs, "upstream": upstream}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+@dataclass
+class StageContext:
+    """What a stage's ``run`` function gets: where to write, its config, its upstream outputs."""
+
+    name: str
+    key: str
+    out_dir: Path
+    config: PipelineConfig
+    upstream: dict[str, StageResult]
+    data_dir: Path
+    log: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    key: str
+    out_dir: Path
+    manifest: dict[str, Any]
+    cache_hit: bool = False
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return dict(self.manifest.get("summary", {}))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage declaration. ``inputs`` returns the JSON-able values that decide its output."""
+
+    name: str
+    version: str
+    upstream: tuple[str, ...]
+    inputs: Callable[[PipelineConfig], dict[str, Any]]
+    run: Callable[[StageContext], dict[str, Any]]
+    describe: Callable[[StageResult], str] = field(default=lambda r: "")
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    name: str
+    key: str
+    state: str  # "up to date" | "stale" | "missing"
+    reason: str = ""
+
+
+class Runner:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        stages: dict[str, Stage],
+        data_dir: Path | str = "data",
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stages = stages
+        self.data_dir = Path(data_dir)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self._keys: dict[str, str] = {}
+
+    def stage(self, name: str) -> Stage:
+        if name not in self.stages:
+            raise unknown_name("stage", name, list(self.stages))
+        return self.stages[name]
+
+    def inputs(self, name: str) -> dict[str, Any]:
+        return self.stage(name).inputs(self.config)
+
+    def upstream_keys(self, name: str) -> dict[str, str]:
+        return {up: self.key(up) for up in self.stage(name).upstream}
+
+    def key(self, name: str) -> str:
+        if name not in self._keys:
+            st = self.stage(name)
+            self._keys[name] = content_key(name, st.version, self.inputs(name), self.upstream_keys(name))
+        return self._keys[name]
+
+    def out_dir(self, name: str) -> Path:
+        return self.data_dir / name / self.key(name)[:12]
+
+    def result(self, name: str) -> StageResult | None:
+        path = self.out_dir(name) / MANIFEST
+        if not path.exists():
+            return None
+        manifest = json.loads(path.read_text())
+        return StageResult(name, manifest["key"], path.parent, manifest, cache_hit=True)
+
+    def run(self, name: str, force: bool = False) -> StageResult:
+        """Run ``name`` (and any missing upstream stage first); a finished output is a cache hit."""
+        upstream = {up: self.run(up) for up in self.stage(name).upstream}
+        done = self.result(name)
+        if done is not None and not force:
+            self.log(f"[{name}] cache hit {done.key[:12]} ({done.out_dir})")
+            return done
+        return self._execute(name, upstream, force)
+
+    def _execute(self, name: str, upstream: dict[str, StageResult], force: bool) -> StageResult:
+        st, key, out_dir = self.stage(name), self.key(name), self.out_dir(name)
+        with stage_lock(out_dir.with_suffix(".lock"), name):
+            if force and out_dir.exists():
+                self.log(f"[{name}] FORCE: removing {out_dir}")
+                shutil.rmtree(out_dir)
+            elif out_dir.exists() and not (out_dir / MANIFEST).exists():
+                self.log(f"[{name}] resuming unfinished output in {out_dir}")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.log(f"[{name}] running {key[:12]} -> {out_dir}")
+            ctx = StageContext(name, key, out_dir, self.config, upstream, self.data_dir, self.log)
+            started = time.perf_counter()
+            summary = st.run(ctx)
+            manifest = {
+                "stage": name,
+                "key": key,
+                "version": st.version,
+                "inputs": self.inputs(name),
+                "upstream": {up: res.key for up, res in upstream.items()},
+                "summary": summary,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "seconds": round(time.perf_counter() - started, 3),
+                "bytes": folder_size(out_dir),
+                "versions": package_versions(),
+                "git_commit": git_commit(),
+            }
+            write_json_atomic(out_dir / MANIFEST, manifest)
+        return StageResult(name, key, out_dir, manifest)
+
+    def status(self) -> list[StageStatus]:
+        return [self._status(name) for name in self.stages]
+
+    def _status(self, name: str) -> StageStatus:
+        key = self.key(name)
+        if self.result(name) is not None:
+            return StageStatus(name, key, "up to date")
+        previous = latest_manifest(self.data_dir / name)
+        if previous is None:
+            return StageStatus(name, key, "missing", "never run")
+        return StageStatus(name, key, "stale", self._stale_reason(name, previous))
+
+    def _stale_reason(self, name: str, previous: dict[str, Any]) -> str:
+        st = self.stage(name)
+        reasons = []
+        if previous.get("version") != st.version:
+            reasons.append(f"code version changed ({previous.get('version')} -> {st.version})")
+        changes = diff_flat(previous.get("inputs", {}), self.inputs(name))
+        if changes:
+            reasons.append("config changed: " + ", ".join(changes))
+        old_up = previous.get("upstream", {})
+        for up, up_key in self.upstream_keys(name).items():
+            if old_up.get(up) != up_key:
+                reasons.append(f"upstream {up} changed")
+        return "; ".join(reasons) or "inputs changed"
+
+
+@contextlib.contextmanager
+def stage_lock(path: Path, name: str) -> Iterator[None]:
+    """An exclusive, non-blocking lock; the OS drops it if the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise StageLockedError(
+                f"stage {name!r} is already running for this key ({holder} holds {path}). "
+                "Fix: wait for it to finish, or stop that process"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def latest_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    manifests = sorted(stage_dir.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
+    return json.loads(manifests[-1].read_text()) if manifests else None
+
+
+def diff_flat(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff_flat(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k} {a!r} -> {b!r}")
+    return out
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for pkg in _VERSIONED_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

@@ -1,0 +1,1 @@
+"""Storage: the only package that imports h5py (episodes) and zarr (features)."""

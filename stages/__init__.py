@@ -1,0 +1,12 @@
+"""One module per stage; ``STAGES`` lists them in pipeline order.
+
+Stage modules import only light things at the top (config, runner, task facts), so computing keys
+and status stays fast; heavy work is imported inside each stage's ``run``.
+"""
+
+from __future__ import annotations
+
+from pipeline.runner import Stage
+from stages import demos, render
+
+STAGES: dict[str, Stage] = {s.name: s for s in (demos.STAGE, render.STAGE)}

@@ -1,0 +1,50 @@
+"""demos: locate the hand_dapg demonstrations, verify their checksum, validate, keep a copy."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from pipeline.config import PipelineConfig
+from pipeline.runner import Stage, StageContext, StageResult
+
+VERSION = "1"
+OUTPUT = "demos.pickle"
+
+
+def inputs(cfg: PipelineConfig) -> dict[str, Any]:
+    from pipeline.demos import PINS, expected_sha256, sha256_file
+
+    d = cfg.demos
+    if d.path:
+        source = sha256_file(d.path) if _exists(d.path) else f"missing file {d.path}"
+    else:
+        source = expected_sha256(d.task, d.sha256) or f"git-blob:{PINS[d.task].git_blob}"
+    return {"task": d.task, "source": source}
+
+
+def _exists(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).is_file()
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    from pipeline.demos import load_demos, resolve_demo_file
+
+    d = ctx.config.demos
+    path = resolve_demo_file(d.task, d.path, d.sha256)
+    demos, sha = load_demos(path, d.task, d.sha256)
+    shutil.copyfile(path, ctx.out_dir / OUTPUT)
+    lengths = [len(x) for x in demos]
+    ctx.log(f"[demos] {len(demos)} valid {d.task} demos, {sum(lengths)} steps, sha256 {sha[:12]}")
+    return {"task": d.task, "sha256": sha, "source_path": str(path), "episodes": len(demos),
+            "steps": sum(lengths), "lengths": lengths}
+
+
+def describe(result: StageResult) -> str:
+    s = result.summary
+    return f"{s['episodes']} {s['task']} demos, {s['steps']} steps (sha256 {s['sha256'][:12]})"
+
+
+STAGE = Stage("demos", VERSION, (), inputs, run, describe)
