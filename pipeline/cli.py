@@ -20,12 +20,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 _STARTED = time.perf_counter()
 
 # Option name -> dotted config field; options left unset keep the config's default.
-_OPTION_FIELDS = {
+_OPTION_FIELDS: dict[str, str] = {
     "task": "demos.task", "demos": "demos.path", "demos_sha256": "demos.sha256",
-    "replay": "render.replay", "cameras": "render.cameras", "size": None, "shadows": "render.shadows",
+    "replay": "render.replay", "cameras": "render.cameras", "size": "render.width+height",
+    "shadows": "render.shadows",
     "max_demos": "render.max_demos", "encoder": "encode.encoder", "weights": "encode.weights",
     "precision": "encode.precision", "store": "encode.store", "scheduler": "encode.scheduler",
-    "workers": None, "obs_mode": "policy.obs_mode", "iters": "dapg.iterations",
+    "workers": "render/encode/dapg workers", "obs_mode": "policy.obs_mode", "iters": "dapg.iterations",
     "traj": "dapg.trajectories", "reward": "dapg.reward", "seed": "policy.seed",
 }
 

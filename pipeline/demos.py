@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -102,11 +102,12 @@ def verify_checksum(path: Path, data: bytes, task: str, override: str | None) ->
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    _ALLOWED = {
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"),
-    }
+        ("_codecs", "encode"),  # protocol-2 pickles store bytes through it
+    })
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 # gymnasium_robotics prints a notice about its v1 dense rewards on import; we restore the
 # hand_dapg reward below, so the notice would only mislead.
 with contextlib.redirect_stderr(io.StringIO()):
-    from gymnasium_robotics.envs import adroit_hand  # noqa: E402
+    from gymnasium_robotics.envs import adroit_hand
 
 from pipeline.config import REWARDS  # noqa: E402
 from pipeline.envs.tasks import CameraPose, TaskSpec, resolve_cameras, task_spec  # noqa: E402
@@ -119,7 +119,14 @@ class AdroitEnv:
         return np.asarray(self.env._get_obs())
 
     def get_state(self) -> dict[str, np.ndarray]:
-        return {k: np.array(v) for k, v in self.env.get_env_state().items()}
+        state = {k: np.array(v) for k, v in self.env.get_env_state().items()}
+        if self.task == "relocate":
+            # Upstream returns the object's world position, but set_env_state writes it into the
+            # body's rest position, adding the object's joint offset twice once it has moved.
+            # Return the model values set_env_state expects, so that restore is exact.
+            state["obj_pos"] = self.model.body_pos[self.env.obj_body_id].copy()
+            state["target_pos"] = self.model.site_pos[self.env.target_obj_site_id].copy()
+        return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         # get_env_state returns derived entries (hammer: target_pos) that set_env_state rejects.
@@ -136,6 +143,9 @@ class AdroitEnv:
         if camera not in self.spec.cameras:
             raise unknown_name(f"{self.task} camera", camera, self.spec.cameras)
         renderer = self._get_renderer()
+        # After mj_step, body poses are those computed before the last integration substep;
+        # recompute them so the frame shows the current qpos (and equals a restored state's).
+        mujoco.mj_kinematics(self.model, self.data)
         renderer.update_scene(self.data, camera=camera)
         if not self.shadows:
             # Software GL spends most of its time on shadow and reflection passes (4x slower).

@@ -20,6 +20,7 @@ _PROBE = (
     "<geom type=\"sphere\" size=\".1\"/></worldbody></mujoco>')\n"
     "r = mujoco.Renderer(m, 8, 8); d = mujoco.MjData(m); r.update_scene(d); r.render()\n"
 )
+_STATE: dict[str, bool] = {"late": False}
 _INSTALL_HINT = (
     "install the GL libraries (Debian: `apt-get install libegl1 libgl1 libosmesa6`, "
     "or run `make gl-deps`), or set MUJOCO_GL to a backend that works on this machine"
@@ -45,6 +46,8 @@ def select_gl_backend() -> str:
     chosen = os.environ.get("MUJOCO_GL")
     if chosen:
         return chosen
+    if "mujoco" in sys.modules:
+        _STATE["late"] = True  # mujoco already picked its (windowed) default at import
     failures = {}
     for backend in BACKENDS:
         error = probe_backend(backend)
@@ -60,6 +63,12 @@ def select_gl_backend() -> str:
 
 def render_failure(error: Exception) -> RenderBackendError:
     backend = os.environ.get("MUJOCO_GL", "unset")
+    if _STATE["late"]:
+        return RenderBackendError(
+            f"offscreen rendering failed: {error}. mujoco was imported before MUJOCO_GL was "
+            "chosen, so it kept its windowed default. Fix: export MUJOCO_GL=egl (or osmesa), or "
+            "import pipeline.envs.adroit before mujoco"
+        )
     return RenderBackendError(
         f"offscreen rendering failed with MUJOCO_GL={backend}: {error}. Fix: {_INSTALL_HINT}"
     )

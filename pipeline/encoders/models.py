@@ -1,0 +1,78 @@
+"""The registered encoders: ImageNet classifiers with their classifier removed.
+
+The timm ResNets use the `tv_in1k` tags, which are torchvision's ImageNet weights, as in RRL;
+their key names match torchvision's, so a torchvision ResNet file loads into them directly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pipeline.encoders.registry import register_encoder
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def _timm(tag: str, pretrained: bool) -> nn.Module:
+    import timm
+
+    # num_classes=0 swaps the classifier for Identity, leaving global-average-pooled features;
+    # timm skips the classifier weights when loading pretrained ones into such a model.
+    model: nn.Module = timm.create_model(tag, pretrained=pretrained, num_classes=0)
+    return model
+
+
+@register_encoder(feature_dim=512, source="timm", pretrained_tag="resnet10t.c3_in1k")
+def resnet10t(pretrained: bool) -> nn.Module:
+    return _timm("resnet10t.c3_in1k", pretrained)
+
+
+@register_encoder(
+    feature_dim=512, source="timm", pretrained_tag="resnet18.tv_in1k",
+    reference_file="resnet18-f37072fd.pth",
+)
+def resnet18(pretrained: bool) -> nn.Module:
+    return _timm("resnet18.tv_in1k", pretrained)
+
+
+@register_encoder(
+    feature_dim=512, source="timm", pretrained_tag="resnet34.tv_in1k",
+    reference_file="resnet34-b627a593.pth",
+)
+def resnet34(pretrained: bool) -> nn.Module:
+    return _timm("resnet34.tv_in1k", pretrained)
+
+
+@register_encoder(
+    feature_dim=2048, source="timm", pretrained_tag="resnet50.tv_in1k",
+    reference_file="resnet50-0676ba61.pth",
+)
+def resnet50(pretrained: bool) -> nn.Module:
+    return _timm("resnet50.tv_in1k", pretrained)
+
+
+# With num_classes=0 timm keeps the 960->1280 conv_head, so the features are 1280-d, not 960.
+@register_encoder(
+    feature_dim=1280, source="timm", pretrained_tag="mobilenetv3_large_100.ra_in1k",
+    head_keys=("classifier.weight", "classifier.bias"),
+    reference_file="mobilenetv3_large_100_ra-f55367f5.pth",
+)
+def mobilenetv3_large_100(pretrained: bool) -> nn.Module:
+    return _timm("mobilenetv3_large_100.ra_in1k", pretrained)
+
+
+# timm has no ShuffleNet, so this one comes from torchvision.
+@register_encoder(
+    feature_dim=1024, source="torchvision",
+    pretrained_tag="ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1",
+    reference_file="shufflenetv2_x1-5666bf0f80.pth",
+)
+def shufflenet_v2_x1_0(pretrained: bool) -> nn.Module:
+    from torch import nn
+    from torchvision.models import ShuffleNet_V2_X1_0_Weights, shufflenet_v2_x1_0
+
+    weights = ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1 if pretrained else None
+    model = shufflenet_v2_x1_0(weights=weights)
+    model.fc = nn.Identity()  # its forward ends in mean([2, 3]) then fc: pooled features remain
+    return model

@@ -1,0 +1,117 @@
+"""Cheap weights identity for cache keys and `rrl status`.
+
+Must not import torch: it runs on every `status`. A weights file is identified by the sha256 of
+its bytes, never its path, and the hash is remembered in a small JSON file keyed by
+(absolute path, size, mtime_ns) so only the first call after a change reads the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pipeline.encoders.registry import encoder_spec
+from pipeline.errors import WeightsError
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+SAFETENSORS_SUFFIXES = (".safetensors",)
+_HASH_CACHE_NAME = "weights_sha256.json"
+_CHUNK = 1 << 20
+
+
+def weights_fix(name: str) -> str:
+    """The sentence telling a user how to point at weights, shared by every weights error."""
+    return (
+        f"Fix: set WEIGHTS=pretrained, WEIGHTS=random (a random-init baseline, only when wanted) "
+        f"or WEIGHTS=/path/to/file.pth (or .safetensors) holding a state dict for the {name} "
+        f"architecture"
+    )
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("RRL_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "rrl"
+
+
+def weights_identity(name: str, weights: str) -> dict[str, str]:
+    """What the weights are, for the cache key: a kind plus the tag or the file's sha256."""
+    spec = encoder_spec(name)  # unknown names fail here, before any file is read
+    if weights == "random":
+        return {"kind": "random"}
+    if weights == "pretrained":
+        return {"kind": "pretrained", "tag": spec.pretrained_tag}
+    return {"kind": "file", "sha256": file_sha256(check_weights_file(name, weights))}
+
+
+def check_weights_file(name: str, weights: str) -> Path:
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"weights file {str(path)!r} for encoder {name!r} not found "
+            f"(the value is neither 'pretrained', 'random' nor an existing file). "
+            f"{weights_fix(name)}"
+        )
+    if path.suffix.lower() not in TORCH_SUFFIXES + SAFETENSORS_SUFFIXES:
+        raise WeightsError(
+            f"weights file {str(path)!r}: unsupported suffix {path.suffix!r}; expected one of "
+            f"{', '.join(TORCH_SUFFIXES + SAFETENSORS_SUFFIXES)}. {weights_fix(name)}"
+        )
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of the file's bytes, remembered across processes by (path, size, mtime_ns)."""
+    path = Path(path).resolve()
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise WeightsError(f"weights file {str(path)!r} cannot be read: {err}") from err
+    entry = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = cache_dir() / _HASH_CACHE_NAME
+    known = _read_cache(cache_file)
+    if entry in known:
+        return known[entry]
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    except OSError as err:
+        raise WeightsError(f"weights file {str(path)!r} cannot be read: {err}") from err
+    sha = digest.hexdigest()
+    # One entry per path: an edited file's old hash is useless and would only grow the file.
+    prefix = f"{path}|"
+    known = {k: v for k, v in _read_cache(cache_file).items() if not k.startswith(prefix)}
+    known[entry] = sha
+    _write_cache(cache_file, known)
+    return sha
+
+
+def _read_cache(cache_file: Path) -> dict[str, str]:
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}  # missing or corrupt: the cache only saves time, so start over
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _write_cache(cache_file: Path, known: dict[str, str]) -> None:
+    # Atomic replace so concurrent workers never read half a file; a lost update only costs a
+    # rehash. An unwritable cache directory is not an error for the same reason.
+    with contextlib.suppress(OSError):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=".weights_sha256.")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(known, handle, indent=0, sort_keys=True)
+            os.replace(tmp, cache_file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

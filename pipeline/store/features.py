@@ -1,0 +1,278 @@
+"""The feature store: one Zarr v3 group per content key, written shard by shard.
+
+    <root>/<key>/               attrs: key, encoder, weights, preprocessing, precision,
+                                episodes_key, versions, created, cameras, feature_dim, num_rows,
+                                complete (set last, by ``finalize``)
+      <camera>                  float16 (N, D), chunks (rows_per_chunk, D), sharded, zstd level 3
+      episode_ends              int64 (E,) cumulative step counts, rows in episode order
+      _shards_done/<camera>     bool (n_shards,), one chunk per shard
+
+A shard is the unit of work and of resume. Zarr v3 has no locking, so two writers touching parts
+of one shard lose data silently: each shard is written whole by one task, which then flips its
+own element of ``_shards_done`` (its own chunk, so no read-modify-write race). A group reads as
+done only once ``complete`` is set, after every shard is marked.
+
+``<root>`` is a local path or an fsspec URL (``s3://bucket/prefix``, ``gs://...``,
+``memory://...``); S3 endpoints and credentials come from ``storage_options`` or the usual AWS
+environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+from zarr.errors import GroupNotFoundError, ZarrUserWarning
+
+from pipeline.errors import bad_store, unknown_name
+from pipeline.store.remote import Options, fs_path, location, zarr_store
+
+if TYPE_CHECKING:
+    import dask.array
+    import distributed
+
+DONE = "_shards_done"
+ENDS = "episode_ends"
+RESUME_FIX = "re-run the encode stage: it resumes, skipping finished shards"
+_CHECKED_ATTRS = ("key", "cameras", "feature_dim", "num_rows")
+
+
+@dataclass
+class FeatureStoreSpec:
+    key: str
+    cameras: tuple[str, ...]
+    feature_dim: int
+    num_rows: int
+    episode_ends: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+    rows_per_chunk: int = 1024
+    chunks_per_shard: int = 8
+
+    @property
+    def rows_per_shard(self) -> int:
+        return self.rows_per_chunk * self.chunks_per_shard
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_rows // self.rows_per_shard)
+
+    def shard_range(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < self.num_shards:
+            raise IndexError(f"shard {i} outside 0..{self.num_shards - 1}")
+        start = i * self.rows_per_shard
+        return start, min(start + self.rows_per_shard, self.num_rows)
+
+
+def open_root(url: str, storage_options: Options = None) -> zarr.Group:
+    """The root group (created if missing)."""
+    return zarr.open_group(zarr_store(url, storage_options, read_only=False), mode="a")
+
+
+def _open_group(url: str, key: str, storage_options: Options, write: bool) -> zarr.Group | None:
+    store = zarr_store(url, storage_options, read_only=not write)
+    try:
+        # While a group is being written it has no consolidated metadata; a writer must not
+        # trust a stale copy either, so only readers use it.
+        return zarr.open_group(store, path=key, mode="r+" if write else "r",
+                               use_consolidated=None if not write else False)
+    except (FileNotFoundError, GroupNotFoundError):
+        return None
+
+
+def _open_array(url: str, path: str, storage_options: Options, write: bool) -> zarr.Array:
+    store = zarr_store(url, storage_options, read_only=not write)
+    try:
+        return zarr.open_array(store, path=path, mode="r+" if write else "r")
+    except FileNotFoundError:
+        raise bad_store(location(url, path), "array does not exist",
+                        "create the group with prepare_group first") from None
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def _jsonable(obj: Any) -> Any:
+    # Attributes are JSON; tuples and numpy scalars would otherwise fail or change type on read.
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _initial_attrs(spec: FeatureStoreSpec) -> dict[str, Any]:
+    attrs = _jsonable(spec.attrs)
+    attrs.setdefault("versions", {"zarr": zarr.__version__, "numpy": np.__version__})
+    attrs.update(key=spec.key, cameras=list(spec.cameras), feature_dim=int(spec.feature_dim),
+                 num_rows=int(spec.num_rows),
+                 created=datetime.now(UTC).isoformat(timespec="seconds"), complete=False)
+    return attrs
+
+
+def _check_attrs(group: zarr.Group, spec: FeatureStoreSpec, where: str) -> None:
+    attrs = group.attrs.asdict()
+    expected = {"key": spec.key, "cameras": list(spec.cameras),
+                "feature_dim": int(spec.feature_dim), "num_rows": int(spec.num_rows)}
+    for name in _CHECKED_ATTRS:
+        if attrs.get(name) != expected[name]:
+            raise bad_store(
+                where, f"existing group has {name}={attrs.get(name)!r} but this run expects "
+                f"{expected[name]!r}; a group whose attrs do not match its key is refused",
+                "delete that group (or run with FORCE=1) so it is rebuilt")
+
+
+def _require_array(group: zarr.Group, name: str, where: str, shape: tuple[int, ...],
+                   dtype: str, chunks: tuple[int, ...], shards: tuple[int, ...] | None) -> None:
+    try:
+        arr = group[name]
+    except KeyError:
+        group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                           compressors=ZstdCodec(level=3) if shards else "auto",
+                           fill_value=0)
+        return
+    found = (getattr(arr, "shape", None), str(getattr(arr, "dtype", None)),
+             getattr(arr, "chunks", None), getattr(arr, "shards", None))
+    if found != (shape, dtype, chunks, shards):
+        raise bad_store(f"{where}/{name}",
+                        f"existing array has (shape, dtype, chunks, shards)={found}, expected "
+                        f"{(shape, dtype, chunks, shards)}",
+                        "delete that group (or run with FORCE=1) so it is rebuilt")
+
+
+def prepare_group(root_url: str, spec: FeatureStoreSpec, storage_options: Options = None) -> None:
+    """Create the group, arrays and attrs (complete=False); on resume, check they match."""
+    where = location(root_url, spec.key)
+    ends = np.asarray(spec.episode_ends, dtype=np.int64)
+    if len(ends) and int(ends[-1]) != spec.num_rows:
+        raise bad_store(where, f"episode_ends ends at {int(ends[-1])} but num_rows is "
+                        f"{spec.num_rows}", "build the spec from the episode file's ends")
+    group = _open_group(root_url, spec.key, storage_options, write=True)
+    if group is None:
+        root = open_root(root_url, storage_options)
+        group = root.create_group(spec.key, attributes=_initial_attrs(spec))
+    else:
+        _check_attrs(group, spec, where)
+        if group.attrs.get("complete") is True:
+            old = np.asarray(group[ENDS][:])
+            if not np.array_equal(old, ends):
+                raise bad_store(where, "complete group has different episode_ends",
+                                "delete that group (or run with FORCE=1) so it is rebuilt")
+            return
+    d = int(spec.feature_dim)
+    for cam in spec.cameras:
+        _require_array(group, cam, where, (spec.num_rows, d), "float16",
+                       (spec.rows_per_chunk, d), (spec.rows_per_shard, d))
+        _require_array(group, f"{DONE}/{cam}", where, (spec.num_shards,), "bool", (1,), None)
+    # Small and cheap: rewriting it on every resume also repairs a write cut short by a crash.
+    group.create_array(ENDS, data=ends, chunks=(max(len(ends), 1),), overwrite=True)
+
+
+def shards_todo(root_url: str, key: str, camera: str, storage_options: Options = None) -> list[int]:
+    done = _open_array(root_url, f"{key}/{DONE}/{camera}", storage_options, write=False)
+    return [int(i) for i in np.flatnonzero(~np.asarray(done[:], dtype=bool))]
+
+
+def write_shard(root_url: str, key: str, camera: str, shard_index: int, features: np.ndarray,
+                storage_options: Options = None) -> None:
+    """Write one whole shard region, then mark it done. Safe to call from a dask worker."""
+    arr = _open_array(root_url, f"{key}/{camera}", storage_options, write=True)
+    rows = arr.shards[0] if arr.shards else arr.chunks[0]
+    start, stop = shard_index * rows, min((shard_index + 1) * rows, arr.shape[0])
+    where = f"{location(root_url, key)}/{camera} shard {shard_index}"
+    if start >= arr.shape[0] or shard_index < 0:
+        raise bad_store(where, f"shard index outside 0..{-(-arr.shape[0] // rows) - 1}",
+                        "pass an index from shards_todo")
+    if features.shape != (stop - start, arr.shape[1]):
+        raise bad_store(where, f"features have shape {features.shape}, expected "
+                        f"{(stop - start, arr.shape[1])}", "compute exactly the shard's rows")
+    feats = np.asarray(features, dtype=np.float16)
+    if not np.isfinite(feats).all():
+        raise bad_store(where, "features contain NaN or inf (after the cast to float16)",
+                        "check the encoder output; values must stay within ±65504")
+    # Zarr merges a shard write into the stored shard, reading it first; a leftover from a
+    # crashed writer on a non-atomic backend would fail to decode and block the resume forever.
+    fs, root = fs_path(root_url, storage_options)
+    try:
+        fs.rm_file(f"{root}/{key}/{camera}/{arr.metadata.encode_chunk_key((shard_index, 0))}")
+    except FileNotFoundError:
+        pass
+    arr[start:stop] = feats
+    done = _open_array(root_url, f"{key}/{DONE}/{camera}", storage_options, write=True)
+    done[shard_index] = True
+
+
+def _compute_and_write(root_url: str, key: str, camera: str, shard_index: int, start: int,
+                       stop: int, compute_shard: Callable[[int, int], np.ndarray],
+                       storage_options: Options) -> int:
+    write_shard(root_url, key, camera, shard_index, compute_shard(start, stop), storage_options)
+    return shard_index
+
+
+def write_shards_distributed(
+    client: distributed.Client, root_url: str, spec: FeatureStoreSpec, camera: str,
+    compute_shard: Callable[[int, int], np.ndarray], storage_options: Options = None,
+    progress: bool = True,
+) -> int:
+    """Compute and write every shard of ``camera`` not yet done; returns how many were written.
+
+    One task per shard runs ``compute_shard(start, stop)`` on a worker and writes its rows
+    (episode order). ``compute_shard`` is pickled to the workers, so it must be a module-level
+    function or a ``functools.partial`` of one; anything expensive it needs (a model) should be
+    built once per worker process, e.g. kept in a module-level cache, not once per call.
+
+    A failing shard does not stop the others: the run lets in-flight shards finish (they stay
+    done, for resume) and then raises the first failure's exception.
+    """
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    prepare_group(root_url, spec, storage_options)
+    todo = shards_todo(root_url, spec.key, camera, storage_options)
+    run = uuid.uuid4().hex[:8]
+    futures = {
+        client.submit(_compute_and_write, root_url, spec.key, camera, i, *spec.shard_range(i),
+                      compute_shard, storage_options, key=f"shard-{camera}-{i}-{run}",
+                      pure=False): i
+        for i in todo
+    }
+    failed: list[tuple[int, Any]] = []
+    with tqdm(total=len(todo), desc=f"{camera} shards", unit="shard", disable=not progress) as bar:
+        for fut in as_completed(futures):
+            if fut.status == "error":
+                failed.append((futures[fut], fut))
+            else:
+                bar.update(1)
+    if failed:
+        index, fut = failed[0]
+        try:
+            fut.result()
+        except Exception as exc:
+            exc.add_note(f"{len(failed)} of {len(todo)} shards of {camera!r} failed (first: "
+                         f"shard {index}); finished shards are recorded, so a rerun resumes")
+            raise
+    return len(todo) - len(failed)
+
+
+def finalize(root_url: str, key: str, storage_options: Options = None) -> None:
+    """Check every shard is done, set ``complete`` and consolidate the group's metadata."""
+    where = location(root_url, key)
+    group = _open_group(root_url, key, storage_options, write=True)
+    if group is None:
+        raise bad_store(where, "no feature group to finalize", "run prepare_group first")
+    for cam in group.attrs["cameras"]:
+        missing = shards_todo(root_url, key, cam, storage_options)
+        if missing:
+            raise bad_store(where, f"camera {cam!r} still misses shards {missing[:10]}"
+                            f"{' ...' if len(missing) > 10 else ''}", RESUME_FIX)
+    # Temporary files a killed local writer left behind are not part of the store.
+    fs, root = fs_path(root_url, storage_options)
+    stale = [p for p in fs.find(f"{root}/{key}") if p.endswith(".partial")]
+    if stale:
+        fs.rm(stale)
+    group.attrs["complete"] = True
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
+        zarr.consolidate_metadata(zarr_store(root_url, storage_options, read_only=False), path=key)

@@ -1,0 +1,67 @@
+"""Shared fixtures: the door demos from ../shared (skip when absent) and tiny synthetic demos."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DOOR_DEMOS = Path(__file__).resolve().parents[1].parent / "shared/data/adroit-demos/door-v0_demos.pickle"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep downloads and hash caches of tests out of the user's ~/.cache."""
+    monkeypatch.setenv("RRL_CACHE", str(tmp_path_factory.getbasetemp() / "rrl-cache"))
+
+
+@pytest.fixture(scope="session")
+def door_demos_path() -> Path:
+    if not SHARED_DOOR_DEMOS.is_file():
+        pytest.skip(f"door demos not found at {SHARED_DOOR_DEMOS}")
+    return SHARED_DOOR_DEMOS
+
+
+def write_demo_pickle(path: Path, demos: list[dict]) -> str:
+    data = pickle.dumps(demos, protocol=2)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def synthetic_door_demos(n: int = 2, steps: int = 12, seed: int = 0) -> list[dict]:
+    """Demos in the hand_dapg format, recorded from our own door env with random actions."""
+    from pipeline.envs.adroit import AdroitEnv
+
+    env = AdroitEnv("door", seed=seed)
+    rng = np.random.default_rng(seed)
+    demos = []
+    for _ in range(n):
+        env.reset()
+        init = env.get_state()
+        obs, acts, rews = [], [], []
+        for _ in range(steps):
+            obs.append(env.observation())
+            a = rng.uniform(-1, 1, env.spec.act_dim)
+            _, r, _, _ = env.step(a)
+            acts.append(a)
+            rews.append(r)
+        demos.append({"observations": np.array(obs), "actions": np.array(acts),
+                      "rewards": np.array(rews), "init_state_dict": init})
+    env.close()
+    return demos
+
+
+@pytest.fixture(scope="session")
+def tiny_door_demos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(path, sha256) of a 2-demo, 12-step door file made with the real simulator."""
+    path = tmp_path_factory.mktemp("demos") / "door-v0_demos.pickle"
+    sha = write_demo_pickle(path, synthetic_door_demos())
+    return path, sha
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("PYTHONHASHSEED", "0")
