@@ -76,6 +76,9 @@ class Stage:
     inputs: Callable[[PipelineConfig], dict[str, Any]]
     run: Callable[[StageContext], dict[str, Any]]
     describe: Callable[[StageResult], str] = field(default=lambda r: "")
+    # Finds an output made elsewhere (a pulled feature store) and returns its summary, or None.
+    # Called before upstream stages run, so a teammate's store needs no local render.
+    adopt: Callable[[StageContext], dict[str, Any] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,12 +132,49 @@ class Runner:
 
     def run(self, name: str, force: bool = False) -> StageResult:
         """Run ``name`` (and any missing upstream stage first); a finished output is a cache hit."""
-        upstream = {up: self.run(up) for up in self.stage(name).upstream}
         done = self.result(name)
         if done is not None and not force:
             self.log(f"[{name}] cache hit {done.key[:12]} ({done.out_dir})")
             return done
+        if not force and self.stage(name).adopt is not None:
+            adopted = self._adopt(name)
+            if adopted is not None:
+                return adopted
+        upstream = {up: self.run(up) for up in self.stage(name).upstream}
         return self._execute(name, upstream, force)
+
+    def _context(self, name: str, upstream: dict[str, StageResult]) -> StageContext:
+        return StageContext(name, self.key(name), self.out_dir(name), self.config, upstream,
+                            self.data_dir, self.log)
+
+    def _adopt(self, name: str) -> StageResult | None:
+        adopt = self.stage(name).adopt
+        assert adopt is not None
+        summary = adopt(self._context(name, {}))
+        if summary is None:
+            return None
+        self.log(f"[{name}] cache hit {self.key(name)[:12]}: found a finished output made elsewhere")
+        self.out_dir(name).mkdir(parents=True, exist_ok=True)
+        manifest = self._manifest(name, self.upstream_keys(name), summary, 0.0)
+        write_json_atomic(self.out_dir(name) / MANIFEST, manifest)
+        return StageResult(name, self.key(name), self.out_dir(name), manifest, cache_hit=True)
+
+    def _manifest(self, name: str, upstream_keys: dict[str, str], summary: dict[str, Any],
+                  seconds: float) -> dict[str, Any]:
+        st = self.stage(name)
+        return {
+            "stage": name,
+            "key": self.key(name),
+            "version": st.version,
+            "inputs": self.inputs(name),
+            "upstream": upstream_keys,
+            "summary": summary,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+            "bytes": folder_size(self.out_dir(name)),
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+        }
 
     def _execute(self, name: str, upstream: dict[str, StageResult], force: bool) -> StageResult:
         st, key, out_dir = self.stage(name), self.key(name), self.out_dir(name)
@@ -146,22 +186,10 @@ class Runner:
                 self.log(f"[{name}] resuming unfinished output in {out_dir}")
             out_dir.mkdir(parents=True, exist_ok=True)
             self.log(f"[{name}] running {key[:12]} -> {out_dir}")
-            ctx = StageContext(name, key, out_dir, self.config, upstream, self.data_dir, self.log)
             started = time.perf_counter()
-            summary = st.run(ctx)
-            manifest = {
-                "stage": name,
-                "key": key,
-                "version": st.version,
-                "inputs": self.inputs(name),
-                "upstream": {up: res.key for up, res in upstream.items()},
-                "summary": summary,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "seconds": round(time.perf_counter() - started, 3),
-                "bytes": folder_size(out_dir),
-                "versions": package_versions(),
-                "git_commit": git_commit(),
-            }
+            summary = st.run(self._context(name, upstream))
+            upstream_keys = {up: res.key for up, res in upstream.items()}
+            manifest = self._manifest(name, upstream_keys, summary, time.perf_counter() - started)
             write_json_atomic(out_dir / MANIFEST, manifest)
         return StageResult(name, key, out_dir, manifest)
 
