@@ -19,13 +19,14 @@ environment variables.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
@@ -98,9 +99,17 @@ def _open_array(url: str, path: str, storage_options: Options, write: bool) -> z
 
 # --- writing ---------------------------------------------------------------------------------
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    arr = group[name]
+    if not isinstance(arr, zarr.Array):
+        raise bad_store(f"{group.store_path}/{name}", "is a group, not an array",
+                        "delete the group and rebuild it")
+    return arr
+
+
 def _jsonable(obj: Any) -> Any:
     # Attributes are JSON; tuples and numpy scalars would otherwise fail or change type on read.
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
 def _initial_attrs(spec: FeatureStoreSpec) -> dict[str, Any]:
@@ -156,7 +165,7 @@ def prepare_group(root_url: str, spec: FeatureStoreSpec, storage_options: Option
     else:
         _check_attrs(group, spec, where)
         if group.attrs.get("complete") is True:
-            old = np.asarray(group[ENDS][:])
+            old = np.asarray(_array(group, ENDS)[:])
             if not np.array_equal(old, ends):
                 raise bad_store(where, "complete group has different episode_ends",
                                 "delete that group (or run with FORCE=1) so it is rebuilt")
@@ -188,17 +197,16 @@ def write_shard(root_url: str, key: str, camera: str, shard_index: int, features
     if features.shape != (stop - start, arr.shape[1]):
         raise bad_store(where, f"features have shape {features.shape}, expected "
                         f"{(stop - start, arr.shape[1])}", "compute exactly the shard's rows")
-    feats = np.asarray(features, dtype=np.float16)
+    with np.errstate(over="ignore"):  # overflow is reported just below, as a StoreError
+        feats = np.asarray(features, dtype=np.float16)
     if not np.isfinite(feats).all():
         raise bad_store(where, "features contain NaN or inf (after the cast to float16)",
                         "check the encoder output; values must stay within ±65504")
     # Zarr merges a shard write into the stored shard, reading it first; a leftover from a
     # crashed writer on a non-atomic backend would fail to decode and block the resume forever.
     fs, root = fs_path(root_url, storage_options)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         fs.rm_file(f"{root}/{key}/{camera}/{arr.metadata.encode_chunk_key((shard_index, 0))}")
-    except FileNotFoundError:
-        pass
     arr[start:stop] = feats
     done = _open_array(root_url, f"{key}/{DONE}/{camera}", storage_options, write=True)
     done[shard_index] = True
@@ -234,14 +242,14 @@ def write_shards_distributed(
     run = uuid.uuid4().hex[:8]
     futures = {
         client.submit(_compute_and_write, root_url, spec.key, camera, i, *spec.shard_range(i),
-                      compute_shard, storage_options, key=f"shard-{camera}-{i}-{run}",
-                      pure=False): i
+                      compute_shard, storage_options, pure=False,
+                      key=f"shard-{spec.key[:8]}-{camera}-{i}-{run}"): i
         for i in todo
     }
     failed: list[tuple[int, Any]] = []
     with tqdm(total=len(todo), desc=f"{camera} shards", unit="shard", disable=not progress) as bar:
         for fut in as_completed(futures):
-            if fut.status == "error":
+            if fut.status != "finished":
                 failed.append((futures[fut], fut))
             else:
                 bar.update(1)
@@ -262,7 +270,8 @@ def finalize(root_url: str, key: str, storage_options: Options = None) -> None:
     group = _open_group(root_url, key, storage_options, write=True)
     if group is None:
         raise bad_store(where, "no feature group to finalize", "run prepare_group first")
-    for cam in group.attrs["cameras"]:
+    attrs: dict[str, Any] = group.attrs.asdict()
+    for cam in attrs["cameras"]:
         missing = shards_todo(root_url, key, cam, storage_options)
         if missing:
             raise bad_store(where, f"camera {cam!r} still misses shards {missing[:10]}"
@@ -276,3 +285,101 @@ def finalize(root_url: str, key: str, storage_options: Options = None) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
         zarr.consolidate_metadata(zarr_store(root_url, storage_options, read_only=False), path=key)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def is_complete(root_url: str, key: str, storage_options: Options = None) -> bool:
+    """Whether the group exists, is complete and belongs to ``key`` (one small read)."""
+    group = _open_group(root_url, key, storage_options, write=False)
+    return group is not None and group.attrs.get("complete") is True and \
+        group.attrs.get("key") == key
+
+
+class FeatureStore:
+    """A complete feature group, read-only. Rows follow the episodes file order."""
+
+    def __init__(self, root_url: str, key: str, group: zarr.Group,
+                 storage_options: Options = None) -> None:
+        self.root_url, self.key, self.group = root_url, key, group
+        self.storage_options = storage_options
+        self.attrs: dict[str, Any] = cast(dict[str, Any], group.attrs.asdict())
+        self.cameras: tuple[str, ...] = tuple(self.attrs["cameras"])
+        self.num_rows = int(self.attrs["num_rows"])
+        self.feature_dim = int(self.attrs["feature_dim"])
+        self.episode_ends: np.ndarray = np.asarray(_array(group, ENDS)[:], dtype=np.int64)
+
+    @property
+    def location(self) -> str:
+        return location(self.root_url, self.key)
+
+    def array(self, camera: str) -> zarr.Array:
+        if camera not in self.cameras:
+            raise unknown_name("camera", camera, self.cameras)
+        return _array(self.group, camera)
+
+    def read(self, camera: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return np.asarray(self.array(camera)[start:stop], dtype=np.float16)
+
+    def dask(self, camera: str) -> dask.array.Array:
+        import dask.array as da
+
+        arr = self.array(camera)
+        # One dask chunk per shard: a shard is one object, so tasks never split a read of it.
+        return da.from_zarr(arr, chunks=arr.shards or arr.chunks)
+
+    def nbytes_stored(self) -> int:
+        """Bytes the group takes on disk or in the bucket."""
+        fs, root = fs_path(self.root_url, self.storage_options)
+        return int(fs.du(f"{root}/{self.key}", total=True))
+
+    def bytes_per_frame(self, camera: str | None = None) -> float:
+        """Stored bytes per row of one camera (the mean over cameras when none is named)."""
+        cams = [camera] if camera else list(self.cameras)
+        fs, root = fs_path(self.root_url, self.storage_options)
+        total = sum(int(fs.du(f"{root}/{self.key}/{self.array(c).basename}", total=True))
+                    for c in cams)
+        return total / max(self.num_rows * len(cams), 1)
+
+
+def open_features(root_url: str, key: str, storage_options: Options = None) -> FeatureStore:
+    """Open a complete group; refuse a missing, unfinished or foreign one with StoreError."""
+    where = location(root_url, key)
+    group = _open_group(root_url, key, storage_options, write=False)
+    if group is None:
+        raise bad_store(where, "no feature group for this key",
+                        "run the encode stage, or `rrl pull KEY URL` from a shared store")
+    found = group.attrs.get("key")
+    if found != key:
+        raise bad_store(where, f"group attrs say key {found!r}; a group whose attrs do not "
+                        "match its key is refused", "delete it and re-run encode or pull again")
+    if group.attrs.get("complete") is not True:
+        raise bad_store(where, "group is incomplete (no complete marker): an interrupted write "
+                        "never reads as done", RESUME_FIX)
+    store = FeatureStore(root_url, key, group, storage_options)
+    for cam in store.cameras:
+        if store.array(cam).shape != (store.num_rows, store.feature_dim):
+            raise bad_store(f"{where}/{cam}", f"shape {store.array(cam).shape} does not match "
+                            "the group attrs", "delete it and re-run encode")
+    return store
+
+
+def summary(store: FeatureStore) -> dict[str, Any]:
+    """What `rrl inspect` prints about a feature group."""
+    a = store.attrs
+    weights = a.get("weights") or {}
+    out: dict[str, Any] = {
+        "key": store.key, "location": store.location, "encoder": a.get("encoder"),
+        "weights": weights, "random_weights": weights.get("kind") == "random",
+        "preprocessing": a.get("preprocessing"), "precision": a.get("precision"),
+        "episodes_key": a.get("episodes_key"), "created": a.get("created"),
+        "cameras": {c: {"shape": list(store.array(c).shape), "chunks": list(store.array(c).chunks),
+                        "shards": list(store.array(c).shards or ()),
+                        "dtype": str(store.array(c).dtype)} for c in store.cameras},
+        "episodes": len(store.episode_ends), "rows": store.num_rows,
+        "feature_dim": store.feature_dim, "bytes": store.nbytes_stored(),
+        "bytes_per_frame": round(store.bytes_per_frame(), 1), "versions": a.get("versions"),
+    }
+    if out["random_weights"]:
+        out["warning"] = "RANDOM WEIGHTS: these features come from an untrained encoder"
+    return out

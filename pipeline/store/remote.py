@@ -16,6 +16,7 @@ import fsspec
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
+from zarr.abc.store import Store
 
 from pipeline.errors import bad_store
 
@@ -52,7 +53,7 @@ def fs_path(url: str, storage_options: Options = None) -> tuple[fsspec.AbstractF
     return fs, path.rstrip("/")
 
 
-def zarr_store(url: str, storage_options: Options = None, read_only: bool = False) -> Any:
+def zarr_store(url: str, storage_options: Options = None, read_only: bool = False) -> Store:
     """A zarr store for ``url``: LocalStore for paths, FsspecStore for URLs."""
     if not is_url(url):
         return zarr.storage.LocalStore(local_path(url), read_only=read_only)

@@ -1,0 +1,25 @@
+"""The one place that makes dask clients, so cluster settings live in a single spot.
+
+Stages scale from a laptop to a cluster by passing a scheduler address; the code they run is the
+same either way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from distributed import Client
+
+
+def get_client(scheduler: str | None = None, workers: int = 2,
+               threads_per_worker: int = 1) -> Client:
+    """A client of ``scheduler`` (``tcp://host:8786``), else of a new local cluster.
+
+    The local cluster uses worker processes, not threads: encoders and zarr codecs hold the GIL
+    for parts of their work, and one thread per worker keeps torch from oversubscribing cores.
+    Closing the client also shuts down a local cluster it started.
+    """
+    if scheduler:
+        return Client(scheduler)
+    return Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                  dashboard_address=None, silence_logs=logging.WARNING)
