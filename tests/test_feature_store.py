@@ -24,6 +24,7 @@ from zarr.codecs import ZstdCodec
 from pipeline.distributed import get_client
 from pipeline.errors import StoreError
 from pipeline.store import features as fs
+from pipeline.store.shards import write_shards_distributed
 
 KEY = "f" * 64
 CAMERAS = ("vil_camera", "fixed")
@@ -68,7 +69,7 @@ def expected(camera: str) -> np.ndarray:
 def write_all(client: Client, root: str, spec: fs.FeatureStoreSpec,
               compute: Callable[..., np.ndarray]) -> int:
     return sum(
-        fs.write_shards_distributed(client, root, spec, cam, functools.partial(compute, i),
+        write_shards_distributed(client, root, spec, cam, functools.partial(compute, i),
                                     progress=False)
         for i, cam in enumerate(spec.cameras))
 
@@ -160,8 +161,9 @@ def test_failed_run_resumes_only_missing_shards(client: Client, reference: Path,
     log.mkdir()
     assert write_all(client, root, spec, functools.partial(logged_features, str(log))) == 8
     calls = sorted(p.name.rsplit("-", 1)[0] for p in log.iterdir())
-    assert calls == sorted([f"0-{s}" for s in (1024, 1536, 2048)]
-                           + [f"1-{s}" for s in range(0, ROWS, 512)])
+    step = spec.rows_per_chunk  # rows are computed one chunk per task, shards written whole
+    assert calls == sorted([f"0-{s}" for s in range(spec.shard_range(2)[0], ROWS, step)]
+                           + [f"1-{s}" for s in range(0, ROWS, step)])
     assert write_all(client, root, spec, functools.partial(logged_features, str(log))) == 0
     fs.finalize(root, KEY)
     assert_same_store(Path(root), reference)
@@ -172,7 +174,7 @@ import functools, sys
 sys.path.insert(0, {tests!r})
 from test_feature_store import CAMERAS, make_spec, slow_features
 from pipeline.distributed import get_client
-from pipeline.store.features import write_shards_distributed
+from pipeline.store.shards import write_shards_distributed
 
 if __name__ == "__main__":
     client = get_client(workers=2)

@@ -73,6 +73,6 @@ def shufflenet_v2_x1_0(pretrained: bool) -> nn.Module:
     from torchvision.models import ShuffleNet_V2_X1_0_Weights, shufflenet_v2_x1_0
 
     weights = ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1 if pretrained else None
-    model = shufflenet_v2_x1_0(weights=weights)
+    model: nn.Module = shufflenet_v2_x1_0(weights=weights)
     model.fc = nn.Identity()  # its forward ends in mean([2, 3]) then fc: pooled features remain
     return model

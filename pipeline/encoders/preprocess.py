@@ -1,8 +1,10 @@
 """RRL's ImageNet preprocessing, batched in torch: Resize(shorter side), CenterCrop, normalise.
 
-Follows torchvision's Resize(int)/CenterCrop arithmetic so features match the paper's
-PIL-era pipeline; the resized image is rounded to whole 0..255 levels because PIL (and
-torchvision on uint8) resizes in uint8 before ToTensor divides by 255.
+RRL ran torchvision's Resize/CenterCrop on PIL images, which resize in uint8. Resizing here runs
+torch's uint8 antialiased bilinear kernel on the CPU, the same kernel torchvision's tensor Resize
+uses: it was written to match PIL (at most one grey level apart), is ~50x faster than resizing in
+float, and keeps features independent of the device the model runs on. Float conversion and
+normalisation happen after the crop, on the model's device.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def preprocessing_description(resize: int, crop: int) -> dict[str, Any]:
         "std": list(IMAGENET_STD),
         "interpolation": INTERPOLATION,
         "antialias": True,
-        "round_to_uint8_after_resize": True,
+        "resize_dtype": "uint8",
     }
 
 
@@ -37,18 +39,24 @@ def resized_size(height: int, width: int, resize: int) -> tuple[int, int]:
     return int(resize * height / width), resize
 
 
-def preprocess(frames: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float32 (N, 3, crop, crop), normalised with ImageNet mean/std."""
-    x = frames.permute(0, 3, 1, 2).to(torch.float32)
+def crop_box(height: int, width: int, crop: int) -> tuple[int, int]:
+    """(top, left) of CenterCrop(crop), rounded as torchvision rounds it."""
+    return round((height - crop) / 2.0), round((width - crop) / 2.0)
+
+
+def preprocess(
+    frames: torch.Tensor, resize: int, crop: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """uint8 (N, H, W, 3) on the CPU -> float32 (N, 3, crop, crop) on `device`, normalised."""
+    # The permuted view is channels_last in memory, the layout the uint8 kernel is fastest on.
+    x = frames.to("cpu").permute(0, 3, 1, 2)
     height, width = x.shape[-2:]
     size = resized_size(height, width, resize)
-    # Same-size interpolation is the identity; skipping it saves time at RRL's 256->256.
+    # Same-size resizing is the identity; skipping it saves time at RRL's 256 -> Resize(256).
     if size != (height, width):
         x = F.interpolate(x, size=size, mode=INTERPOLATION, align_corners=False, antialias=True)
-        x = x.round_().clamp_(0.0, 255.0)
-    top = round((size[0] - crop) / 2.0)
-    left = round((size[1] - crop) / 2.0)
-    x = x[:, :, top : top + crop, left : left + crop]
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
-    return ((x - mean) / std).contiguous()
+    top, left = crop_box(size[0], size[1], crop)
+    x = x[:, :, top : top + crop, left : left + crop].to(device)  # uint8: a quarter the transfer
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return ((x.to(torch.float32) / 255.0 - mean) / std).contiguous()

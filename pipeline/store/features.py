@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -38,7 +36,6 @@ from pipeline.store.remote import Options, fs_path, location, zarr_store
 
 if TYPE_CHECKING:
     import dask.array
-    import distributed
 
 DONE = "_shards_done"
 ENDS = "episode_ends"
@@ -210,58 +207,6 @@ def write_shard(root_url: str, key: str, camera: str, shard_index: int, features
     arr[start:stop] = feats
     done = _open_array(root_url, f"{key}/{DONE}/{camera}", storage_options, write=True)
     done[shard_index] = True
-
-
-def _compute_and_write(root_url: str, key: str, camera: str, shard_index: int, start: int,
-                       stop: int, compute_shard: Callable[[int, int], np.ndarray],
-                       storage_options: Options) -> int:
-    write_shard(root_url, key, camera, shard_index, compute_shard(start, stop), storage_options)
-    return shard_index
-
-
-def write_shards_distributed(
-    client: distributed.Client, root_url: str, spec: FeatureStoreSpec, camera: str,
-    compute_shard: Callable[[int, int], np.ndarray], storage_options: Options = None,
-    progress: bool = True,
-) -> int:
-    """Compute and write every shard of ``camera`` not yet done; returns how many were written.
-
-    One task per shard runs ``compute_shard(start, stop)`` on a worker and writes its rows
-    (episode order). ``compute_shard`` is pickled to the workers, so it must be a module-level
-    function or a ``functools.partial`` of one; anything expensive it needs (a model) should be
-    built once per worker process, e.g. kept in a module-level cache, not once per call.
-
-    A failing shard does not stop the others: the run lets in-flight shards finish (they stay
-    done, for resume) and then raises the first failure's exception.
-    """
-    from distributed import as_completed
-    from tqdm import tqdm
-
-    prepare_group(root_url, spec, storage_options)
-    todo = shards_todo(root_url, spec.key, camera, storage_options)
-    run = uuid.uuid4().hex[:8]
-    futures = {
-        client.submit(_compute_and_write, root_url, spec.key, camera, i, *spec.shard_range(i),
-                      compute_shard, storage_options, pure=False,
-                      key=f"shard-{spec.key[:8]}-{camera}-{i}-{run}"): i
-        for i in todo
-    }
-    failed: list[tuple[int, Any]] = []
-    with tqdm(total=len(todo), desc=f"{camera} shards", unit="shard", disable=not progress) as bar:
-        for fut in as_completed(futures):
-            if fut.status != "finished":
-                failed.append((futures[fut], fut))
-            else:
-                bar.update(1)
-    if failed:
-        index, fut = failed[0]
-        try:
-            fut.result()
-        except Exception as exc:
-            exc.add_note(f"{len(failed)} of {len(todo)} shards of {camera!r} failed (first: "
-                         f"shard {index}); finished shards are recorded, so a rerun resumes")
-            raise
-    return len(todo) - len(failed)
 
 
 def finalize(root_url: str, key: str, storage_options: Options = None) -> None:

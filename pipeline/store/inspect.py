@@ -1,0 +1,31 @@
+"""Human-readable feature-store summaries (``rrl inspect`` and the encode stage's report)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _weights_text(weights: dict[str, Any]) -> str:
+    kind = weights.get("kind", "?")
+    if kind == "random":
+        return "RANDOM (untrained encoder: features carry no ImageNet knowledge)"
+    if kind == "file":
+        return f"file sha256 {str(weights.get('sha256', ''))[:16]}"
+    return f"pretrained {weights.get('tag', '')}"
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """Several lines: where the store is, what made it, its shapes and its size."""
+    lines = [
+        f"feature store: {s['location']}",
+        f"  key        {s['key']}",
+        f"  encoder    {s['encoder']} ({s.get('precision')}), weights {_weights_text(s['weights'])}",
+        f"  episodes   {s['episodes']} ({s['rows']} frames), from render {str(s['episodes_key'])[:12]}",
+    ]
+    for cam, info in s["cameras"].items():
+        lines.append(f"  {cam:<10} {info['dtype']} {tuple(info['shape'])}, chunks {tuple(info['chunks'])}, "
+                     f"shards {tuple(info['shards'])}")
+    lines.append(f"  size       {s['bytes'] / 1e6:.2f} MB on disk, {s['bytes_per_frame']:.0f} bytes per frame")
+    if s.get("warning"):
+        lines.append(f"  WARNING    {s['warning']}")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Distributed shard writing: many workers compute rows, exactly one task writes each shard.
+
+Zarr v3 has no locks, and two tasks writing parts of one shard lose data silently (zarr-python
+issues 3514, 3682). So rows are computed in parallel in pieces of ``rows_per_task``, and a single
+write task per shard gathers its pieces and writes the whole shard region, then marks it done.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.store.features import FeatureStoreSpec, prepare_group, shards_todo, write_shard
+from pipeline.store.remote import Options
+
+if TYPE_CHECKING:
+    import distributed
+
+
+def _write_pieces(root_url: str, key: str, camera: str, shard_index: int,
+                  storage_options: Options, *pieces: np.ndarray) -> int:
+    write_shard(root_url, key, camera, shard_index, np.concatenate(pieces), storage_options)
+    return shard_index
+
+
+def write_shards_distributed(
+    client: distributed.Client, root_url: str, spec: FeatureStoreSpec, camera: str,
+    compute_rows: Callable[[int, int], np.ndarray], storage_options: Options = None,
+    progress: bool = True, rows_per_task: int | None = None,
+) -> int:
+    """Compute and write every shard of ``camera`` not yet done; returns how many were written.
+
+    ``compute_rows(start, stop)`` runs on workers, for pieces of at most ``rows_per_task`` rows
+    (default: one chunk), so even a single shard keeps every worker busy. It is pickled to the
+    workers, so it must be a module-level function or a picklable callable object; anything
+    expensive it needs (a model) should be built once per worker process and cached there.
+
+    A failing shard does not stop the others: in-flight shards finish (and stay done, for
+    resume), then the first failure's exception is raised.
+    """
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    prepare_group(root_url, spec, storage_options)
+    todo = shards_todo(root_url, spec.key, camera, storage_options)
+    step = rows_per_task or spec.rows_per_chunk
+    run = uuid.uuid4().hex[:8]
+    writes: dict[Any, int] = {}
+    piece_rows: dict[Any, int] = {}
+    for i in todo:
+        start, stop = spec.shard_range(i)
+        pieces = []
+        for a in range(start, stop, step):
+            piece = client.submit(compute_rows, a, min(a + step, stop), pure=False,
+                                  key=f"rows-{spec.key[:8]}-{camera}-{a}-{run}")
+            piece_rows[piece] = min(a + step, stop) - a
+            pieces.append(piece)
+        write = client.submit(_write_pieces, root_url, spec.key, camera, i, storage_options,
+                              *pieces, pure=False, key=f"shard-{spec.key[:8]}-{camera}-{i}-{run}")
+        writes[write] = i
+    failed: list[tuple[int, Any]] = []
+    total = sum(piece_rows.values())
+    with tqdm(total=total, desc=f"{camera}", unit="frame", disable=not progress) as bar:
+        for fut in as_completed([*piece_rows, *writes]):
+            if fut in writes and fut.status != "finished":
+                failed.append((writes[fut], fut))
+            elif fut in piece_rows and fut.status == "finished":
+                bar.update(piece_rows[fut])
+    if failed:
+        index, fut = failed[0]
+        try:
+            fut.result()
+        except Exception as exc:
+            exc.add_note(f"{len(failed)} of {len(todo)} shards of {camera!r} failed (first: "
+                         f"shard {index}); finished shards are recorded, so a rerun resumes")
+            raise
+    return len(todo) - len(failed)

@@ -1,0 +1,98 @@
+"""encode: every rendered frame through a frozen encoder into the Zarr feature store (dask)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PipelineConfig
+from pipeline.runner import Stage, StageContext, StageResult
+
+VERSION = "1"
+DEFAULT_STORE = "features.zarr"
+BF16_MIN_COSINE = 0.999  # below this, bf16 features are not a stand-in for fp32 ones
+AGREEMENT_SAMPLE = 32
+
+
+def inputs(cfg: PipelineConfig) -> dict[str, Any]:
+    from pipeline.encoders import encoder_spec, weights_identity
+
+    e = cfg.encode
+    encoder_spec(e.encoder)  # unknown names fail here, listing the valid ones
+    return {
+        "encoder": e.encoder,
+        "weights": weights_identity(e.encoder, e.weights),
+        "precision": e.precision,
+        "preprocessing": {"resize": e.resize, "crop": e.crop, "normalize": "imagenet"},
+    }
+
+
+def store_root(ctx: StageContext) -> str:
+    return ctx.config.encode.store or str(ctx.data_dir / DEFAULT_STORE)
+
+
+def adopt(ctx: StageContext) -> dict[str, Any] | None:
+    """A complete group for this key already in the store (pulled, or a shared bucket)."""
+    from pipeline.store.features import is_complete, open_features, summary
+
+    root = store_root(ctx)
+    if not is_complete(root, ctx.key):
+        return None
+    return {"store": root, **summary(open_features(root, ctx.key))}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    from pipeline.distributed import get_client
+    from pipeline.encode_job import (
+        EncoderParams, ShardEncoder, cached_encoder, precision_agreement, sample_frames,
+        threads_per_worker,
+    )
+    from pipeline.errors import ConfigError
+    from pipeline.runner import package_versions
+    from pipeline.store.episodes import EpisodeReader
+    from pipeline.store.shards import write_shards_distributed
+    from pipeline.store.features import (
+        FeatureStoreSpec, finalize, open_features, summary,
+    )
+
+    e, root = ctx.config.encode, store_root(ctx)
+    episodes = str(Path(ctx.upstream["render"].summary["episodes_file"]))
+    with EpisodeReader(episodes) as reader:
+        cameras, num_rows, ends = tuple(reader.cameras), reader.num_rows, reader.episode_ends
+    params = EncoderParams(e.encoder, e.weights, e.precision, e.resize, e.crop)
+    encoder = cached_encoder(params)  # fails early (bad weights) before any cluster starts
+    attrs: dict[str, Any] = {
+        "encoder": e.encoder, "weights": encoder.weights, "precision": e.precision,
+        "preprocessing": encoder.preprocessing, "episodes_key": ctx.upstream["render"].key,
+        "versions": package_versions(),
+    }
+    if e.precision != "fp32":
+        cosine = precision_agreement(params, sample_frames(episodes, cameras[0], AGREEMENT_SAMPLE))
+        attrs["fp32_agreement_min_cosine"] = cosine
+        ctx.log(f"[encode] {e.precision} vs fp32 on {AGREEMENT_SAMPLE} frames: min cosine {cosine:.6f}")
+        if cosine < BF16_MIN_COSINE:
+            raise ConfigError(f"encode.precision={e.precision} gives features with cosine {cosine:.5f} "
+                              f"to fp32 (< {BF16_MIN_COSINE}). Fix: use PRECISION=fp32")
+    spec = FeatureStoreSpec(ctx.key, cameras, encoder.feature_dim, num_rows, ends, attrs)
+    started = time.perf_counter()
+    written = 0
+    with get_client(e.scheduler, e.workers) as client:
+        for camera in cameras:
+            job = ShardEncoder(episodes, camera, params, e.batch_size, threads_per_worker(e.workers))
+            written += write_shards_distributed(client, root, spec, camera, job)
+    finalize(root, ctx.key)
+    seconds = time.perf_counter() - started
+    store = open_features(root, ctx.key)
+    ctx.log(f"[encode] wrote {written} shards in {seconds:.1f} s")
+    return {"store": root, **summary(store), "encode_seconds": round(seconds, 2),
+            "frames_per_second": round(num_rows * len(cameras) / seconds, 1), "shards_written": written}
+
+
+def describe(result: StageResult) -> str:
+    from pipeline.store.inspect import format_summary
+
+    return format_summary(result.summary)
+
+
+STAGE = Stage("encode", VERSION, ("render",), inputs, run, describe, adopt)
