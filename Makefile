@@ -86,11 +86,11 @@ cameras: $(INSTALLED) ## cameras each task offers
 inspect: $(INSTALLED) ## summary of the feature store for the current config
 	@$(RRL) $(RRL_ARGS) inspect
 
-push: $(INSTALLED) ## copy the current feature store to URL=s3://bucket/prefix
-	$(RRL) $(RRL_ARGS) push $(URL)
+push: $(INSTALLED) ## copy the current config's feature store to URL=s3://bucket/prefix
+	$(RRL) $(RRL_ARGS) push $$($(RRL) $(RRL_ARGS) key encode) $(URL)
 
-pull: $(INSTALLED) ## copy the current feature store from URL=s3://bucket/prefix
-	$(RRL) $(RRL_ARGS) pull $(URL)
+pull: $(INSTALLED) ## fetch the current config's feature store from URL=s3://bucket/prefix
+	$(RRL) $(RRL_ARGS) pull $$($(RRL) $(RRL_ARGS) key encode) $(URL)
 
 test: $(INSTALLED) ## fast test suite (the one CI runs)
 	$(PY) -m pytest -q

@@ -6,6 +6,7 @@ Example: ``rrl --demos door-v0_demos.pickle --replay open_loop run render``.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -117,6 +118,12 @@ def status() -> None:
 
 
 @app.command()
+def key(stage: Annotated[str, typer.Argument(help="stage name")]) -> None:
+    """Print the full content key of a stage under the current config."""
+    typer.echo(_runner().key(stage))
+
+
+@app.command()
 def cameras(task: Annotated[str | None, typer.Argument()] = None) -> None:
     """List the cameras each task offers (RRL's default marked with *)."""
     from pipeline.envs.tasks import TASK_SPECS, task_spec
@@ -125,6 +132,71 @@ def cameras(task: Annotated[str | None, typer.Argument()] = None) -> None:
         spec = task_spec(name)
         names = [f"{c}*" if c in spec.rrl_cameras else c for c in spec.cameras]
         typer.echo(f"{name:<9} {' '.join(names)}")
+
+
+def _resolve_key(key: str | None) -> str:
+    """A full feature key from a prefix, or the current config's encode key."""
+    runner = _runner()
+    if not key:
+        return str(runner.key("encode"))
+    if len(key) == 64:
+        return key
+    from pipeline.errors import StoreError
+
+    matches = sorted({p.name for p in (State.data / "encode").glob(f"{key}*")})
+    manifests = [State.data / "encode" / m / "manifest.json" for m in matches]
+    found = [json.loads(m.read_text())["key"] for m in manifests if m.exists()]
+    if len(found) != 1:
+        raise StoreError(f"key prefix {key!r} matches {len(found)} local encode outputs. "
+                         "Fix: give the full 64-character key (rrl inspect prints it)")
+    return str(found[0])
+
+
+def _local_root() -> str:
+    from stages.encode import DEFAULT_STORE
+
+    return State.config.encode.store or str(State.data / DEFAULT_STORE)
+
+
+@app.command()
+def inspect(key: Annotated[str | None, typer.Argument(help="feature key or prefix")] = None,
+            store: Annotated[str | None, typer.Option(help="store root (default: local)")] = None) -> None:
+    """Summary of a feature store group: encoder, weights (random flagged), shapes, size."""
+    from pipeline.store.features import open_features, summary
+    from pipeline.store.inspect import format_summary
+
+    typer.echo(format_summary(summary(open_features(store or _local_root(), _resolve_key(key)))))
+
+
+@app.command()
+def push(key: Annotated[str, typer.Argument(help="feature key or prefix")],
+         url: Annotated[str, typer.Argument(help="destination root: path, s3://..., gs://...")]) -> None:
+    """Copy a finished feature group to a shared folder or bucket."""
+    from pipeline.store.remote import copy_group
+
+    full = _resolve_key(key)
+    copy_group(_local_root(), url, full)
+    typer.echo(f"pushed {full[:12]} to {url}")
+
+
+@app.command()
+def pull(key: Annotated[str, typer.Argument(help="full feature key (64 hex)")],
+         url: Annotated[str, typer.Argument(help="source root: path, s3://..., gs://...")]) -> None:
+    """Copy a feature group from a shared folder or bucket; `run encode` then finds it."""
+    from pipeline.store.remote import copy_group
+
+    copy_group(url, _local_root(), key)
+    typer.echo(f"pulled {key[:12]} into {_local_root()}")
+
+
+@app.command()
+def encoders() -> None:
+    """List the registered encoders and their feature widths."""
+    from pipeline.encoders import encoder_spec, list_encoders
+
+    for name in list_encoders():
+        spec = encoder_spec(name)
+        typer.echo(f"{name:<24} {spec.feature_dim:>5}-d  {spec.source}: {spec.pretrained_tag}")
 
 
 def main() -> None:

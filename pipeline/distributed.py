@@ -7,6 +7,7 @@ same either way.
 from __future__ import annotations
 
 import logging
+import warnings
 
 from distributed import Client
 
@@ -21,5 +22,9 @@ def get_client(scheduler: str | None = None, workers: int = 2,
     """
     if scheduler:
         return Client(scheduler)
-    return Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                  dashboard_address=None, silence_logs=logging.WARNING)
+    with warnings.catch_warnings():
+        # The scheduler's HTTP endpoint moves to a free port when 8787 is taken (another cluster)
+        # and warns; with no dashboard that port is never shown to anyone.
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        return Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                      dashboard_address=None, silence_logs=logging.WARNING)

@@ -13,6 +13,7 @@ VERSION = "1"
 DEFAULT_STORE = "features.zarr"
 BF16_MIN_COSINE = 0.999  # below this, bf16 features are not a stand-in for fp32 ones
 AGREEMENT_SAMPLE = 32
+ROWS_PER_TASK = 256  # small enough to keep every worker busy on a single shard
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -45,16 +46,23 @@ def adopt(ctx: StageContext) -> dict[str, Any] | None:
 def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.distributed import get_client
     from pipeline.encode_job import (
-        EncoderParams, ShardEncoder, cached_encoder, precision_agreement, sample_frames,
+        EncoderParams,
+        ShardEncoder,
+        cached_encoder,
+        precision_agreement,
+        sample_frames,
         threads_per_worker,
     )
     from pipeline.errors import ConfigError
     from pipeline.runner import package_versions
     from pipeline.store.episodes import EpisodeReader
-    from pipeline.store.shards import write_shards_distributed
     from pipeline.store.features import (
-        FeatureStoreSpec, finalize, open_features, summary,
+        FeatureStoreSpec,
+        finalize,
+        open_features,
+        summary,
     )
+    from pipeline.store.shards import write_shards_distributed
 
     e, root = ctx.config.encode, store_root(ctx)
     episodes = str(Path(ctx.upstream["render"].summary["episodes_file"]))
@@ -80,7 +88,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with get_client(e.scheduler, e.workers) as client:
         for camera in cameras:
             job = ShardEncoder(episodes, camera, params, e.batch_size, threads_per_worker(e.workers))
-            written += write_shards_distributed(client, root, spec, camera, job)
+            written += write_shards_distributed(client, root, spec, camera, job,
+                                                rows_per_task=ROWS_PER_TASK)
     finalize(root, ctx.key)
     seconds = time.perf_counter() - started
     store = open_features(root, ctx.key)

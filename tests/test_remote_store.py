@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,46 +18,6 @@ KEY = "c" * 64
 CAMERAS = ("fixed", "vil_camera")
 D, ROWS = 8, 1300
 URL = "s3://rrl-test/features"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[dict[str, Any]]:
-    """Storage options of a bucket ``rrl-test`` on a moto_server started for this module."""
-    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("moto.server") is None:
-        pytest.skip("moto[server] is not installed")
-    import s3fs
-
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.skip("moto_server could not start")
-                assert time.monotonic() < deadline, "moto_server did not answer"
-                time.sleep(0.1)
-        options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-        s3fs.S3FileSystem(**options).mkdir("rrl-test")
-        yield options
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def features_for(camera_index: int, start: int, stop: int) -> np.ndarray:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 from pipeline.envs.gl import render_failure, select_gl_backend
 
 select_gl_backend()  # must precede the first `import mujoco` in this process
+# Mesa's software GL (llvmpipe) and triton each bring their own LLVM: importing triton after a GL
+# context exists crashes the process (torch imports it lazily, e.g. through timm). Nothing that
+# renders needs triton, so make `import triton` fail cleanly; torch then treats it as absent.
+sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
 
 import contextlib  # noqa: E402
 import io  # noqa: E402

@@ -54,6 +54,6 @@ def behaviour_clone(
             loss = nn.functional.mse_loss(policy.mean(x[idx]), y[idx])
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += loss.item()
         losses.append(total / steps)
     return losses

@@ -7,6 +7,7 @@ mjrl references: `utils/process_samples.py` (returns, GAE), `utils/cg_solve.py`,
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -78,14 +79,18 @@ def fisher_vector_product(policy: GaussianMLPPolicy, obs: torch.Tensor, damping:
     def mean_fn(*ps: torch.Tensor) -> torch.Tensor:
         return functional_call(policy.net, dict(zip(names, ps, strict=True)), (x,)) * scale
 
-    _, pullback = vjp(mean_fn, *params)
+    pullback = vjp(mean_fn, *params)[1]
     weight = torch.exp(-2 * policy.log_std.detach()) / len(obs)
     n_net = sum(sizes)
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
         v32 = v.to(torch.float32)
         tangents = tuple(t.view(s) for t, s in zip(v32[:n_net].split(sizes), shapes, strict=True))
-        _, jv = jvp(mean_fn, params, tangents)
+        with warnings.catch_warnings():
+            # torch's first forward-mode call scripts its jvp decompositions with the deprecated
+            # torch.jit.script and says so; nothing here to act on.
+            warnings.simplefilter("ignore", FutureWarning)
+            jv = jvp(mean_fn, params, tangents)[1]
         grads = pullback(jv * weight)
         fv = torch.cat([*(g.reshape(-1) for g in grads), 2.0 * v32[n_net:]])
         return fv.to(v.dtype) + damping * v

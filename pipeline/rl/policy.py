@@ -22,6 +22,9 @@ Array = np.ndarray
 class ObsNormalizer(nn.Module):
     """A fixed affine map x -> (x - mean) / std, stored with the policy so checkpoints carry it."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Array | torch.Tensor, std: Array | torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
@@ -64,6 +67,9 @@ def _seeded_init(seed: int | None) -> Iterator[None]:
 
 class GaussianMLPPolicy(nn.Module):
     """pi(a|o) = N(mu(o), diag(exp(log_std))^2), mu = MLP(normalise(o)) * act_scale + act_shift."""
+
+    act_shift: torch.Tensor
+    act_scale: torch.Tensor
 
     def __init__(
         self,

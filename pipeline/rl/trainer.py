@@ -1,0 +1,192 @@
+"""The NPG/DAPG iteration loop (mjrl's `train_agent` + `train_step`) with exact checkpoint/resume.
+
+Each iteration: sample trajectories, compute returns and GAE with the current baseline, take one
+NPG/DAPG step, refit the baseline, evaluate the mean policy, then write the checkpoint and the
+CSV log. The checkpoint (written atomically) holds everything the next iteration depends on, so
+a resumed run is bit-identical to an uninterrupted one with the same settings.
+
+What the policy sees is the sampler's business (see `pipeline.rl.sampler`): pass a sampler built
+with a vision observation function and demo arrays in the same feature space for RRL.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.config import DAPGConfig
+from pipeline.errors import ConfigError
+from pipeline.rl.npg import discounted_returns, gae, npg_step
+from pipeline.rl.policy import Array, GaussianMLPPolicy, MLPBaseline
+from pipeline.rl.sampler import Path as RolloutPath
+from pipeline.rl.sampler import Sampler, success_rate
+
+# The columns of RRL's logs/log.csv, in its order.
+LOG_COLUMNS = (
+    "iteration", "time_sampling", "stoc_pol_mean", "stoc_pol_std", "stoc_pol_max", "stoc_pol_min",
+    "alpha", "delta", "time_vpg", "time_npg", "kl_dist", "surr_improvement", "running_score",
+    "success_rate", "num_samples", "time_VF", "VF_error_before", "VF_error_after", "eval_score",
+)
+EVAL_COLUMNS = ("iteration", "eval_score", "eval_success_rate", "time_eval")
+CHECKPOINT = "checkpoint.pt"
+# Settings that may differ between a run and its resumption (they change no result).
+_RESUMABLE = {"iterations", "envs"}
+
+
+def advantages_and_returns(paths: Sequence[RolloutPath], baseline: MLPBaseline, gamma: float,
+                           gae_lambda: float) -> tuple[list[Array], list[Array]]:
+    """Per path: GAE with the baseline's predictions, and discounted returns (the VF targets)."""
+    advantages, returns = [], []
+    for path in paths:
+        values = baseline.predict(path["observations"])
+        terminal = 0.0 if bool(path["terminated"]) else float(values[-1])
+        advantages.append(gae(path["rewards"], values, gamma, gae_lambda, terminal))
+        returns.append(discounted_returns(path["rewards"], gamma))
+    return advantages, returns
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash leaves the previous checkpoint whole
+
+
+def load_policy(path: str | Path) -> GaussianMLPPolicy:
+    """The policy of a trainer checkpoint (or of a file saved the same way)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    policy = GaussianMLPPolicy(**state["policy_config"], seed=None)
+    policy.load_state_dict(state["policy"])
+    return policy
+
+
+def _key_config(cfg: DAPGConfig) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE}
+
+
+def train_dapg(
+    policy: GaussianMLPPolicy,
+    baseline: MLPBaseline,
+    sampler: Sampler,
+    cfg: DAPGConfig,
+    out_dir: str | Path,
+    task: str,
+    demo_obs: Array | None = None,
+    demo_act: Array | None = None,
+    seed: int = 0,
+    eval_episodes: int = 25,
+    eval_seed: int | None = None,
+    eval_sampler: Sampler | None = None,
+    resume: bool = True,
+    on_paths: Callable[[int, list[RolloutPath]], None] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict[str, float]]:
+    """Run DAPG (NPG when cfg.use_demos is False) up to cfg.iterations; returns the log rows.
+
+    `policy` should be BC-initialised for DAPG. Trajectory i of iteration k uses seed
+    seed + k * cfg.trajectories + i (mjrl advances its seed by N each iteration); evaluation uses
+    the same `eval_seed` every iteration, as mjrl does, so eval_score compares like with like.
+    `on_paths(iteration, paths)` is called with each batch of rollouts (e.g. to store them).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT
+    eval_seed = seed + 1_000_000 if eval_seed is None else eval_seed
+    use_demos = cfg.use_demos and demo_obs is not None and demo_act is not None
+    rows: list[dict[str, float]] = []
+    eval_rows: list[dict[str, float]] = []
+    running_score: float | None = None
+    start = 0
+
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state["config"] != _key_config(cfg) or state["seed"] != seed:
+            raise ConfigError(
+                f"{ckpt_path} was written with different settings ({state['config']}, seed "
+                f"{state['seed']}); resume it with those, or pass resume=False / a new out_dir")
+        policy.load_state_dict(state["policy"])
+        baseline.load_state_dict(state["baseline"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        rows, eval_rows = state["rows"], state["eval_rows"]
+        running_score, start = state["running_score"], state["iteration"]
+        if log:
+            log(f"resuming {out} at iteration {start}")
+
+    for it in range(start, cfg.iterations):
+        t0 = time.perf_counter()
+        paths = sampler.sample(policy, cfg.trajectories, cfg.horizon,
+                               seed + it * cfg.trajectories, deterministic=False)
+        time_sampling = time.perf_counter() - t0
+        if on_paths is not None:
+            on_paths(it, paths)
+
+        advantages, returns = advantages_and_returns(paths, baseline, cfg.gamma, cfg.gae_lambda)
+        step = npg_step(
+            policy,
+            np.concatenate([p["observations"] for p in paths]),
+            np.concatenate([p["actions"] for p in paths]),
+            np.concatenate(advantages),
+            demo_obs if use_demos else None,
+            demo_act if use_demos else None,
+            demo_weight=cfg.lam0 * cfg.lam1**it if use_demos else 0.0,
+            step_size=cfg.step_size, cg_iters=cfg.cg_iters, damping=cfg.cg_damping,
+        )
+
+        scores = np.array([p["rewards"].sum() for p in paths])
+        running_score = (float(scores.mean()) if running_score is None
+                         else 0.9 * running_score + 0.1 * float(scores.mean()))
+        t0 = time.perf_counter()
+        vf_before, vf_after = baseline.fit([p["observations"] for p in paths], returns)
+        time_vf = time.perf_counter() - t0
+
+        row: dict[str, float] = {
+            "iteration": it, "time_sampling": time_sampling,
+            "stoc_pol_mean": float(scores.mean()), "stoc_pol_std": float(scores.std()),
+            "stoc_pol_max": float(scores.max()), "stoc_pol_min": float(scores.min()),
+            **step, "running_score": running_score, "success_rate": success_rate(paths, task),
+            "num_samples": int(sum(len(p["rewards"]) for p in paths)), "time_VF": time_vf,
+            "VF_error_before": vf_before, "VF_error_after": vf_after, "eval_score": float("nan"),
+        }
+        if eval_episodes > 0:
+            t0 = time.perf_counter()
+            ev = (eval_sampler or sampler).sample(policy, eval_episodes, cfg.horizon, eval_seed,
+                                                  deterministic=True)
+            row["eval_score"] = float(np.mean([p["rewards"].sum() for p in ev]))
+            eval_rows.append({"iteration": it, "eval_score": row["eval_score"],
+                              "eval_success_rate": success_rate(ev, task),
+                              "time_eval": time.perf_counter() - t0})
+        rows.append(row)
+
+        save_checkpoint(ckpt_path, {
+            "iteration": it + 1, "config": _key_config(cfg), "seed": seed,
+            "policy": policy.state_dict(), "policy_config": policy.config(),
+            "baseline": baseline.state_dict(), "running_score": running_score,
+            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+            "rows": rows, "eval_rows": eval_rows,
+        })
+        _write_csv(out / "log.csv", LOG_COLUMNS, rows)
+        _write_csv(out / "eval.csv", EVAL_COLUMNS, eval_rows)
+        if log:
+            ev_txt = (f" eval {eval_rows[-1]['eval_score']:.1f} "
+                      f"({eval_rows[-1]['eval_success_rate']:.0f}%)" if eval_episodes > 0 else "")
+            log(f"iter {it:4d} return {row['stoc_pol_mean']:8.1f} success "
+                f"{row['success_rate']:5.1f}%{ev_txt} kl {row['kl_dist']:.4f} "
+                f"sample {time_sampling:.1f}s npg {row['time_npg']:.1f}s vf {time_vf:.1f}s")
+    return rows
