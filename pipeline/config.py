@@ -134,7 +134,9 @@ class DAPGConfig:
     vf_epochs: int = 2
     vf_batch: int = 64
     vf_lr: float = 1e-3
-    envs: int = field(default=2, metadata=NOT_IN_KEY)
+    eval_episodes: int = 10  # deterministic-policy episodes per iteration (eval_score column)
+    envs: int = field(default=8, metadata=NOT_IN_KEY)  # envs stepped in parallel
+    record_every: int = field(default=0, metadata=NOT_IN_KEY)  # write rollouts every k iterations
 
     def __post_init__(self) -> None:
         _check_choice("dapg.reward", self.reward, REWARDS)
@@ -144,11 +146,13 @@ class DAPGConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    policy: str = "dapg"  # which checkpoint: "dapg" or "bc"
     episodes: int = 50
-    seed: int = 1000
-    video_episodes: int = 0
+    seed: int = 10**7  # a seed range used neither by training nor by per-iteration evaluation
+    video_episodes: int = 2
 
     def __post_init__(self) -> None:
+        _check_choice("evaluate.policy", self.policy, ("bc", "dapg"))
         _check_positive("evaluate.episodes", self.episodes)
 
 

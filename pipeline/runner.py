@@ -72,7 +72,9 @@ class Stage:
 
     name: str
     version: str
-    upstream: tuple[str, ...]
+    # Upstream stage names, or a function of the config for stages whose inputs depend on a mode
+    # (state-based learning needs no rendered frames).
+    upstream: tuple[str, ...] | Callable[[PipelineConfig], tuple[str, ...]]
     inputs: Callable[[PipelineConfig], dict[str, Any]]
     run: Callable[[StageContext], dict[str, Any]]
     describe: Callable[[StageResult], str] = field(default=lambda r: "")
@@ -111,8 +113,12 @@ class Runner:
     def inputs(self, name: str) -> dict[str, Any]:
         return self.stage(name).inputs(self.config)
 
+    def upstream_of(self, name: str) -> tuple[str, ...]:
+        upstream = self.stage(name).upstream
+        return upstream(self.config) if callable(upstream) else upstream
+
     def upstream_keys(self, name: str) -> dict[str, str]:
-        return {up: self.key(up) for up in self.stage(name).upstream}
+        return {up: self.key(up) for up in self.upstream_of(name)}
 
     def key(self, name: str) -> str:
         if name not in self._keys:
@@ -140,7 +146,7 @@ class Runner:
             adopted = self._adopt(name)
             if adopted is not None:
                 return adopted
-        upstream = {up: self.run(up) for up in self.stage(name).upstream}
+        upstream = {up: self.run(up) for up in self.upstream_of(name)}
         return self._execute(name, upstream, force)
 
     def _context(self, name: str, upstream: dict[str, StageResult]) -> StageContext:

@@ -9,7 +9,7 @@ from typing import Any
 from pipeline.config import PipelineConfig
 from pipeline.runner import Stage, StageContext, StageResult
 
-VERSION = "1"
+VERSION = "2"  # 2: low_dim arrays (proprio, actions, rewards) beside the features
 DEFAULT_STORE = "features.zarr"
 BF16_MIN_COSINE = 0.999  # below this, bf16 features are not a stand-in for fp32 ones
 AGREEMENT_SAMPLE = 32
@@ -68,10 +68,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     episodes = str(Path(ctx.upstream["render"].summary["episodes_file"]))
     with EpisodeReader(episodes) as reader:
         cameras, num_rows, ends = tuple(reader.cameras), reader.num_rows, reader.episode_ends
+        low_dim = {"proprio": reader.read_all("obs/proprio"), "actions": reader.read_all("actions"),
+                   "rewards": reader.read_all("rewards")}
     params = EncoderParams(e.encoder, e.weights, e.precision, e.resize, e.crop)
     encoder = cached_encoder(params)  # fails early (bad weights) before any cluster starts
+    weights = dict(encoder.weights)
+    if weights["kind"] == "file":  # where it was, so rollouts can rebuild the same encoder
+        weights["path"] = str(Path(e.weights).resolve())
     attrs: dict[str, Any] = {
-        "encoder": e.encoder, "weights": encoder.weights, "precision": e.precision,
+        "encoder": e.encoder, "weights": weights, "precision": e.precision,
         "preprocessing": encoder.preprocessing, "episodes_key": ctx.upstream["render"].key,
         "versions": package_versions(),
     }
@@ -82,7 +87,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if cosine < BF16_MIN_COSINE:
             raise ConfigError(f"encode.precision={e.precision} gives features with cosine {cosine:.5f} "
                               f"to fp32 (< {BF16_MIN_COSINE}). Fix: use PRECISION=fp32")
-    spec = FeatureStoreSpec(ctx.key, cameras, encoder.feature_dim, num_rows, ends, attrs)
+    spec = FeatureStoreSpec(ctx.key, cameras, encoder.feature_dim, num_rows, ends, attrs, low_dim)
     started = time.perf_counter()
     written = 0
     with get_client(e.scheduler, e.workers) as client:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.rl.policy import Array, GaussianMLPPolicy, ObsNormalizer
+from pipeline.rl.policy import Array, GaussianMLPPolicy, ObsNormalizer, single_thread
 
 
 def fit_normalization(policy: GaussianMLPPolicy, obs: Array, act: Array,
@@ -42,18 +42,22 @@ def behaviour_clone(
     y = torch.as_tensor(np.asarray(act), dtype=torch.float32)
     optimizer = torch.optim.Adam(policy.trainable(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
+    with single_thread():
+        return [_epoch(policy, optimizer, x, y, batch_size, generator) for _ in range(epochs)]
+
+
+def _epoch(policy: GaussianMLPPolicy, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+           y: torch.Tensor, batch_size: int, generator: torch.Generator) -> float:
+    """One epoch; returns the mean minibatch loss."""
     n = len(x)
-    losses = []
-    for _ in range(epochs):
-        total = 0.0
-        steps = max(n // batch_size, 1)
-        for _ in range(steps):
-            # mjrl draws each minibatch with replacement, n // batch_size of them per epoch.
-            idx = torch.randint(n, (batch_size,), generator=generator)
-            optimizer.zero_grad()
-            loss = nn.functional.mse_loss(policy.mean(x[idx]), y[idx])
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-        losses.append(total / steps)
-    return losses
+    steps = max(n // batch_size, 1)
+    total = 0.0
+    for _ in range(steps):
+        # mjrl draws each minibatch with replacement, n // batch_size of them per epoch.
+        idx = torch.randint(n, (batch_size,), generator=generator)
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(policy.mean(x[idx]), y[idx])
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / steps

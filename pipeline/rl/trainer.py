@@ -38,7 +38,7 @@ LOG_COLUMNS = (
 EVAL_COLUMNS = ("iteration", "eval_score", "eval_success_rate", "time_eval")
 CHECKPOINT = "checkpoint.pt"
 # Settings that may differ between a run and its resumption (they change no result).
-_RESUMABLE = {"iterations", "envs"}
+_RESUMABLE = {"iterations", "envs", "record_every"}
 
 
 def advantages_and_returns(paths: Sequence[RolloutPath], baseline: MLPBaseline, gamma: float,

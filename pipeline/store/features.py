@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 DONE = "_shards_done"
 ENDS = "episode_ends"
+LOW_DIM = "low_dim"  # per-row proprio, actions, rewards: enough to train without the frames
 RESUME_FIX = "re-run the encode stage: it resumes, skipping finished shards"
 _CHECKED_ATTRS = ("key", "cameras", "feature_dim", "num_rows")
 
@@ -51,6 +52,7 @@ class FeatureStoreSpec:
     num_rows: int
     episode_ends: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    low_dim: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (num_rows, ...) array
     rows_per_chunk: int = 1024
     chunks_per_shard: int = 8
 
@@ -172,8 +174,14 @@ def prepare_group(root_url: str, spec: FeatureStoreSpec, storage_options: Option
         _require_array(group, cam, where, (spec.num_rows, d), "float16",
                        (spec.rows_per_chunk, d), (spec.rows_per_shard, d))
         _require_array(group, f"{DONE}/{cam}", where, (spec.num_shards,), "bool", (1,), None)
-    # Small and cheap: rewriting it on every resume also repairs a write cut short by a crash.
+    # Small and cheap: rewriting them on every resume also repairs a write cut short by a crash.
     group.create_array(ENDS, data=ends, chunks=(max(len(ends), 1),), overwrite=True)
+    for name, values in spec.low_dim.items():
+        values = np.asarray(values)
+        if len(values) != spec.num_rows:
+            raise bad_store(f"{where}/{LOW_DIM}/{name}", f"has {len(values)} rows, expected "
+                            f"{spec.num_rows}", "pass one row per frame, in episode order")
+        group.create_array(f"{LOW_DIM}/{name}", data=values, overwrite=True)
 
 
 def shards_todo(root_url: str, key: str, camera: str, storage_options: Options = None) -> list[int]:
@@ -262,6 +270,14 @@ class FeatureStore:
         if camera not in self.cameras:
             raise unknown_name("camera", camera, self.cameras)
         return _array(self.group, camera)
+
+    def low_dim(self, name: str) -> np.ndarray:
+        """A per-row array stored beside the features (proprio, actions, rewards)."""
+        try:
+            return np.asarray(_array(self.group, f"{LOW_DIM}/{name}")[:])
+        except KeyError:
+            raise bad_store(self.location, f"has no {LOW_DIM}/{name} array",
+                            "re-encode with a current version of the encode stage") from None
 
     def read(self, camera: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         return np.asarray(self.array(camera)[start:stop], dtype=np.float16)

@@ -1,0 +1,101 @@
+"""What the learning stages train on: demo (observation, action) arrays per observation mode, and
+the samplers that produce rollouts in the same observation space.
+
+- ``state``: the demos' recorded low-dimensional observations (as the env itself produces them).
+- vision modes: the cached features of every camera (feature store rows, episode order), then
+  proprioception from the episode file (with seeded noise for ``noisy_proprio``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import DAPGConfig, PolicyConfig, RenderConfig
+from pipeline.demos import load_demos
+from pipeline.rl.policy import Array
+from pipeline.rl.sampler import ProcessSampler, Sampler
+from pipeline.rl.vision import ObsSpec, VisionSampler, check_encoder_matches_store
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a policy's training data came from; stored in the BC summary for later stages."""
+
+    task: str
+    obs_mode: str
+    demos_file: str | None = None  # state mode
+    store: str | None = None  # vision modes: feature store root and key
+    feature_key: str | None = None
+    cameras: tuple[str, ...] = ()
+    render: dict[str, Any] = field(default_factory=dict)  # width, height, shadows of the frames
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "cameras": list(self.cameras)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DataSource:
+        return cls(**{**d, "cameras": tuple(d.get("cameras", ()))})
+
+
+def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
+    """(observations, actions) of every demo step, in episode order."""
+    if src.obs_mode == "state":
+        assert src.demos_file is not None
+        demos, _ = load_demos(src.demos_file, src.task, _sha_of(src.demos_file))
+        return (np.concatenate([d.observations for d in demos]).astype(np.float32),
+                np.concatenate([d.actions for d in demos]))
+    from pipeline.store.features import open_features
+
+    assert src.store and src.feature_key
+    store = open_features(src.store, src.feature_key)  # self-sufficient: no frames needed
+    proprio, actions = store.low_dim("proprio"), store.low_dim("actions")
+    spec = ObsSpec(src.obs_mode, src.cameras, policy.proprio_noise)
+    features = {c: store.read(c) for c in src.cameras}
+    obs = spec.assemble(features, proprio, np.random.default_rng([policy.seed, 2]))
+    return obs, actions.astype(np.float64)
+
+
+def _sha_of(path: str) -> str:
+    from pipeline.demos import sha256_file
+
+    return sha256_file(path)  # the demos stage already verified this copy
+
+
+def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
+                 workers: int = 2, record: bool = False) -> Sampler:
+    """A sampler whose observations match the training data of ``src``."""
+    if src.obs_mode == "state":
+        return ProcessSampler(src.task, workers=workers, n_envs=max(1, dapg.envs // workers),
+                              reward=dapg.reward)
+    from pipeline.encoders import create_encoder
+    from pipeline.store.features import open_features
+
+    assert src.store and src.feature_key
+    attrs = open_features(src.store, src.feature_key).attrs
+    pre = attrs["preprocessing"]
+    weights = attrs["weights"]
+    encoder = create_encoder(attrs["encoder"], _weights_arg(weights), attrs["precision"],
+                             pre["resize"], pre["crop"])
+    check_encoder_matches_store(encoder, attrs, f"{src.store}/{src.feature_key}")
+    render = RenderConfig(**{k: src.render[k] for k in ("width", "height", "shadows")})
+    return VisionSampler(src.task, encoder, ObsSpec(src.obs_mode, src.cameras, policy.proprio_noise),
+                         n_envs=dapg.envs, workers=workers, reward=dapg.reward,
+                         width=render.width, height=render.height, shadows=render.shadows,
+                         record=record)
+
+
+def _weights_arg(weights: dict[str, Any]) -> str:
+    """The `weights=` argument that rebuilds the store's encoder."""
+    if weights.get("kind") == "file":
+        path = weights.get("path")
+        if not path or not Path(path).is_file():
+            from pipeline.errors import WeightsError
+
+            raise WeightsError(f"the store's encoder weights file (sha256 {weights.get('sha256')}) "
+                               f"is not at {path!r}. Fix: restore that file or re-run encode")
+        return str(path)
+    return str(weights.get("kind", "pretrained"))

@@ -1,0 +1,38 @@
+"""Videos of policy rollouts: replay an episode's actions from its seeded reset and render it.
+
+Physics is deterministic, so replaying the recorded actions from the same seeded reset gives the
+same trajectory; rendering happens in a child process, away from the process running torch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+
+
+def _render_episode(task: str, seed: int, actions: np.ndarray, camera: str, size: int) -> np.ndarray:
+    from pipeline.envs.adroit import AdroitEnv
+
+    env = AdroitEnv(task, horizon=10**9, cameras=(camera,), width=size, height=size)
+    env.reset(seed=seed)
+    frames = [env.render(camera)]
+    for action in actions:
+        env.step(action)
+        frames.append(env.render(camera))
+    env.close()
+    return np.stack(frames)
+
+
+def write_video(task: str, episodes: list[tuple[int, np.ndarray]], camera: str, path: Path,
+                size: int = 192, fps: int = 25) -> Path:
+    """One GIF of the given (reset seed, actions) episodes, one after the other."""
+    import imageio.v3 as iio
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        clips = pool.starmap(_render_episode, [(task, s, a, camera, size) for s, a in episodes])
+    frames = np.concatenate(clips)[::2]  # every other step keeps the file small
+    iio.imwrite(path, frames, duration=1000 * 2 / fps, loop=0)
+    return path

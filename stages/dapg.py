@@ -1,0 +1,84 @@
+"""dapg: DAPG (NPG with demo-augmented gradient; plain NPG when demos are off) from the BC policy.
+
+Checkpoints every iteration; a killed run resumes from the last one (same result, seeded).
+Writes RRL's log.csv columns, eval.csv and a learning curve beside RRL's own logs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PipelineConfig, key_dict
+from pipeline.runner import Stage, StageContext, StageResult
+
+VERSION = "1"
+POLICY = "policy.pt"
+REFERENCE_LOGS = Path(__file__).resolve().parents[2] / "shared/data/rrl-reference-logs"
+
+
+def inputs(cfg: PipelineConfig) -> dict[str, Any]:
+    return {"task": cfg.task, "dapg": key_dict(cfg.dapg)}
+
+
+def reference_logs(task: str) -> dict[str, list[dict[str, float]]]:
+    from pipeline.plots import read_csv_rows
+
+    return {p.name.split("_")[-1].split(".")[0]: read_csv_rows(p)
+            for p in sorted(REFERENCE_LOGS.glob(f"{task}-v0_*.log.csv"))}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    import contextlib
+
+    import numpy as np
+
+    from pipeline.plots import learning_curve
+    from pipeline.rl.data import DataSource, demo_arrays, make_sampler
+    from pipeline.rl.policy import MLPBaseline
+    from pipeline.rl.recording import RolloutRecorder
+    from pipeline.rl.trainer import load_policy, save_checkpoint, train_dapg
+
+    d, pcfg, task = ctx.config.dapg, ctx.config.policy, ctx.config.task
+    bc = ctx.upstream["bc"]
+    src = DataSource.from_json(bc.summary["source"])
+    policy = load_policy(bc.summary["checkpoint"])
+    demo_obs, demo_act = demo_arrays(src, pcfg)
+    baseline = MLPBaseline(policy.obs_dim, batch_size=d.vf_batch, epochs=d.vf_epochs, lr=d.vf_lr,
+                           seed=pcfg.seed)
+    record = d.record_every > 0 and src.obs_mode != "state"
+    recorder = RolloutRecorder(ctx.out_dir / "rollouts", task, d.record_every) if record else None
+    ctx.log(f"[dapg] {'DAPG' if d.use_demos else 'NPG'} on {task} ({src.obs_mode}): "
+            f"{d.iterations} iterations x {d.trajectories} trajectories x {d.horizon} steps, "
+            f"{d.envs} envs")
+    with contextlib.closing(make_sampler(src, pcfg, d, record=record)) as sampler:
+        rows = train_dapg(policy, baseline, sampler, d, ctx.out_dir, task, demo_obs, demo_act,
+                          seed=pcfg.seed, eval_episodes=d.eval_episodes, log=ctx.log,
+                          on_paths=recorder)
+    save_checkpoint(ctx.out_dir / POLICY, {"policy": policy.state_dict(),
+                                           "policy_config": policy.config()})
+    refs = reference_logs(task)
+    curve = learning_curve(ctx.out_dir / "log.csv", ctx.out_dir / "eval.csv",
+                           ctx.out_dir / "learning_curve.png",
+                           f"{task}, {src.obs_mode}: success", refs)
+    last = rows[-1]
+    return {
+        "obs_mode": src.obs_mode, "iterations": len(rows), "samples": int(sum(r["num_samples"] for r in rows)),
+        "final_success_rate": last["success_rate"], "final_eval_score": last["eval_score"],
+        "best_success_rate": float(np.max([r["success_rate"] for r in rows])),
+        "checkpoint": str(ctx.out_dir / POLICY), "log": str(ctx.out_dir / "log.csv"),
+        "learning_curve": str(curve), "source": src.to_json(),
+        "rrl_reference_final_success": {k: v[-1]["success_rate"] for k, v in refs.items()},
+    }
+
+
+def describe(result: StageResult) -> str:
+    s = result.summary
+    ref = ", ".join(f"{v:.1f}%" for v in s["rrl_reference_final_success"].values()) or "none found"
+    return (f"DAPG ({s['obs_mode']}): {s['iterations']} iterations, {s['samples']} samples; "
+            f"sampled success {s['final_success_rate']:.1f}% at the last iteration "
+            f"(best {s['best_success_rate']:.1f}%); RRL's logs end at {ref}\n"
+            f"log {s['log']}\ncurve {s['learning_curve']}")
+
+
+STAGE = Stage("dapg", VERSION, ("bc",), inputs, run, describe)
