@@ -74,7 +74,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=25, help="per iteration (RRL: 25)")
     parser.add_argument("--final-episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the main process")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the main process (2 thrash when the cores are shared)")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     args = parser.parse_args()
 

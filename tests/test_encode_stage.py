@@ -93,7 +93,8 @@ def test_pulled_store_is_a_cache_hit_without_rendering(tiny_door_demos, encoded,
     result = run(config(tiny_door_demos), teammate)
     assert result.cache_hit and result.key == first.key
     assert not (teammate / "render").exists()  # nothing was rendered or encoded here
-    assert Runner(config(tiny_door_demos), STAGES, teammate).status()[-1].state == "up to date"
+    status = {s.name: s.state for s in Runner(config(tiny_door_demos), STAGES, teammate).status()}
+    assert status["encode"] == "up to date" and status["render"] == "missing"
 
 
 def test_weights_file_is_loaded_and_its_sha256_recorded(tiny_door_demos, encoded, tmp_path) -> None:  # type: ignore[no-untyped-def]

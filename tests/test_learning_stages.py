@@ -1,0 +1,112 @@
+"""The learning stages on tiny runs: vision sampler batching, encoder checks, observation modes,
+state and vision pipelines end to end, DAPG resume through the stage."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import PipelineConfig
+from pipeline.errors import ConfigError
+from pipeline.rl.vision import ObsSpec, check_encoder_matches_store
+from pipeline.runner import Runner
+from stages import STAGES
+
+pytestmark = pytest.mark.gl
+
+RRL_COLUMNS = ["iteration", "time_sampling", "stoc_pol_mean", "stoc_pol_std", "stoc_pol_max",
+               "stoc_pol_min", "alpha", "delta", "time_vpg", "time_npg", "kl_dist",
+               "surr_improvement", "running_score", "success_rate", "num_samples", "time_VF",
+               "VF_error_before", "VF_error_after", "eval_score"]
+TINY_RL = {"dapg.iterations": "2", "dapg.trajectories": "4", "dapg.horizon": "20",
+           "dapg.eval_episodes": "2", "dapg.envs": "4", "evaluate.episodes": "4",
+           "evaluate.video_episodes": "1"}
+TINY_VISION = {"render.width": "48", "render.height": "48", "render.workers": "1",
+               "encode.encoder": "resnet10t", "encode.weights": "random", "encode.resize": "48",
+               "encode.crop": "40", "encode.workers": "1"}
+
+
+def config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
+    path, sha = demos
+    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha,
+                                            **TINY_RL, **extra})
+
+
+def test_obs_modes_assemble_the_documented_vectors() -> None:
+    feats = {"top": np.ones((3, 4)), "fixed": 2 * np.ones((3, 4))}
+    proprio = np.full((3, 24), 5.0)
+    full = ObsSpec("vision+proprio", ("top", "fixed")).assemble(feats, proprio)
+    assert full.shape == (3, 32) and (full[:, :4] == 1).all() and (full[:, 8:] == 5).all()
+    assert ObsSpec("vision", ("fixed",)).assemble(feats, proprio).shape == (3, 4)
+    noisy = ObsSpec("noisy_proprio", ("top",), 0.1).assemble(feats, proprio, np.random.default_rng(0))
+    assert noisy.shape == (3, 28) and 0.02 < np.abs(noisy[:, 4:] - 5).mean() < 0.2
+
+
+def test_batched_encoding_equals_per_frame_encoding() -> None:
+    from pipeline.encoders import create_encoder
+    from pipeline.rl.policy import GaussianMLPPolicy
+    from pipeline.rl.vision import VisionSampler
+
+    encoder = create_encoder("resnet10t", "random", resize=48, crop=40)
+    policy = GaussianMLPPolicy(512 + 24, 28)
+    runs = []
+    for batch in (None, 1):
+        with VisionSampler("door", encoder, ObsSpec("vision+proprio", ("top",)), n_envs=3,
+                           workers=2, width=48, height=48, encode_batch=batch) as sampler:
+            runs.append(sampler.sample(policy, 3, 6, seed=5))
+            assert sampler.timings["frames"] == 3 * 7  # reset + 6 steps, 3 envs
+    for a, b in zip(*runs, strict=True):
+        # Features are rounded through float16, as in the store: batching may move the last bit.
+        np.testing.assert_allclose(a["observations"], b["observations"], rtol=1e-2, atol=1e-3)
+
+
+def test_rollouts_refuse_an_encoder_other_than_the_stores() -> None:
+    from pipeline.encoders import create_encoder
+
+    encoder = create_encoder("resnet10t", "random", resize=48, crop=40)
+    attrs = {"encoder": "resnet10t", "weights": dict(encoder.weights), "precision": "fp32",
+             "preprocessing": {"resize": 48, "crop": 40}}
+    check_encoder_matches_store(encoder, attrs, "store")  # the same: accepted
+    with pytest.raises(ConfigError, match="encoder: store 'resnet18' vs rollout 'resnet10t'"):
+        check_encoder_matches_store(encoder, {**attrs, "encoder": "resnet18"}, "store")
+    with pytest.raises(ConfigError, match="crop"):
+        check_encoder_matches_store(encoder, {**attrs, "preprocessing": {"resize": 48, "crop": 32}}, "s")
+
+
+def test_state_pipeline_bc_dapg_evaluate_and_resume(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = config(tiny_door_demos, **{"policy.obs_mode": "state"})
+    result = Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("evaluate")
+    s = result.summary
+    assert 0.0 <= s["success_rate"] <= 100.0 and s["episodes"] == 4 and Path(s["video"]).exists()
+    dapg_dir = tmp_path / "dapg" / result.manifest["upstream"]["dapg"][:12]
+    with open(dapg_dir / "log.csv") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames == RRL_COLUMNS and len(rows) == 2
+    assert (dapg_dir / "learning_curve.png").stat().st_size > 1000
+    assert not (tmp_path / "render").exists()  # state mode renders nothing
+
+    # Two more iterations: a new key, resumed from a copy of the finished checkpoint.
+    longer = config(tiny_door_demos, **{"policy.obs_mode": "state", "dapg.iterations": "3"})
+    runner = Runner(longer, STAGES, tmp_path, log=lambda m: None)
+    runner.out_dir("dapg").mkdir(parents=True)
+    (runner.out_dir("dapg") / "checkpoint.pt").write_bytes((dapg_dir / "checkpoint.pt").read_bytes())
+    logs: list[str] = []
+    out = Runner(longer, STAGES, tmp_path, log=logs.append).run("dapg")
+    assert any("resuming" in m and "iteration 2" in m for m in logs)
+    assert out.summary["iterations"] == 3
+
+
+def test_vision_pipeline_end_to_end(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = config(tiny_door_demos, **TINY_VISION, **{"dapg.record_every": "1"})
+    result = Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("evaluate")
+    assert result.summary["obs_mode"] == "vision+proprio"
+    assert "RANDOM" in STAGES["evaluate"].describe(result)
+    bc = json.loads(next((tmp_path / "bc").glob("*/manifest.json")).read_text())["summary"]
+    assert bc["obs_dim"] == 512 + 24 and bc["samples"] == 24
+    dapg = next((tmp_path / "dapg").glob("*"))
+    assert sorted(p.name for p in (dapg / "rollouts").iterdir()) == ["iter_0000.hdf5", "iter_0001.hdf5"]
