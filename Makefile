@@ -9,6 +9,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RRL := $(VENV)/bin/rrl
 INSTALLED := $(VENV)/.installed
+# pip here warns about every missing mirror folder; keep its real messages only.
+QUIET_PIP := grep -v '^WARNING: Location' || true
 
 DATA ?= data
 TASK ?= door
@@ -40,11 +42,11 @@ help: ## list targets and variables
 
 install: $(INSTALLED) ## create .venv and install everything (plus GL libraries if missing)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory gl-deps
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	set -o pipefail; $(VENV)/bin/pip install -q --upgrade pip 2>&1 | { $(QUIET_PIP); }
+	set -o pipefail; $(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]' 2>&1 | { $(QUIET_PIP); }
 	@touch $@
 
 gl-deps: ## install the Debian GL libraries MuJoCo needs for offscreen rendering, if missing
