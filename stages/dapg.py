@@ -52,6 +52,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             f"{d.iterations} iterations x {d.trajectories} trajectories x {d.horizon} steps, "
             f"{d.envs} envs")
     with contextlib.closing(make_sampler(src, pcfg, d, record=record)) as sampler:
+        start = bc_start(ctx.out_dir, policy, sampler, task, d.eval_episodes, d.horizon, pcfg.seed)
+        ctx.log(f"[dapg] BC start: {start['success_rate']:.1f}% success, return "
+                f"{start['mean_return']:.1f} over {d.eval_episodes} episodes (mean action)")
         rows = train_dapg(policy, baseline, sampler, d, ctx.out_dir, task, demo_obs, demo_act,
                           seed=pcfg.seed, eval_episodes=d.eval_episodes, log=ctx.log,
                           on_paths=recorder)
@@ -60,24 +63,55 @@ def run(ctx: StageContext) -> dict[str, Any]:
     refs = reference_logs(task)
     curve = learning_curve(ctx.out_dir / "log.csv", ctx.out_dir / "eval.csv",
                            ctx.out_dir / "learning_curve.png",
-                           f"{task}, {src.obs_mode}: success", refs)
+                           f"{task}, {src.obs_mode}: success", refs, start["success_rate"])
     last = rows[-1]
     return {
         "obs_mode": src.obs_mode, "iterations": len(rows), "samples": int(sum(r["num_samples"] for r in rows)),
         "final_success_rate": last["success_rate"], "final_eval_score": last["eval_score"],
         "best_success_rate": float(np.max([r["success_rate"] for r in rows])),
+        "bc_start": start, "final_eval_success_rate": _last_eval(ctx.out_dir),
         "checkpoint": str(ctx.out_dir / POLICY), "log": str(ctx.out_dir / "log.csv"),
         "learning_curve": str(curve), "source": src.to_json(),
         "rrl_reference_final_success": {k: v[-1]["success_rate"] for k, v in refs.items()},
     }
 
 
+def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int, horizon: int,
+             seed: int) -> dict[str, float]:
+    """Success of the BC policy before any DAPG step (kept, so a resumed run reuses it)."""
+    import json
+
+    import numpy as np
+
+    from pipeline.rl.sampler import success_rate
+
+    path = out_dir / "bc_start.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    paths = sampler.sample(policy, episodes, horizon, seed + 1_000_000, deterministic=True)
+    result = {"success_rate": success_rate(paths, task),
+              "mean_return": float(np.mean([p["rewards"].sum() for p in paths])),
+              "episodes": episodes}
+    path.write_text(json.dumps(result))
+    return result
+
+
+def _last_eval(out_dir: Path) -> float | None:
+    from pipeline.plots import read_csv_rows
+
+    rows = read_csv_rows(out_dir / "eval.csv") if (out_dir / "eval.csv").exists() else []
+    return rows[-1]["eval_success_rate"] if rows else None
+
+
 def describe(result: StageResult) -> str:
     s = result.summary
     ref = ", ".join(f"{v:.1f}%" for v in s["rrl_reference_final_success"].values()) or "none found"
+    ev = s.get("final_eval_success_rate")
+    ev_text = f", evaluation {ev:.1f}%" if ev is not None else ""
     return (f"DAPG ({s['obs_mode']}): {s['iterations']} iterations, {s['samples']} samples; "
-            f"sampled success {s['final_success_rate']:.1f}% at the last iteration "
-            f"(best {s['best_success_rate']:.1f}%); RRL's logs end at {ref}\n"
+            f"BC start {s['bc_start']['success_rate']:.1f}%; last iteration: sampled success "
+            f"{s['final_success_rate']:.1f}%{ev_text} (best sampled {s['best_success_rate']:.1f}%); "
+            f"RRL's logs end at {ref}\n"
             f"log {s['log']}\ncurve {s['learning_curve']}")
 
 
