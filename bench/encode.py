@@ -58,8 +58,8 @@ def stage_throughput(args: argparse.Namespace, episodes: Path, rows: int) -> tup
     threads = threads_per_worker(args.workers)
     with tempfile.TemporaryDirectory() as tmp, get_client(workers=args.workers) as client:
         client.run(cached_encoder, params, threads)  # warm: each worker builds its model once
-        spec = FeatureStoreSpec("b" * 64, (camera,), dim, rows, ends[ends <= rows] if
-                                (ends <= rows).any() else np.array([rows]), {})
+        ends = np.append(ends[ends < rows], rows)  # the first `rows` frames, as episodes
+        spec = FeatureStoreSpec("b" * 64, (camera,), dim, rows, ends, {})
         job = ShardEncoder(str(episodes), camera, params, args.batch, threads)
         start = time.perf_counter()
         write_shards_distributed(client, tmp, spec, camera, job, progress=False, rows_per_task=256)
