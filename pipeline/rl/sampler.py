@@ -15,8 +15,6 @@ batch.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -26,6 +24,7 @@ import torch
 
 from pipeline.envs.adroit import AdroitEnv
 from pipeline.rl.policy import Array, GaussianMLPPolicy
+from pipeline.rl.workers import PipeWorkers
 
 Path = dict[str, Array]
 ObsFn = Callable[[Sequence[AdroitEnv], Array], Array]
@@ -152,17 +151,8 @@ class ProcessSampler:
     def __init__(self, task: str, workers: int = 2, n_envs: int = 4, reward: str = "dense",
                  obs_fn: ObsFn = state_obs, env_kwargs: dict[str, Any] | None = None) -> None:
         self.task = task
-        ctx = mp.get_context("spawn")  # fork would copy torch/GL state into the children
-        self.conns: list[Connection] = []
-        self.procs: list[Any] = []
-        for _ in range(workers):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, daemon=True,
-                               args=(child, task, n_envs, reward, obs_fn, env_kwargs or {}))
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
+        self.workers = PipeWorkers(_worker, [(task, n_envs, reward, obs_fn, env_kwargs or {})] * workers)
+        self.conns = self.workers.conns
 
     def sample(self, policy: GaussianMLPPolicy, n_trajectories: int, horizon: int, seed: int,
                deterministic: bool = False) -> list[Path]:
@@ -176,14 +166,7 @@ class ProcessSampler:
         return [path for conn in busy for path in conn.recv()]
 
     def close(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(BrokenPipeError, OSError):  # a worker that already died
-                conn.send(None)
-        for proc in self.procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
-        self.conns, self.procs = [], []
+        self.workers.close()
 
     def __enter__(self) -> ProcessSampler:
         return self

@@ -7,8 +7,6 @@ float16 (the store's dtype), concatenated in camera order, then proprioception p
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.rl.policy import Array, GaussianMLPPolicy
 from pipeline.rl.sampler import Path
+from pipeline.rl.workers import PipeWorkers
 
 if TYPE_CHECKING:
     from pipeline.encoders.frozen import FrozenEncoder
@@ -123,20 +122,12 @@ class VisionSampler:
         self.timings = {"encode": 0.0, "envs": 0.0, "policy": 0.0, "frames": 0}
         env_kwargs = {"reward": reward, "cameras": obs_spec.cameras, "width": width,
                       "height": height, "shadows": shadows}
-        ctx = mp.get_context("spawn")
         workers = max(1, min(workers, n_envs))
         self.slots = [(s % workers, s // workers) for s in range(n_envs)]  # slot -> (worker, local)
-        self.conns: list[Connection] = []
-        self.procs: list[Any] = []
-        for w in range(workers):
-            local = sum(1 for wk, _ in self.slots if wk == w)
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_render_worker, daemon=True,
-                               args=(child, task, local, env_kwargs, record))
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
+        counts = [sum(1 for wk, _ in self.slots if wk == w) for w in range(workers)]
+        self.workers = PipeWorkers(_render_worker,
+                                   [(task, n, env_kwargs, record) for n in counts])
+        self.conns = self.workers.conns
 
     def _exchange(self, kind: str, items: Sequence[tuple[int, Any]]) -> list[dict[str, Any]]:
         """Send per-slot items to their workers; replies come back in slot order."""
@@ -221,14 +212,7 @@ class VisionSampler:
         return path
 
     def close(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                conn.send(None)
-        for proc in self.procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
-        self.conns, self.procs = [], []
+        self.workers.close()
 
     def __enter__(self) -> VisionSampler:
         return self
