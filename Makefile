@@ -108,10 +108,13 @@ bench: $(INSTALLED) ## benchmarks (print measured ratios)
 	$(PY) bench/encode.py
 	$(PY) bench/rollout.py
 
-e2e: $(INSTALLED) ## tiny end-to-end run: 2 demos, 64x64, random tiny encoder, in data/e2e
-	$(MAKE) --no-print-directory features DATA=$(DATA)/e2e MAX_DEMOS=2 SIZE=64 ENCODER=resnet10t \
-		WEIGHTS=random SET="encode.resize=64 encode.crop=56"
-	$(RRL) --data $(DATA)/e2e status
+E2E_VARS = DATA=$(DATA)/e2e MAX_DEMOS=2 SIZE=64 ENCODER=resnet10t WEIGHTS=random \
+	ITERS=2 TRAJ=4 SET="encode.resize=64 encode.crop=56 dapg.horizon=50 dapg.eval_episodes=2 \
+	evaluate.episodes=4 evaluate.video_episodes=1"
+
+e2e: $(INSTALLED) ## tiny end-to-end run of every stage (2 demos, 64 px, resnet10t) in data/e2e
+	$(MAKE) --no-print-directory evaluate $(E2E_VARS)
+	$(MAKE) --no-print-directory status $(E2E_VARS)
 
 clean: ## remove the workspace outputs (data/*), keeping data/README.md
 	find $(DATA) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
