@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
@@ -17,16 +18,10 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
     d = cfg.demos
     if d.path:
-        source = sha256_file(d.path) if _exists(d.path) else f"missing file {d.path}"
+        source = sha256_file(d.path) if Path(d.path).is_file() else f"missing file {d.path}"
     else:
         source = expected_sha256(d.task, d.sha256) or f"git-blob:{PINS[d.task].git_blob}"
     return {"task": d.task, "source": source}
-
-
-def _exists(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).is_file()
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
