@@ -24,7 +24,9 @@ def data_source(ctx: StageContext) -> Any:
 
     mode = ctx.config.policy.obs_mode
     if mode == "state":
-        return DataSource(ctx.config.task, mode, demos_file=str(ctx.upstream["demos"].out_dir / "demos.pickle"))
+        demos = ctx.upstream["demos"]
+        return DataSource(ctx.config.task, mode, demos_file=str(demos.out_dir / "demos.pickle"),
+                          demos_sha256=demos.summary["sha256"])
     enc = ctx.upstream["encode"]
     r = ctx.config.render  # rollouts must render frames the way the demo frames were rendered
     return DataSource(

@@ -27,7 +27,8 @@ class DataSource:
 
     task: str
     obs_mode: str
-    demos_file: str | None = None  # state mode
+    demos_file: str | None = None  # state mode: the demos stage's verified copy
+    demos_sha256: str | None = None  # its checksum, as the demos stage recorded it
     store: str | None = None  # vision modes: feature store root and key
     feature_key: str | None = None
     cameras: tuple[str, ...] = ()
@@ -45,7 +46,7 @@ def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
     """(observations, actions) of every demo step, in episode order."""
     if src.obs_mode == "state":
         assert src.demos_file is not None
-        demos, _ = load_demos(src.demos_file, src.task, _sha_of(src.demos_file))
+        demos, _ = load_demos(src.demos_file, src.task, src.demos_sha256)
         return (np.concatenate([d.observations for d in demos]).astype(np.float32),
                 np.concatenate([d.actions for d in demos]))
     from pipeline.store.features import open_features
@@ -57,12 +58,6 @@ def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
     features = {c: store.read(c) for c in src.cameras}
     obs = spec.assemble(features, proprio, np.random.default_rng([policy.seed, 2]))
     return obs, actions.astype(np.float64)
-
-
-def _sha_of(path: str) -> str:
-    from pipeline.demos import sha256_file
-
-    return sha256_file(path)  # the demos stage already verified this copy
 
 
 def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
