@@ -1,13 +1,17 @@
 """Frozen, validated configuration: one dataclass per stage, gathered in `PipelineConfig`.
 
-Fields that cannot change a stage's output (worker counts, where to write) carry
-``metadata=NOT_IN_KEY`` and are left out of the content key; everything else is in it.
-Values are checked in ``__post_init__`` so a bad value fails before any work starts.
+Every field is declared with `setting(default, ...)`, whose metadata says what a valid value is
+(range, choices) and whether it enters the content key. Fields that cannot change a stage's output
+(worker counts, where to write) carry ``key=False``. Fields added after a stage's outputs already
+existed carry ``key="if_set"``: they enter the key only when they differ from their default, so old
+outputs keep their keys. Every value is checked on construction (type, finiteness, range, choice),
+so a bad value fails before any work starts, whether it came from the command line or from code.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -25,135 +29,111 @@ NOT_IN_KEY = {"key": False}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _check_positive(name: str, value: int | float) -> None:
-    if value <= 0:
-        raise invalid_value(name, value, "a positive number")
+def setting(default: Any, *, key: bool | str = True, gt: float | None = None,
+            ge: float | None = None, le: float | None = None,
+            choices: tuple[str, ...] | None = None, pattern: str | None = None) -> Any:
+    """A config field and what a valid value for it is (checked by `validate_fields`)."""
+    meta = {"key": key, "gt": gt, "ge": ge, "le": le, "choices": choices, "pattern": pattern}
+    return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise unknown_name(name, value, choices)
+class _Validated:
+    """Base of the stage configs: checks every field on construction, then ``_check`` (if any)."""
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        self._check()
+
+    def _check(self) -> None:
+        """Rules that involve several fields."""
 
 
 @dataclass(frozen=True)
-class DemosConfig:
-    task: str = "door"
+class DemosConfig(_Validated):
+    task: str = setting("door", choices=TASKS)
     # A local file; when unset the file is downloaded. Its sha256, not its path, enters the key.
-    path: str | None = field(default=None, metadata=NOT_IN_KEY)
+    path: str | None = setting(None, key=False)
     # Expected sha256 of the file. Unset means the pinned upstream checksum for the task.
-    sha256: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_choice("task", self.task, TASKS)
-        if self.sha256 is not None and not _SHA256.match(self.sha256):
-            raise invalid_value("demos.sha256", self.sha256, "64 lowercase hex digits")
+    sha256: str | None = setting(None, pattern=_SHA256.pattern)
 
 
 @dataclass(frozen=True)
-class RenderConfig:
-    cameras: tuple[str, ...] = ()  # empty: the cameras RRL used for the task
-    width: int = 256
-    height: int = 256
-    shadows: bool = False
-    replay: str = "states"
-    max_demos: int | None = None  # render only the first N demos (tiny runs, tests)
-    max_steps: int | None = None  # truncate each demo to N steps (tiny runs, tests)
-    workers: int = field(default=2, metadata=NOT_IN_KEY)
-
-    def __post_init__(self) -> None:
-        _check_choice("render.replay", self.replay, REPLAY_MODES)
-        for name in ("width", "height", "workers"):
-            _check_positive(f"render.{name}", getattr(self, name))
-        for name in ("max_demos", "max_steps"):
-            value = getattr(self, name)
-            if value is not None:
-                _check_positive(f"render.{name}", value)
+class RenderConfig(_Validated):
+    cameras: tuple[str, ...] = setting(())  # empty: the cameras RRL used for the task
+    width: int = setting(256, gt=0, le=4096)
+    height: int = setting(256, gt=0, le=4096)
+    shadows: bool = setting(False)
+    replay: str = setting("states", choices=REPLAY_MODES)
+    max_demos: int | None = setting(None, gt=0)  # render only the first N demos (tiny runs)
+    max_steps: int | None = setting(None, gt=0)  # truncate each demo to N steps (tiny runs)
+    workers: int = setting(2, key=False, gt=0, le=256)
 
 
 @dataclass(frozen=True)
-class EncodeConfig:
-    encoder: str = "resnet34"
-    weights: str = "pretrained"  # "pretrained", "random", or a path to .pth/.safetensors
-    precision: str = "fp32"
-    resize: int = 256
-    crop: int = 224
-    batch_size: int = field(default=32, metadata=NOT_IN_KEY)
-    store: str | None = field(default=None, metadata=NOT_IN_KEY)  # local path or fsspec URL
-    scheduler: str | None = field(default=None, metadata=NOT_IN_KEY)  # tcp://host:port
-    workers: int = field(default=2, metadata=NOT_IN_KEY)
+class EncodeConfig(_Validated):
+    encoder: str = setting("resnet34")
+    weights: str = setting("pretrained")  # "pretrained", "random", or a .pth/.safetensors path
+    precision: str = setting("fp32", choices=PRECISIONS)
+    resize: int = setting(256, gt=0, le=4096)
+    crop: int = setting(224, gt=0, le=4096)
+    batch_size: int = setting(32, key=False, gt=0)
+    store: str | None = setting(None, key=False)  # local path or fsspec URL
+    scheduler: str | None = setting(None, key=False)  # tcp://host:port
+    workers: int = setting(2, key=False, gt=0, le=256)
 
-    def __post_init__(self) -> None:
-        _check_choice("encode.precision", self.precision, PRECISIONS)
-        for name in ("resize", "crop", "batch_size", "workers"):
-            _check_positive(f"encode.{name}", getattr(self, name))
+    def _check(self) -> None:
         if self.crop > self.resize:
             raise invalid_value("encode.crop", self.crop, f"at most encode.resize={self.resize}")
 
 
 @dataclass(frozen=True)
-class PolicyConfig:
-    obs_mode: str = "vision+proprio"
-    hidden: tuple[int, ...] = (256, 256)
-    proprio_noise: float = 0.0  # sigma of Gaussian noise on proprioception (noisy_proprio)
-    seed: int = 0
+class PolicyConfig(_Validated):
+    obs_mode: str = setting("vision+proprio", choices=OBS_MODES)
+    hidden: tuple[int, ...] = setting((256, 256), gt=0)
+    proprio_noise: float = setting(0.0, ge=0)  # sigma of Gaussian noise on proprioception
+    seed: int = setting(0, ge=0)
 
-    def __post_init__(self) -> None:
-        _check_choice("policy.obs_mode", self.obs_mode, OBS_MODES)
-        for width in self.hidden:
-            _check_positive("policy.hidden", width)
+    def _check(self) -> None:
         if self.obs_mode == "noisy_proprio" and self.proprio_noise <= 0:
             raise invalid_value("policy.proprio_noise", self.proprio_noise,
                                 "a positive sigma when policy.obs_mode=noisy_proprio")
 
 
 @dataclass(frozen=True)
-class BCConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1e-3
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "lr"):
-            _check_positive(f"bc.{name}", getattr(self, name))
+class BCConfig(_Validated):
+    epochs: int = setting(5, gt=0)
+    batch_size: int = setting(32, gt=0)
+    lr: float = setting(1e-3, gt=0, le=1)
 
 
 @dataclass(frozen=True)
-class DAPGConfig:
-    iterations: int = 300
-    trajectories: int = 200
-    horizon: int = 200
-    reward: str = "dense"
-    use_demos: bool = True  # False: plain NPG
-    lam0: float = 1e-2
-    lam1: float = 0.95
-    gamma: float = 0.995
-    gae_lambda: float = 0.97
-    step_size: float = 0.05  # normalised KL step (mjrl's delta)
-    cg_iters: int = 10
-    cg_damping: float = 1e-4
-    vf_epochs: int = 2
-    vf_batch: int = 64
-    vf_lr: float = 1e-3
-    eval_episodes: int = 10  # deterministic-policy episodes per iteration (eval_score column)
-    envs: int = field(default=8, metadata=NOT_IN_KEY)  # envs stepped in parallel
-    record_every: int = field(default=0, metadata=NOT_IN_KEY)  # write rollouts every k iterations
-
-    def __post_init__(self) -> None:
-        _check_choice("dapg.reward", self.reward, REWARDS)
-        for name in ("iterations", "trajectories", "horizon", "cg_iters", "envs"):
-            _check_positive(f"dapg.{name}", getattr(self, name))
+class DAPGConfig(_Validated):
+    iterations: int = setting(300, gt=0)
+    trajectories: int = setting(200, gt=0)
+    horizon: int = setting(200, gt=0)
+    reward: str = setting("dense", choices=REWARDS)
+    use_demos: bool = setting(True)  # False: plain NPG
+    lam0: float = setting(1e-2, ge=0)
+    lam1: float = setting(0.95, gt=0, le=1)
+    gamma: float = setting(0.995, gt=0, le=1)
+    gae_lambda: float = setting(0.97, ge=0, le=1)
+    step_size: float = setting(0.05, gt=0)  # normalised KL step (mjrl's delta)
+    cg_iters: int = setting(10, gt=0)
+    cg_damping: float = setting(1e-4, ge=0)
+    vf_epochs: int = setting(2, ge=0)
+    vf_batch: int = setting(64, gt=0)
+    vf_lr: float = setting(1e-3, gt=0, le=1)
+    eval_episodes: int = setting(10, ge=0)  # mean-action episodes per iteration (eval_score)
+    envs: int = setting(8, key=False, gt=0, le=1024)  # envs stepped in parallel
+    record_every: int = setting(0, key=False, ge=0)  # write rollouts every k iterations
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    policy: str = "dapg"  # which checkpoint: "dapg" or "bc"
-    episodes: int = 50
-    seed: int = 10**7  # a seed range used neither by training nor by per-iteration evaluation
-    video_episodes: int = 2
-
-    def __post_init__(self) -> None:
-        _check_choice("evaluate.policy", self.policy, ("bc", "dapg"))
-        _check_positive("evaluate.episodes", self.episodes)
+class EvaluateConfig(_Validated):
+    policy: str = setting("dapg", choices=("bc", "dapg"))  # which checkpoint
+    episodes: int = setting(50, gt=0)
+    seed: int = setting(10**7, ge=0)  # a seed range used neither by training nor by evaluation
+    video_episodes: int = setting(2, ge=0)  # at most `episodes` are shown
 
 
 @dataclass(frozen=True)
@@ -166,6 +146,11 @@ class PipelineConfig:
     dapg: DAPGConfig = field(default_factory=DAPGConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if not isinstance(getattr(self, f.name), SECTIONS[f.name]):
+                raise invalid_value(f.name, getattr(self, f.name), f"a {SECTIONS[f.name].__name__}")
+
     @property
     def task(self) -> str:
         return self.demos.task
@@ -174,27 +159,36 @@ class PipelineConfig:
         """Apply ``{"render.width": "64"}``-style overrides, parsing each value to its field's type."""
         sections: dict[str, dict[str, Any]] = {}
         for dotted, raw in overrides.items():
-            section, _, name = dotted.partition(".")
-            if section not in _SECTIONS:
-                raise unknown_name("config section", section, list(_SECTIONS))
-            fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
-            if name not in fields:
-                raise unknown_name(f"{section} setting", name, list(fields))
+            section, name = split_field(dotted)
             sections.setdefault(section, {})[name] = parse_value(
-                _field_type(_SECTIONS[section], name), raw, dotted
-            )
-        updated = {
-            section: dataclasses.replace(getattr(self, section), **values)
-            for section, values in sections.items()
-        }
+                field_type(SECTIONS[section], name), raw, dotted)
+        updated = {section: dataclasses.replace(getattr(self, section), **values)
+                   for section, values in sections.items()}
         return dataclasses.replace(self, **updated)
 
 
-_SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(PipelineConfig)}  # type: ignore[misc]
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(PipelineConfig)}  # type: ignore[misc]
+_SECTION_NAMES = {cls: name for name, cls in SECTIONS.items()}
 
 
-def _field_type(cls: type, name: str) -> Any:
+def split_field(dotted: str) -> tuple[str, str]:
+    """``"render.width"`` -> ("render", "width"), failing with the valid names when unknown."""
+    section, _, name = dotted.partition(".")
+    if section not in SECTIONS:
+        raise unknown_name("config section", section, list(SECTIONS))
+    names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+    if name not in names:
+        raise unknown_name(f"{section} setting", name, names)
+    return section, name
+
+
+def field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
+
+
+def config_field(dotted: str) -> dataclasses.Field[Any]:
+    section, name = split_field(dotted)
+    return next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
 
 
 def parse_value(tp: Any, raw: str, name: str) -> Any:
@@ -202,7 +196,7 @@ def parse_value(tp: Any, raw: str, name: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if raw.lower() in ("", "none", "null"):
+        if raw.strip().lower() in ("", "none", "null"):
             return None
         return parse_value(next(a for a in args if a is not type(None)), raw, name)
     if origin is tuple:
@@ -219,11 +213,69 @@ def parse_value(tp: Any, raw: str, name: str) -> Any:
         raise ConfigError(f"invalid {name}={raw!r}: expected a value of type {tp.__name__}") from None
 
 
+def validate_fields(cfg: Any) -> None:
+    """Check each field of a config dataclass against its type and its `setting` metadata."""
+    section = _SECTION_NAMES.get(type(cfg), type(cfg).__name__)
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        _check_value(f"{section}.{f.name}", getattr(cfg, f.name), hints[f.name], f.metadata)
+
+
+def _check_value(name: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> None:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None:
+            return
+        tp = next(a for a in args if a is not type(None))
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, tuple):
+            raise invalid_value(name, value, f"a tuple of {args[0].__name__} values")
+        for item in value:
+            _check_value(name, item, args[0], meta)
+        return
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise invalid_value(name, value, "true or false")
+        return
+    if tp is str:
+        _check_text(name, value, meta)
+        return
+    # Numbers: bool is an int subclass, and an int is a fine float.
+    ok_types = (int,) if tp is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_types):
+        raise invalid_value(name, value, f"a number of type {tp.__name__}")
+    if not math.isfinite(value):
+        raise invalid_value(name, value, "a finite number")
+    _check_range(name, value, meta)
+
+
+def _check_text(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise invalid_value(name, value, "a non-empty string")
+    if "choices" in meta and value not in meta["choices"]:
+        raise unknown_name(name, value, meta["choices"])
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+        raise invalid_value(name, value, f"a string matching {meta['pattern']}"
+                            + (" (64 lowercase hex digits)" if meta["pattern"] == _SHA256.pattern else ""))
+
+
+def _check_range(name: str, value: float, meta: typing.Mapping[str, Any]) -> None:
+    rules = {"gt": (lambda v, b: v > b, "greater than {:g}"), "ge": (lambda v, b: v >= b, "at least {:g}"),
+             "le": (lambda v, b: v <= b, "at most {:g}")}
+    if all(ok(value, meta[k]) for k, (ok, _) in rules.items() if k in meta):
+        return
+    wanted = ["positive" if (k, meta[k]) == ("gt", 0) else text.format(meta[k])
+              for k, (_, text) in rules.items() if k in meta]
+    raise invalid_value(name, value, "a number that is " + " and ".join(wanted))
+
+
 def key_dict(cfg: Any) -> dict[str, Any]:
     """The fields of a stage config that enter its content key, as plain JSON-able values."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
-        if f.metadata.get("key", True):
-            value = getattr(cfg, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+        key = f.metadata.get("key", True)
+        value = getattr(cfg, f.name)
+        if key is False or (key == "if_set" and value == f.default):
+            continue
+        out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
