@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -86,35 +83,3 @@ def test_interrupted_render_resumes_unfinished_episodes(tiny_door_demos, tmp_pat
     with h5py.File(episodes, "r") as f:
         assert f["data/demo_1"].attrs["complete"] and f["data/demo_1/actions"].shape == (12, 28)
     assert again.summary["episodes"] == 2
-
-
-def _rrl(data: Path, demos: tuple[Path, str], *args: str) -> subprocess.CompletedProcess[str]:
-    path, sha = demos
-    cmd = [sys.executable, "-m", "pipeline", "--data", str(data), "--demos", str(path),
-           "--demos-sha256", sha, "--size", "32", "--cameras", "top", "--workers", "1", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-
-
-def test_cli_cache_hit_and_status(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    first = _rrl(tmp_path, tiny_door_demos, "run", "render")
-    assert first.returncode == 0, first.stderr
-    assert "render: done" in first.stdout and "replay fidelity (states)" in first.stdout
-    started = time.perf_counter()
-    second = _rrl(tmp_path, tiny_door_demos, "run", "render")
-    assert second.returncode == 0 and "render: cache hit" in second.stdout
-    assert time.perf_counter() - started < 5  # a cache hit never imports mujoco or torch
-    status = _rrl(tmp_path, tiny_door_demos, "status").stdout
-    assert "demos" in status and status.count("up to date") >= 2
-    stale = _rrl(tmp_path, tiny_door_demos, "--shadows", "status").stdout
-    assert "stale: config changed: shadows False -> True" in stale
-
-
-def test_cli_reports_bad_demos_without_traceback(tmp_path: Path) -> None:
-    bad = tmp_path / "door.pickle"
-    bad.write_bytes(b"not a pickle")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--data", str(tmp_path), "--demos", str(bad), "run", "demos"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert str(bad) in proc.stderr and "field '<file>'" in proc.stderr
