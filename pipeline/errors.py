@@ -48,6 +48,10 @@ class StageLockedError(PipelineError):
     """Another process holds the lock for the same stage output."""
 
 
+class NonFiniteError(PipelineError):
+    """A stage produced NaN or infinite numbers (losses, parameters, returns); nothing was saved."""
+
+
 def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> UnknownNameError:
     return UnknownNameError(
         f"unknown {kind} {name!r}; valid {kind}s are: {', '.join(sorted(valid))}"
