@@ -1,6 +1,7 @@
-# RRL feature-caching pipeline. `make help` lists the targets.
-# Variables (all optional): TASK DEMOS DEMOS_SHA256 REPLAY CAMERAS SIZE SHADOWS ENCODER WEIGHTS
-# PRECISION STORE SCHEDULER WORKERS OBS_MODE ITERS TRAJ REWARD SEED SET FORCE DATA
+# RRL feature-caching pipeline. `make help` lists the targets and `make options` the variables.
+# Every VAR=value given on the make command line reaches `rrl` as RRL_VAR; the one table of
+# options is stages/options.py, and `rrl` refuses a variable it does not know (a typo would
+# otherwise run with the default). Make itself uses: FORCE=1 URL= DATA= PYTHON= VENV=.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -13,32 +14,23 @@ INSTALLED := $(VENV)/.installed
 QUIET_PIP := grep -v '^WARNING: Location' || true
 
 DATA ?= data
-TASK ?= door
+CLI_VARS := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
+$(foreach v,$(CLI_VARS),$(eval export RRL_$(v) := $$($(v))))
+export RRL_MAKE_VARS := $(CLI_VARS)
+export RRL_DATA := $(DATA)
 # The door demos ship in ../shared next to a checkout; other tasks are downloaded (sha-checked).
-DEMOS ?= $(wildcard ../shared/data/adroit-demos/$(TASK)-v0_demos.pickle)
-ENCODER ?= resnet34
-
-opt = $(if $(strip $(2)),$(1) $(2))
-RRL_ARGS = --data $(DATA) --task $(TASK) --encoder $(ENCODER) \
-	$(call opt,--demos,$(DEMOS)) $(call opt,--demos-sha256,$(DEMOS_SHA256)) \
-	$(call opt,--replay,$(REPLAY)) $(call opt,--cameras,$(CAMERAS)) $(call opt,--size,$(SIZE)) \
-	$(if $(SHADOWS),$(if $(filter 1 true yes,$(SHADOWS)),--shadows,--no-shadows)) \
-	$(call opt,--max-demos,$(MAX_DEMOS)) $(call opt,--weights,$(WEIGHTS)) \
-	$(call opt,--precision,$(PRECISION)) $(call opt,--store,$(STORE)) \
-	$(call opt,--scheduler,$(SCHEDULER)) $(call opt,--workers,$(WORKERS)) \
-	$(call opt,--obs-mode,$(OBS_MODE)) $(call opt,--iters,$(ITERS)) $(call opt,--traj,$(TRAJ)) \
-	$(call opt,--reward,$(REWARD)) $(call opt,--seed,$(SEED)) \
-	$(foreach s,$(SET),--set $(s))
+ifndef DEMOS
+export RRL_DEMOS := $(wildcard ../shared/data/adroit-demos/$(or $(TASK),door)-v0_demos.pickle)
+endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
 .PHONY: help install gl-deps demos render encode features bc dapg evaluate status cameras \
-	inspect push pull test test-slow test-all lint bench e2e clean
+	inspect options push pull test test-slow test-all lint bench e2e clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
-	@echo "variables: TASK=$(TASK) ENCODER=$(ENCODER) DEMOS=$(DEMOS) WEIGHTS REPLAY CAMERAS SIZE SHADOWS"
-	@echo "           PRECISION STORE SCHEDULER WORKERS OBS_MODE ITERS TRAJ REWARD SEED SET FORCE=1 DATA"
+	@echo "variables (VAR=value): \`make options\` lists them; FORCE=1 redoes the named stage"
 
 install: $(INSTALLED) ## create .venv and install everything (plus GL libraries if missing)
 
@@ -60,39 +52,42 @@ gl-deps: ## install the Debian GL libraries MuJoCo needs for offscreen rendering
 	fi
 
 demos: $(INSTALLED) ## validate the demonstrations (DEMOS=path, else download)
-	$(RRL) $(RRL_ARGS) run demos $(RUN_FLAGS)
+	$(RRL) run demos $(RUN_FLAGS)
 
 render: $(INSTALLED) ## render every demo step to an HDF5 episode file (REPLAY=states|open_loop)
-	$(RRL) $(RRL_ARGS) run render $(RUN_FLAGS)
+	$(RRL) run render $(RUN_FLAGS)
 
 encode: $(INSTALLED) ## encode rendered frames into the Zarr feature store (ENCODER=, WEIGHTS=)
-	$(RRL) $(RRL_ARGS) run encode $(RUN_FLAGS)
+	$(RRL) run encode $(RUN_FLAGS)
 
 features: encode ## the main job: demos -> render -> encode (ENCODER=resnet34)
 
 bc: $(INSTALLED) ## behaviour cloning from cached demo features
-	$(RRL) $(RRL_ARGS) run bc $(RUN_FLAGS)
+	$(RRL) run bc $(RUN_FLAGS)
 
 dapg: $(INSTALLED) ## DAPG from the BC checkpoint (ITERS=, TRAJ=)
-	$(RRL) $(RRL_ARGS) run dapg $(RUN_FLAGS)
+	$(RRL) run dapg $(RUN_FLAGS)
 
 evaluate: $(INSTALLED) ## success rate of the trained policy
-	$(RRL) $(RRL_ARGS) run evaluate $(RUN_FLAGS)
+	$(RRL) run evaluate $(RUN_FLAGS)
+
+options: $(INSTALLED) ## the variables (TASK=, ENCODER=, ...): CLI flag, config fields, help
+	@$(RRL) options
 
 status: $(INSTALLED) ## each stage: up to date / stale (why) / missing
-	@$(RRL) $(RRL_ARGS) status
+	@$(RRL) status
 
 cameras: $(INSTALLED) ## cameras each task offers
 	@$(RRL) cameras
 
 inspect: $(INSTALLED) ## summary of the feature store for the current config
-	@$(RRL) $(RRL_ARGS) inspect
+	@$(RRL) inspect
 
 push: $(INSTALLED) ## copy the current config's feature store to URL=s3://bucket/prefix
-	$(RRL) $(RRL_ARGS) push $$($(RRL) $(RRL_ARGS) key encode) $(URL)
+	$(RRL) push $$($(RRL) key encode) $(URL)
 
 pull: $(INSTALLED) ## fetch the current config's feature store from URL=s3://bucket/prefix
-	$(RRL) $(RRL_ARGS) pull $$($(RRL) $(RRL_ARGS) key encode) $(URL)
+	$(RRL) pull $$($(RRL) key encode) $(URL)
 
 test: $(INSTALLED) ## fast test suite (the one CI runs)
 	$(PY) -m pytest -q

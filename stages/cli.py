@@ -2,11 +2,15 @@
 
 Global options build one PipelineConfig; subcommands run stages, show status, list cameras.
 Example: ``rrl --demos door-v0_demos.pickle --replay open_loop run render``.
+The options come from the one table in `stages.options`; each also reads ``RRL_<MAKE VAR>``
+from the environment, which is how `make features ENCODER=resnet18` reaches it.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,21 +19,13 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import PipelineError, StoreError
+from stages.cli_errors import explain_os_error, is_remote_error
+from stages.options import OPTIONS, check_make_vars, overrides
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Render, encode and learn Adroit tasks from cached frozen-encoder features.")
 _STARTED = time.perf_counter()
-
-# Option name -> dotted config field; options left unset keep the config's default.
-_OPTION_FIELDS: dict[str, str] = {
-    "task": "demos.task", "demos": "demos.path", "demos_sha256": "demos.sha256",
-    "replay": "render.replay", "cameras": "render.cameras", "size": "render.width+height",
-    "shadows": "render.shadows",
-    "max_demos": "render.max_demos", "encoder": "encode.encoder", "weights": "encode.weights",
-    "precision": "encode.precision", "store": "encode.store", "scheduler": "encode.scheduler",
-    "workers": "render/encode/dapg workers", "obs_mode": "policy.obs_mode", "iters": "dapg.iterations",
-    "traj": "dapg.trajectories", "reward": "dapg.reward", "seed": "policy.seed",
-}
 
 
 class State:
@@ -37,53 +33,33 @@ class State:
     data: Path = Path("data")
 
 
-def _overrides(options: dict[str, Any], sets: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in options.items():
-        if value is None or value == "":
-            continue
-        if name == "size":
-            out["render.width"] = out["render.height"] = str(value)
-        elif name == "workers":
-            out["render.workers"] = out["encode.workers"] = out["dapg.envs"] = str(value)
-        else:
-            out[_OPTION_FIELDS[name]] = str(value)
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"invalid --set {item!r}: expected section.name=value, e.g. render.width=64")
-        key, _, value = item.partition("=")
-        out[key.strip()] = value.strip()
-    return out
-
-
-@app.callback()
-def configure(
-    task: Annotated[str | None, typer.Option(help="door | hammer | pen | relocate")] = None,
-    demos: Annotated[str | None, typer.Option(help="local demo pickle (else download)")] = None,
-    demos_sha256: Annotated[str | None, typer.Option(help="accept a demo file with this sha256")] = None,
-    replay: Annotated[str | None, typer.Option(help="states | open_loop")] = None,
-    cameras: Annotated[str | None, typer.Option(help="comma-separated camera names")] = None,
-    size: Annotated[int | None, typer.Option(help="render width and height in pixels")] = None,
-    shadows: Annotated[bool | None, typer.Option("--shadows/--no-shadows", help="render shadows")] = None,
-    max_demos: Annotated[int | None, typer.Option(help="render only the first N demos")] = None,
-    encoder: Annotated[str | None, typer.Option(help="encoder name (rrl encoders)")] = None,
-    weights: Annotated[str | None, typer.Option(help="pretrained | random | path to weights")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32 | bf16")] = None,
-    store: Annotated[str | None, typer.Option(help="feature store: path or s3://, gs:// URL")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="dask scheduler address")] = None,
-    workers: Annotated[int | None, typer.Option(help="worker processes")] = None,
-    obs_mode: Annotated[str | None, typer.Option(help="state | vision+proprio | vision | noisy_proprio")] = None,
-    iters: Annotated[int | None, typer.Option(help="DAPG iterations")] = None,
-    traj: Annotated[int | None, typer.Option(help="trajectories per DAPG iteration")] = None,
-    reward: Annotated[str | None, typer.Option(help="dense | sparse")] = None,
-    seed: Annotated[int | None, typer.Option(help="policy seed")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="any config value: section.name=value")] = None,
-    data: Annotated[Path, typer.Option(help="workspace folder")] = Path("data"),
-) -> None:
+def configure(**values: Any) -> None:
     """Render, encode and learn Adroit tasks from cached frozen-encoder features."""
-    options = {k: v for k, v in locals().items() if k in _OPTION_FIELDS}
-    State.config = PipelineConfig().with_overrides(_overrides(options, set_ or []))
-    State.data = data
+    make_vars = os.environ.get("RRL_MAKE_VARS", "").split()
+    check_make_vars(make_vars)
+    sets = values.pop("set_") or []
+    State.data = values.pop("data")
+    State.config = PipelineConfig().with_overrides(overrides(values, sets))
+
+
+def _option_parameters() -> list[inspect.Parameter]:
+    params = [
+        inspect.Parameter(o.param, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            str | None, typer.Option(o.flag, envvar=f"RRL_{o.make_var}", help=o.describe(),
+                                     show_default=False)])
+        for o in OPTIONS
+    ]
+    params.append(inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        list[str] | None, typer.Option("--set", envvar="RRL_SET",
+                                       help="any config value: section.name=value (repeatable)")]))
+    params.append(inspect.Parameter("data", inspect.Parameter.KEYWORD_ONLY, default=Path("data"), annotation=Annotated[
+        Path, typer.Option(envvar="RRL_DATA", help="workspace folder")]))
+    return params
+
+
+configure.__signature__ = inspect.Signature(_option_parameters())  # type: ignore[attr-defined]
+configure.__annotations__ = {p.name: p.annotation for p in _option_parameters()}
+app.callback()(configure)
 
 
 def _runner() -> Any:
@@ -91,6 +67,12 @@ def _runner() -> Any:
     from stages import STAGES
 
     return Runner(State.config, STAGES, State.data)
+
+
+def store_url() -> str:
+    from stages.encode import DEFAULT_STORE
+
+    return State.config.encode.store or str(State.data / DEFAULT_STORE)
 
 
 @app.command()
@@ -124,6 +106,14 @@ def key(stage: Annotated[str, typer.Argument(help="stage name")]) -> None:
 
 
 @app.command()
+def options() -> None:
+    """The options: CLI flag, Make variable, the config fields they set, help."""
+    for o in OPTIONS:
+        typer.echo(f"{o.flag:<16} {o.make_var + '=':<14} {','.join(o.fields):<44} {o.describe()}")
+    typer.echo(f"{'--set':<16} {'SET=':<14} {'section.name=value ...':<44} any other config field")
+
+
+@app.command()
 def cameras(task: Annotated[str | None, typer.Argument()] = None) -> None:
     """List the cameras each task offers (RRL's default marked with *)."""
     from pipeline.envs.tasks import TASK_SPECS, task_spec
@@ -141,8 +131,6 @@ def _resolve_key(key: str | None) -> str:
         return str(runner.key("encode"))
     if len(key) == 64:
         return key
-    from pipeline.errors import StoreError
-
     matches = sorted({p.name for p in (State.data / "encode").glob(f"{key}*")})
     manifests = [State.data / "encode" / m / "manifest.json" for m in matches]
     found = [json.loads(m.read_text())["key"] for m in manifests if m.exists()]
@@ -152,20 +140,15 @@ def _resolve_key(key: str | None) -> str:
     return str(found[0])
 
 
-def _local_root() -> str:
-    from stages.encode import DEFAULT_STORE
-
-    return State.config.encode.store or str(State.data / DEFAULT_STORE)
-
-
-@app.command()
-def inspect(key: Annotated[str | None, typer.Argument(help="feature key or prefix")] = None,
-            store: Annotated[str | None, typer.Option(help="store root (default: local)")] = None) -> None:
+@app.command("inspect")
+def inspect_group(key: Annotated[str | None, typer.Argument(help="feature key or prefix")] = None,
+             store: Annotated[str | None, typer.Option(help="store root (default: local)")] = None) -> None:
     """Summary of a feature store group: encoder, weights (random flagged), shapes, size."""
     from pipeline.store.features import open_features, summary
     from pipeline.store.inspect import format_summary
 
-    typer.echo(format_summary(summary(open_features(store or _local_root(), _resolve_key(key)))))
+    typer.echo(format_summary(summary(open_features(store or store_url(), _resolve_key(key)))))
+
 
 
 @app.command()
@@ -175,7 +158,7 @@ def push(key: Annotated[str, typer.Argument(help="feature key or prefix")],
     from pipeline.store.remote import copy_group
 
     full = _resolve_key(key)
-    copy_group(_local_root(), url, full)
+    copy_group(store_url(), url, full)
     typer.echo(f"pushed {full[:12]} to {url}")
 
 
@@ -185,8 +168,8 @@ def pull(key: Annotated[str, typer.Argument(help="full feature key (64 hex)")],
     """Copy a feature group from a shared folder or bucket; `run encode` then finds it."""
     from pipeline.store.remote import copy_group
 
-    copy_group(url, _local_root(), key)
-    typer.echo(f"pulled {key[:12]} into {_local_root()}")
+    copy_group(url, store_url(), key)
+    typer.echo(f"pulled {key[:12]} into {store_url()}")
 
 
 @app.command()
@@ -205,6 +188,14 @@ def main() -> None:
     except PipelineError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:
+        typer.echo(f"error: {explain_os_error(exc)}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished work is kept; run the same command again to resume", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if not is_remote_error(exc):
+            raise
+        typer.echo(f"error: {explain_os_error(exc)}", err=True)
+        sys.exit(2)
