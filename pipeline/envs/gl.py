@@ -13,7 +13,9 @@ import sys
 
 from pipeline.errors import RenderBackendError
 
-BACKENDS = ("egl", "osmesa")
+BACKENDS = ("egl", "osmesa")  # tried in this order when MUJOCO_GL is unset
+KNOWN_BACKENDS = ("egl", "osmesa", "glfw")  # what mujoco accepts
+_VERIFIED = "RRL_MUJOCO_GL_VERIFIED"  # the backend a probe in this process tree showed working
 _PROBE = (
     "import mujoco\n"
     "m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos=\"0 0 1\"/>"
@@ -42,9 +44,26 @@ def probe_backend(backend: str) -> str | None:
 
 
 def select_gl_backend() -> str:
-    """Set MUJOCO_GL (if unset) to the first backend that renders; raise if none does."""
+    """Set MUJOCO_GL (if unset) to the first backend that renders; raise if none does.
+
+    A backend the user set is probed too: a bad one would otherwise fail only inside worker
+    processes, where a pool keeps respawning them. The verdict is exported, so worker processes
+    (which inherit the environment) do not probe again.
+    """
     chosen = os.environ.get("MUJOCO_GL")
     if chosen:
+        if os.environ.get(_VERIFIED) != chosen:
+            if chosen not in KNOWN_BACKENDS:
+                raise RenderBackendError(
+                    f"MUJOCO_GL={chosen!r} is not a MuJoCo rendering backend (valid: "
+                    f"{', '.join(KNOWN_BACKENDS)}). Fix: export MUJOCO_GL=egl (or osmesa), or "
+                    "unset it to let the pipeline choose")
+            error = probe_backend(chosen)
+            if error is not None:
+                raise RenderBackendError(
+                    f"offscreen rendering with MUJOCO_GL={chosen} fails: {error}. Fix: unset "
+                    f"MUJOCO_GL to let the pipeline choose, or {_INSTALL_HINT}")
+            os.environ[_VERIFIED] = chosen
         return chosen
     if "mujoco" in sys.modules:
         _STATE["late"] = True  # mujoco already picked its (windowed) default at import
@@ -52,7 +71,7 @@ def select_gl_backend() -> str:
     for backend in BACKENDS:
         error = probe_backend(backend)
         if error is None:
-            os.environ["MUJOCO_GL"] = backend
+            os.environ["MUJOCO_GL"] = os.environ[_VERIFIED] = backend
             if backend == "osmesa":
                 os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
             return backend
