@@ -1,0 +1,107 @@
+"""The import graph of the project's own modules: the library never imports the app layer, and
+no two modules import each other, directly or around a circle (function-level imports count:
+a circle hidden inside a function is still a circle)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "stages")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
+def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node, except those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Project modules imported at run time anywhere in ``path`` (deepest known module)."""
+    out: set[str] = set()
+    is_pkg = path.name == "__init__.py"
+    for node in runtime_nodes(ast.parse(path.read_text())):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".")
+                anchor = anchor if is_pkg else anchor[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                out.add(target)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_library_never_imports_the_app_layer() -> None:
+    arrows = sorted(f"{a} -> {b}" for a, deps in graph().items() if a.startswith("pipeline")
+                    for b in deps if b.startswith("stages"))
+    assert arrows == []
+
+
+def test_no_import_circles() -> None:
+    g = graph()
+    # A package's __init__ importing its own submodules is how packages re-export; the
+    # submodules importing the package back would be the circle, and that is still caught.
+    edges = {a: {b for b in deps if not (a == b.rsplit(".", 1)[0] and
+                                         Path(modules()[a]).name == "__init__.py")}
+             for a, deps in g.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_graph_sees_function_level_imports() -> None:
+    g = graph()
+    assert "pipeline.store.features" in g["stages.encode"]  # imported inside run()
+    assert g["pipeline.config"] == {"pipeline.errors"}
+
+
+def test_annotation_only_imports_are_not_arrows() -> None:
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\n"
+                     "else:\n    import b\ndef f():\n    import c\n")
+    names = {a.name for n in runtime_nodes(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert names == {"b", "c"}
