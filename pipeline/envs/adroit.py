@@ -25,6 +25,7 @@ with contextlib.redirect_stderr(io.StringIO()):
     from gymnasium_robotics.envs import adroit_hand
 
 from pipeline.config import REWARDS  # noqa: E402
+from pipeline.envs.distractors import DistractorSpec, add_distractor_geoms, perturb_model  # noqa: E402
 from pipeline.envs.tasks import CameraPose, TaskSpec, resolve_cameras, task_spec  # noqa: E402
 from pipeline.errors import unknown_name  # noqa: E402
 
@@ -47,8 +48,9 @@ def look_at_xyaxes(pose: CameraPose) -> list[float]:
     return [*x.tolist(), *y.tolist()]
 
 
-def _env_class(spec: TaskSpec) -> type:
-    """The task's env class, loading its model through MjSpec to add the missing cameras."""
+def _env_class(spec: TaskSpec, distractors: DistractorSpec | None = None) -> type:
+    """The task's env class, loading its model through MjSpec to add the missing cameras and
+    the distractors (extra geoms last, so that no existing id shifts)."""
     base = getattr(adroit_hand, spec.env_class)
 
     def _initialize_simulation(self: Any) -> tuple[mujoco.MjModel, mujoco.MjData]:
@@ -57,7 +59,11 @@ def _env_class(spec: TaskSpec) -> type:
             mj_spec.worldbody.add_camera(
                 name=name, pos=list(pose.pos), xyaxes=look_at_xyaxes(pose), fovy=pose.fovy
             )
+        if distractors is not None:
+            add_distractor_geoms(mj_spec, spec.name, distractors)
         model = mj_spec.compile()
+        if distractors is not None:
+            perturb_model(model, spec.name, distractors)
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
         return model, mujoco.MjData(model)
@@ -78,6 +84,7 @@ class AdroitEnv:
         height: int = 256,
         shadows: bool = False,
         seed: int | None = None,
+        distractors: DistractorSpec | None = None,
     ) -> None:
         if reward not in REWARDS:
             raise unknown_name("reward", reward, REWARDS)
@@ -85,7 +92,8 @@ class AdroitEnv:
         self.task, self.reward_type, self.horizon = task, reward, horizon
         self.cameras = resolve_cameras(task, cameras)
         self.width, self.height, self.shadows = width, height, shadows
-        self.env = _env_class(self.spec)(
+        self.distractors = distractors
+        self.env = _env_class(self.spec, distractors)(
             reward_type="sparse" if reward == "sparse" else "dense", width=width, height=height
         )
         self.model: mujoco.MjModel = self.env.model
