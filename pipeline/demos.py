@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pipeline.cache import cache_dir
 from pipeline.envs.tasks import task_spec
 from pipeline.errors import DemoUnavailableError, bad_demo
 
@@ -172,13 +173,9 @@ def load_demos(path: str | Path, task: str, sha256: str | None = None) -> tuple[
     return demos, verify_checksum(path, data, task, sha256)
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("RRL_CACHE", Path.home() / ".cache" / "rrl")) / "demos"
-
-
 def fetch_demos(task: str, sha256: str | None = None, timeout: float = 30.0) -> Path:
     """Download the upstream demos for ``task`` (once, into the cache) and return the local path."""
-    target = cache_dir() / demo_filename(task)
+    target = cache_dir("demos") / demo_filename(task)
     if target.is_file():
         return target
     url = UPSTREAM_URL.format(commit=UPSTREAM_COMMIT, file=demo_filename(task))

@@ -96,4 +96,4 @@ def test_offline_without_a_local_file_says_both_ways(monkeypatch: pytest.MonkeyP
         demos_mod.fetch_demos("hammer", timeout=2)
     msg = str(info.value)
     assert "DEMOS=" in msg and "hammer-v0_demos.pickle" in msg and "downloaded" in msg
-    assert not list(demos_mod.cache_dir().glob("*.part"))
+    assert not list(demos_mod.cache_dir("demos").glob("*.part"))

@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from pipeline.cache import cache_dir
 from pipeline.encoders.registry import encoder_spec
 from pipeline.errors import WeightsError
 
@@ -30,11 +31,6 @@ def weights_fix(name: str) -> str:
         f"or WEIGHTS=/path/to/file.pth (or .safetensors) holding a state dict for the {name} "
         f"architecture"
     )
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("RRL_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "rrl"
 
 
 def weights_identity(name: str, weights: str) -> dict[str, str]:
