@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.devices import DEVICE_PATTERN
 from pipeline.errors import ConfigError, invalid_value, unknown_name
 
 TASKS = ("door", "hammer", "pen", "relocate")
@@ -80,6 +81,8 @@ class EncodeConfig(_Validated):
     store: str | None = setting(None, key=False)  # local path or fsspec URL
     scheduler: str | None = setting(None, key=False)  # tcp://host:port
     workers: int = setting(2, key=False, gt=0, le=256)
+    # Not in the key: fp32 on CUDA runs without TF32 and agrees with the CPU (pipeline/devices.py).
+    device: str = setting("auto", key=False, pattern=DEVICE_PATTERN)
 
     def _check(self) -> None:
         if self.crop > self.resize:
@@ -126,6 +129,7 @@ class DAPGConfig(_Validated):
     eval_episodes: int = setting(10, ge=0)  # mean-action episodes per iteration (eval_score)
     envs: int = setting(8, key=False, gt=0, le=1024)  # envs stepped in parallel
     record_every: int = setting(0, key=False, ge=0)  # write rollouts every k iterations
+    device: str = setting("auto", key=False, pattern=DEVICE_PATTERN)  # where rollout frames are encoded
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,19 @@ class EvaluateConfig(_Validated):
 
 
 @dataclass(frozen=True)
+class ProbeConfig(_Validated):
+    include_proprio: bool = setting(False)  # also give the probe the store's proprioception
+    test_fraction: float = setting(0.2, gt=0, le=0.5)  # share of demos held out to measure R^2
+    folds: int = setting(5, ge=2, le=100)  # group k-fold over the training demos picks alpha
+    alphas: tuple[float, ...] = setting(tuple(10.0**k for k in range(-3, 7)), gt=0)
+    seed: int = setting(0, ge=0)  # which demos are held out, how the rest are dealt into folds
+
+    def _check(self) -> None:
+        if not self.alphas:
+            raise invalid_value("probe.alphas", self.alphas, "at least one positive value")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     demos: DemosConfig = field(default_factory=DemosConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -145,6 +162,7 @@ class PipelineConfig:
     bc: BCConfig = field(default_factory=BCConfig)
     dapg: DAPGConfig = field(default_factory=DAPGConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

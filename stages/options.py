@@ -65,6 +65,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("precision", ("encode.precision",), "encoder arithmetic"),
     Option("store", ("encode.store",), "feature store: a path or s3://, gs:// URL"),
     Option("scheduler", ("encode.scheduler",), "dask scheduler address (tcp://host:8786)"),
+    Option("device", ("encode.device", "dapg.device"),
+           "where encoders run (auto: CUDA when present); not part of any key"),
     Option("workers", ("render.workers", "encode.workers", "dapg.envs"),
            "worker processes (render, encode) and parallel envs (dapg)"),
     Option("obs-mode", ("policy.obs_mode",), "what the policy sees"),

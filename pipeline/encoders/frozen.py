@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.devices import fp32_exact, resolve_device
 from pipeline.encoders.loading import build_module
 from pipeline.encoders.preprocess import preprocess, preprocessing_description
 from pipeline.encoders.registry import encoder_spec
@@ -95,7 +96,8 @@ def create_encoder(
     crop: int = 224,
     device: str = "cpu",
 ) -> FrozenEncoder:
-    """Build a frozen encoder. `weights`: "pretrained", "random" or a .pth/.safetensors path."""
+    """Build a frozen encoder. `weights`: "pretrained", "random" or a .pth/.safetensors path;
+    `device`: "cpu", "cuda[:N]" or "auto" (CUDA when present)."""
     spec = encoder_spec(name)
     if precision not in PRECISIONS:
         raise unknown_name("precision", precision, PRECISIONS)
@@ -104,12 +106,9 @@ def create_encoder(
             raise invalid_value(field, value, "a positive integer")
     if crop > resize:
         raise invalid_value("crop", crop, f"at most resize={resize}")
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as err:
-        raise invalid_value("device", device, "a torch device such as 'cpu' or 'cuda'") from err
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise invalid_value("device", device, "'cpu': no CUDA device is available here")
+    torch_device = torch.device(resolve_device(device))
+    if torch_device.type == "cuda":
+        fp32_exact()  # the device stays out of the keys only because fp32 is exact there
     module, identity = build_module(spec, weights)
     module = module.to(torch_device)
     if precision == "bf16":
