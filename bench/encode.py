@@ -29,8 +29,9 @@ from pipeline.encode_job import EncoderParams, ShardEncoder, cached_encoder, thr
 from pipeline.encoders import create_encoder
 from pipeline.encoders.preprocess import preprocess
 from pipeline.store.episodes import EpisodeReader
-from pipeline.store.features import FeatureStoreSpec, finalize, open_features
+from pipeline.store.features import FeatureStoreSpec, open_features
 from pipeline.store.shards import write_shards_distributed
+from pipeline.store.writer import finalize
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DEMOS = ROOT.parent / "shared/data/adroit-demos/door-v0_demos.pickle"

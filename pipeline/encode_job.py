@@ -1,23 +1,31 @@
 """The work of the encode stage: frames from the episode file -> frozen encoder -> feature rows.
 
 ``ShardEncoder`` is what runs on dask workers. It is a small picklable description; the model
-itself is built once per worker process and cached here, never shipped with a task.
+itself is built once per worker process and cached here, never shipped with a task. The cache is
+keyed by what the weights are (a file's sha256), never by their path: a long-lived worker must
+not keep encoding with the old weights after the file at that path was replaced.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.errors import WeightsError
 from pipeline.store.episodes import EpisodeReader
 
 if TYPE_CHECKING:
     from pipeline.encoders.frozen import FrozenEncoder
 
-_ENCODERS: dict[tuple[Any, ...], FrozenEncoder] = {}
+_ENCODERS: OrderedDict[str, FrozenEncoder] = OrderedDict()
+# A worker needs one encoder; the stage's driver two (fp32 reference and bf16). Older ones would
+# only hold memory (a resnet50 is ~100 MB).
+_MAX_ENCODERS = 2
 _READERS: dict[str, EpisodeReader] = {}
 
 
@@ -28,6 +36,8 @@ class EncoderParams:
     precision: str
     resize: int
     crop: int
+    # sha256 of the weights file the stage's key was computed from (None for pretrained/random).
+    weights_sha256: str | None = None
 
     def build(self) -> FrozenEncoder:
         from pipeline.encoders import create_encoder
@@ -35,16 +45,40 @@ class EncoderParams:
         return create_encoder(self.encoder, weights=self.weights, precision=self.precision,
                               resize=self.resize, crop=self.crop)
 
+    def identity(self) -> dict[str, str]:
+        """What the weights are right now (a file is hashed, cached by path, size and mtime)."""
+        from pipeline.encoders import weights_identity
+
+        return weights_identity(self.encoder, self.weights)
+
+
+def _check_weights(params: EncoderParams, found: dict[str, str], what: str) -> None:
+    if params.weights_sha256 is not None and found.get("sha256") != params.weights_sha256:
+        raise WeightsError(
+            f"weights file {params.weights!r} for encoder {params.encoder!r}: {what} has sha256 "
+            f"{found.get('sha256')}, but the encode key was computed for "
+            f"{params.weights_sha256}; the file was replaced since. Fix: leave the file in place "
+            f"while encoding, or run encode again so the key follows the new file")
+
 
 def cached_encoder(params: EncoderParams, threads: int | None = None) -> FrozenEncoder:
-    """The encoder for ``params``, built on first use in this process."""
-    key = tuple(asdict(params).values())
+    """The encoder for ``params``, built on first use in this process for these weights."""
+    identity = params.identity()
+    _check_weights(params, identity, "the file now")
+    key = json.dumps([params.encoder, identity, params.precision, params.resize, params.crop],
+                     sort_keys=True)
     if key not in _ENCODERS:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        _ENCODERS[key] = params.build()
+        encoder = params.build()
+        # The file could change between hashing it and loading it: check what was built.
+        _check_weights(params, encoder.weights, "the loaded file")
+        _ENCODERS[key] = encoder
+        while len(_ENCODERS) > _MAX_ENCODERS:
+            _ENCODERS.popitem(last=False)
+    _ENCODERS.move_to_end(key)
     return _ENCODERS[key]
 
 
@@ -80,8 +114,7 @@ def threads_per_worker(workers: int) -> int:
 
 def precision_agreement(params: EncoderParams, frames: np.ndarray) -> float:
     """Smallest cosine similarity between this precision's features and fp32's on ``frames``."""
-    reference = EncoderParams(params.encoder, params.weights, "fp32", params.resize, params.crop)
-    a = cached_encoder(reference).encode(frames).astype(np.float64)
+    a = cached_encoder(replace(params, precision="fp32")).encode(frames).astype(np.float64)
     b = cached_encoder(params).encode(frames).astype(np.float64)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     return float(cos.min())

@@ -51,6 +51,7 @@ class StageContext:
     upstream: dict[str, StageResult]
     data_dir: Path
     log: Callable[[str], None] = print
+    force: bool = False  # FORCE=1: redo the work even where the stage's own store holds it
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class Stage:
     # Finds an output made elsewhere (a pulled feature store) and returns its summary, or None.
     # Called before upstream stages run, so a teammate's store needs no local render.
     adopt: Callable[[StageContext], dict[str, Any] | None] | None = None
+    # Called on a cache hit (the manifest exists): False means the output is not where this
+    # config wants it (a feature store moved to a bucket), so the stage is adopted or run again.
+    check_done: Callable[[StageContext], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,8 @@ class Runner:
     def run(self, name: str, force: bool = False) -> StageResult:
         """Run ``name`` (and any missing upstream stage first); a finished output is a cache hit."""
         done = self.result(name)
-        if done is not None and not force:
+        check = self.stage(name).check_done
+        if done is not None and not force and (check is None or check(self._context(name, {}))):
             self.log(f"[{name}] cache hit {done.key[:12]} ({done.out_dir})")
             return done
         if not force and self.stage(name).adopt is not None:
@@ -149,9 +154,10 @@ class Runner:
         upstream = {up: self.run(up) for up in self.upstream_of(name)}
         return self._execute(name, upstream, force)
 
-    def _context(self, name: str, upstream: dict[str, StageResult]) -> StageContext:
+    def _context(self, name: str, upstream: dict[str, StageResult],
+                 force: bool = False) -> StageContext:
         return StageContext(name, self.key(name), self.out_dir(name), self.config, upstream,
-                            self.data_dir, self.log)
+                            self.data_dir, self.log, force)
 
     def _adopt(self, name: str) -> StageResult | None:
         adopt = self.stage(name).adopt
@@ -193,7 +199,7 @@ class Runner:
             out_dir.mkdir(parents=True, exist_ok=True)
             self.log(f"[{name}] running {key[:12]} -> {out_dir}")
             started = time.perf_counter()
-            summary = st.run(self._context(name, upstream))
+            summary = st.run(self._context(name, upstream, force))
             upstream_keys = {up: res.key for up, res in upstream.items()}
             manifest = self._manifest(name, upstream_keys, summary, time.perf_counter() - started)
             write_json_atomic(out_dir / MANIFEST, manifest)

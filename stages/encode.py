@@ -9,7 +9,10 @@ from typing import Any
 from pipeline.config import PipelineConfig
 from pipeline.runner import Stage, StageContext, StageResult
 
-VERSION = "2"  # 2: low_dim arrays (proprio, actions, rewards) beside the features
+# 2: low_dim arrays (proprio, actions, rewards) beside the features
+# 3: per-shard sha256 records (_shard_sha256/<camera>) replace the done flags (_shards_done), and
+#    array_sha256 attrs cover episode_ends and low_dim; groups are verified before they count
+VERSION = "3"
 DEFAULT_STORE = "features.zarr"
 BF16_MIN_COSINE = 0.999  # below this, bf16 features are not a stand-in for fp32 ones
 AGREEMENT_SAMPLE = 32
@@ -30,17 +33,55 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def store_root(ctx: StageContext) -> str:
-    return ctx.config.encode.store or str(ctx.data_dir / DEFAULT_STORE)
+    return ctx.config.encode.store or default_root(ctx)
+
+
+def default_root(ctx: StageContext) -> str:
+    return str(ctx.data_dir / DEFAULT_STORE)
+
+
+def check_done(ctx: StageContext) -> bool:
+    """On a cache hit: whether the configured store holds the complete group (one small read)."""
+    from pipeline.store.features import is_complete
+
+    root = store_root(ctx)
+    if is_complete(root, ctx.key):
+        return True
+    ctx.log(f"[encode] {root} does not hold the complete group {ctx.key[:12]}: not a cache hit")
+    return False
 
 
 def adopt(ctx: StageContext) -> dict[str, Any] | None:
-    """A complete group for this key already in the store (pulled, or a shared bucket)."""
-    from pipeline.store.features import is_complete, open_features, summary
+    """A complete group for this key in the store (pulled, a shared bucket), verified; else the
+    local default store's copy, copied (and verified) into a configured remote store."""
+    from pipeline.store.copy import copy_group
+    from pipeline.store.features import FORCE_FIX, is_complete, open_features, summary
+    from pipeline.store.verify import verify_group
 
-    root = store_root(ctx)
-    if not is_complete(root, ctx.key):
+    root, local = store_root(ctx), default_root(ctx)
+    if is_complete(root, ctx.key):
+        report = verify_group(root, ctx.key).raise_if_bad(FORCE_FIX)
+    elif root != local and is_complete(local, ctx.key):
+        ctx.log(f"[encode] copying {ctx.key[:12]} from {local} to {root}")
+        report = copy_group(local, root, ctx.key, progress=False)
+    else:
         return None
-    return {"store": root, **summary(open_features(root, ctx.key))}
+    return {"store": root, **summary(open_features(root, ctx.key)), "verified": report.as_dict()}
+
+
+def _checked_inputs(ctx: StageContext) -> dict[str, Any]:
+    # A weights file replaced after the runner computed the key would put one file's features
+    # under the other's key; the key is cheap to recompute, so check it still holds.
+    from pipeline.errors import WeightsError
+    from pipeline.runner import content_key
+
+    upstream = {name: result.key for name, result in ctx.upstream.items()}
+    now = inputs(ctx.config)
+    if content_key(ctx.name, VERSION, now, upstream) != ctx.key:
+        raise WeightsError(f"encode inputs changed while the stage started (weights file "
+                           f"{ctx.config.encode.weights!r} replaced?). Fix: leave the weights "
+                           "file in place while encoding and run encode again")
+    return now
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -56,21 +97,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.errors import ConfigError
     from pipeline.runner import package_versions
     from pipeline.store.episodes import EpisodeReader
-    from pipeline.store.features import (
-        FeatureStoreSpec,
-        finalize,
-        open_features,
-        summary,
-    )
+    from pipeline.store.features import FeatureStoreSpec, open_features, summary
     from pipeline.store.shards import write_shards_distributed
+    from pipeline.store.writer import delete_group, finalize
 
     e, root = ctx.config.encode, store_root(ctx)
+    identity = _checked_inputs(ctx)["weights"]
     episodes = str(Path(ctx.upstream["render"].summary["episodes_file"]))
     with EpisodeReader(episodes) as reader:
         cameras, num_rows, ends = tuple(reader.cameras), reader.num_rows, reader.episode_ends
         low_dim = {"proprio": reader.read_all("obs/proprio"), "actions": reader.read_all("actions"),
                    "rewards": reader.read_all("rewards")}
-    params = EncoderParams(e.encoder, e.weights, e.precision, e.resize, e.crop)
+    params = EncoderParams(e.encoder, e.weights, e.precision, e.resize, e.crop,
+                           identity.get("sha256"))
     encoder = cached_encoder(params)  # fails early (bad weights) before any cluster starts
     weights = dict(encoder.weights)
     if weights["kind"] == "file":  # where it was, so rollouts can rebuild the same encoder
@@ -87,6 +126,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if cosine < BF16_MIN_COSINE:
             raise ConfigError(f"encode.precision={e.precision} gives features with cosine {cosine:.5f} "
                               f"to fp32 (< {BF16_MIN_COSINE}). Fix: use PRECISION=fp32")
+    if ctx.force and delete_group(root, ctx.key):
+        # FORCE must really recompute: a complete (or foreign, or damaged) group would otherwise
+        # short-circuit the work.
+        ctx.log(f"[encode] FORCE: deleted the group {ctx.key[:12]} in {root}")
     spec = FeatureStoreSpec(ctx.key, cameras, encoder.feature_dim, num_rows, ends, attrs, low_dim)
     started = time.perf_counter()
     written = 0
@@ -95,12 +138,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
             job = ShardEncoder(episodes, camera, params, e.batch_size, threads_per_worker(e.workers))
             written += write_shards_distributed(client, root, spec, camera, job,
                                                 rows_per_task=ROWS_PER_TASK)
-    finalize(root, ctx.key)
+    report = finalize(root, ctx.key)
     seconds = time.perf_counter() - started
     store = open_features(root, ctx.key)
-    ctx.log(f"[encode] wrote {written} shards in {seconds:.1f} s")
+    ctx.log(f"[encode] wrote {written} shards in {seconds:.1f} s; verified "
+            f"{report.shards_verified} of {report.shards_total} shards")
+    for camera, count in report.zero_rows.items():
+        ctx.log(f"[encode] warning: camera {camera!r} has {count} all-zero feature rows "
+                f"(episodes {report.zero_row_episodes.get(camera, [])[:10]})")
     return {"store": root, **summary(store), "encode_seconds": round(seconds, 2),
-            "frames_per_second": round(num_rows * len(cameras) / seconds, 1), "shards_written": written}
+            "frames_per_second": round(num_rows * len(cameras) / seconds, 1),
+            "shards_written": written, "verified": report.as_dict()}
 
 
 def describe(result: StageResult) -> str:
@@ -109,4 +157,4 @@ def describe(result: StageResult) -> str:
     return format_summary(result.summary)
 
 
-STAGE = Stage("encode", VERSION, ("render",), inputs, run, describe, adopt)
+STAGE = Stage("encode", VERSION, ("render",), inputs, run, describe, adopt, check_done)

@@ -24,6 +24,7 @@ from zarr.codecs import ZstdCodec
 from pipeline.distributed import get_client
 from pipeline.errors import StoreError
 from pipeline.store import features as fs
+from pipeline.store import writer
 from pipeline.store.shards import write_shards_distributed
 
 KEY = "f" * 64
@@ -99,7 +100,7 @@ def reference(client: Client, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted run to compare resumed stores against."""
     root = tmp_path_factory.mktemp("reference")
     assert write_all(client, str(root), make_spec(), features_for) == 10
-    fs.finalize(str(root), KEY)
+    writer.finalize(str(root), KEY)
     return root
 
 
@@ -134,15 +135,15 @@ def test_distributed_write_reads_back_with_plain_zarr_and_dask(reference: Path) 
 
 def test_incomplete_store_is_refused(tmp_path: Path) -> None:
     root, spec = str(tmp_path), make_spec(cameras=("fixed",))
-    fs.prepare_group(root, spec)
+    writer.prepare_group(root, spec)
     for i in (0, 2):
-        fs.write_shard(root, KEY, "fixed", i, features_for(1, *spec.shard_range(i)))
-    assert fs.shards_todo(root, KEY, "fixed") == [1, 3, 4]
+        writer.write_shard(root, KEY, "fixed", i, features_for(1, *spec.shard_range(i)))
+    assert writer.shards_todo(root, KEY, "fixed") == [1, 3, 4]
     assert not fs.is_complete(root, KEY)
     with pytest.raises(StoreError, match="never reads as done"):
         fs.open_features(root, KEY)
     with pytest.raises(StoreError, match=r"misses shards \[1, 3, 4\]"):
-        fs.finalize(root, KEY)
+        writer.finalize(root, KEY)
     with pytest.raises(StoreError, match="no feature group"):
         fs.open_features(root, "0" * 64)
 
@@ -153,7 +154,7 @@ def test_failed_run_resumes_only_missing_shards(client: Client, reference: Path,
     with pytest.raises(RuntimeError, match="encoder blew up") as info:
         write_all(client, root, spec, functools.partial(failing_features, 1024))
     assert any("rerun resumes" in note for note in info.value.__notes__)
-    todo = {cam: fs.shards_todo(root, KEY, cam) for cam in CAMERAS}
+    todo = {cam: writer.shards_todo(root, KEY, cam) for cam in CAMERAS}
     assert todo["vil_camera"] == [2, 3, 4]  # the first camera failed; the second never started
     assert todo["fixed"] == [0, 1, 2, 3, 4]
 
@@ -165,7 +166,7 @@ def test_failed_run_resumes_only_missing_shards(client: Client, reference: Path,
     assert calls == sorted([f"0-{s}" for s in range(spec.shard_range(2)[0], ROWS, step)]
                            + [f"1-{s}" for s in range(0, ROWS, step)])
     assert write_all(client, root, spec, functools.partial(logged_features, str(log))) == 0
-    fs.finalize(root, KEY)
+    writer.finalize(root, KEY)
     assert_same_store(Path(root), reference)
 
 
@@ -193,7 +194,7 @@ def test_kill_minus_9_midway_then_resume_gives_identical_store(
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
                                 stdout=out, stderr=subprocess.STDOUT)
-    done_dir = Path(root, KEY, "_shards_done", CAMERAS[0], "c")
+    done_dir = Path(root, KEY, fs.SHARD_SHA256, CAMERAS[0], "c")
     try:
         deadline = time.monotonic() + 60
         while not (done_dir.is_dir() and any(done_dir.iterdir())):
@@ -212,11 +213,11 @@ def test_kill_minus_9_midway_then_resume_gives_identical_store(
         assert time.monotonic() < deadline, "writer processes survived kill -9"
         time.sleep(0.05)
 
-    left = {cam: fs.shards_todo(root, KEY, cam) for cam in CAMERAS}
+    left = {cam: writer.shards_todo(root, KEY, cam) for cam in CAMERAS}
     assert 0 < len(left[CAMERAS[0]]) < 5 and len(left[CAMERAS[1]]) == 5
     assert not fs.is_complete(root, KEY)
     assert write_all(client, root, make_spec(), features_for) == sum(map(len, left.values()))
-    fs.finalize(root, KEY)
+    writer.finalize(root, KEY)
     assert not list(Path(root).rglob("*.partial"))
     assert_same_store(Path(root), reference)
     np.testing.assert_array_equal(fs.open_features(root, KEY).read("fixed"), expected("fixed"))
@@ -225,15 +226,15 @@ def test_kill_minus_9_midway_then_resume_gives_identical_store(
 def test_garbage_left_in_an_unfinished_shard_is_overwritten(reference: Path,
                                                             tmp_path: Path) -> None:
     root, spec = str(tmp_path), make_spec()
-    fs.prepare_group(root, spec)
+    writer.prepare_group(root, spec)
     for cam in CAMERAS:  # a torn write on a non-atomic backend, never marked done
         shard = tmp_path / KEY / cam / "c" / "1" / "0"
         shard.parent.mkdir(parents=True)
         shard.write_bytes(b"\x00torn" * 100)
     for i, cam in enumerate(CAMERAS):
-        for s in fs.shards_todo(root, KEY, cam):
-            fs.write_shard(root, KEY, cam, s, features_for(i, *spec.shard_range(s)))
-    fs.finalize(root, KEY)
+        for s in writer.shards_todo(root, KEY, cam):
+            writer.write_shard(root, KEY, cam, s, features_for(i, *spec.shard_range(s)))
+    writer.finalize(root, KEY)
     assert_same_store(tmp_path, reference)
 
 
@@ -245,47 +246,47 @@ def test_group_under_a_foreign_key_is_refused(reference: Path, tmp_path: Path) -
         fs.open_features(str(tmp_path), other)
     assert not fs.is_complete(str(tmp_path), other)
     with pytest.raises(StoreError, match="do not match its key"):
-        fs.prepare_group(str(tmp_path), make_spec(key=other))
+        writer.prepare_group(str(tmp_path), make_spec(key=other))
 
 
 def test_prepare_group_is_idempotent_and_refuses_mismatches(tmp_path: Path) -> None:
     root, spec = str(tmp_path), make_spec()
-    fs.prepare_group(root, spec)
-    fs.write_shard(root, KEY, "fixed", 0, features_for(1, *spec.shard_range(0)))
-    fs.prepare_group(root, spec)  # a resume must keep finished shards
-    assert fs.shards_todo(root, KEY, "fixed") == [1, 2, 3, 4]
+    writer.prepare_group(root, spec)
+    writer.write_shard(root, KEY, "fixed", 0, features_for(1, *spec.shard_range(0)))
+    writer.prepare_group(root, spec)  # a resume must keep finished shards
+    assert writer.shards_todo(root, KEY, "fixed") == [1, 2, 3, 4]
     with pytest.raises(StoreError, match="feature_dim=16 but this run expects 32"):
-        fs.prepare_group(root, make_spec(feature_dim=32))
+        writer.prepare_group(root, make_spec(feature_dim=32))
     with pytest.raises(StoreError, match="cameras"):
-        fs.prepare_group(root, make_spec(cameras=("fixed",)))
+        writer.prepare_group(root, make_spec(cameras=("fixed",)))
     bad_ends = make_spec()
     bad_ends.episode_ends = np.array([100, 200])
     with pytest.raises(StoreError, match="episode_ends"):
-        fs.prepare_group(root, bad_ends)
+        writer.prepare_group(root, bad_ends)
 
 
 def test_write_shard_checks_its_input(tmp_path: Path) -> None:
     root, spec = str(tmp_path), make_spec()
-    fs.prepare_group(root, spec)
+    writer.prepare_group(root, spec)
     with pytest.raises(StoreError, match="expected \\(452, 16\\)"):
-        fs.write_shard(root, KEY, "fixed", 4, np.zeros((512, D), np.float32))
+        writer.write_shard(root, KEY, "fixed", 4, np.zeros((512, D), np.float32))
     with pytest.raises(StoreError, match="NaN or inf"):
-        fs.write_shard(root, KEY, "fixed", 0, np.full((512, D), 1e6, np.float32))
+        writer.write_shard(root, KEY, "fixed", 0, np.full((512, D), 1e6, np.float32))
     with pytest.raises(StoreError, match="shard index outside"):
-        fs.write_shard(root, KEY, "fixed", 5, np.zeros((0, D), np.float32))
-    assert fs.shards_todo(root, KEY, "fixed") == [0, 1, 2, 3, 4]
+        writer.write_shard(root, KEY, "fixed", 5, np.zeros((0, D), np.float32))
+    assert writer.shards_todo(root, KEY, "fixed") == [0, 1, 2, 3, 4]
     assert spec.num_shards == 5 and spec.shard_range(4) == (2048, 2500)
 
 
 def test_bytes_per_frame_of_512d_random_normal_features(tmp_path: Path) -> None:
     rows = 8192
     spec = fs.FeatureStoreSpec("b" * 64, ("fixed",), 512, rows, np.array([rows]), {})
-    fs.prepare_group(str(tmp_path), spec)
+    writer.prepare_group(str(tmp_path), spec)
     data = np.random.default_rng(0).standard_normal((rows, 512)).astype(np.float16)
     started = time.perf_counter()
-    fs.write_shard(str(tmp_path), spec.key, "fixed", 0, data)
+    writer.write_shard(str(tmp_path), spec.key, "fixed", 0, data)
     seconds = time.perf_counter() - started
-    fs.finalize(str(tmp_path), spec.key)
+    writer.finalize(str(tmp_path), spec.key)
     bpf = fs.open_features(str(tmp_path), spec.key).bytes_per_frame()
     print(f"\n512-d normal float16: {bpf:.0f} bytes/frame (raw 1024), "
           f"write {data.nbytes / seconds / 1e6:.0f} MB/s")

@@ -11,8 +11,10 @@ import pytest
 import zarr
 
 from pipeline.errors import StoreError
+from pipeline.store import copy as store_copy
 from pipeline.store import features as fs
-from pipeline.store import remote
+from pipeline.store import writer
+from pipeline.store.copy import copy_group
 
 KEY = "c" * 64
 CAMERAS = ("fixed", "vil_camera")
@@ -30,12 +32,12 @@ def build_local(root: Path, key: str = KEY, shards: int | None = None,
     spec = fs.FeatureStoreSpec(key, CAMERAS, D, ROWS, np.array([500, 1300]),
                                {"encoder": "resnet18", "weights": {"kind": "imagenet"}},
                                rows_per_chunk=128, chunks_per_shard=2)
-    fs.prepare_group(str(root), spec)
+    writer.prepare_group(str(root), spec)
     for i, cam in enumerate(CAMERAS):
         for s in range(spec.num_shards if shards is None else shards):
-            fs.write_shard(str(root), key, cam, s, features_for(i, *spec.shard_range(s)))
+            writer.write_shard(str(root), key, cam, s, features_for(i, *spec.shard_range(s)))
     if do_finalize:
-        fs.finalize(str(root), key)
+        writer.finalize(str(root), key)
     return spec
 
 
@@ -43,7 +45,7 @@ def test_push_open_on_s3_and_pull_back(s3: dict[str, Any], tmp_path: Path) -> No
     src, back = tmp_path / "src", tmp_path / "back"
     build_local(src)
     assert not fs.is_complete(URL, KEY, s3)
-    remote.copy_group(str(src), URL, KEY, dst_options=s3, progress=False)
+    copy_group(str(src), URL, KEY, dst_options=s3, progress=False)
     assert fs.is_complete(URL, KEY, s3)
 
     shared = fs.open_features(URL, KEY, s3)
@@ -56,7 +58,7 @@ def test_push_open_on_s3_and_pull_back(s3: dict[str, Any], tmp_path: Path) -> No
     assert shared.nbytes_stored() == local.nbytes_stored()
     assert fs.summary(shared)["random_weights"] is False
 
-    remote.copy_group(URL, str(back), KEY, src_options=s3, progress=False)
+    copy_group(URL, str(back), KEY, src_options=s3, progress=False)
     pulled = zarr.open_group(str(back), path=KEY, mode="r")
     assert pulled.attrs.asdict() == local.attrs
     for name in (*CAMERAS, "episode_ends"):
@@ -73,7 +75,7 @@ def test_copy_of_an_incomplete_group_is_refused(s3: dict[str, Any], tmp_path: Pa
     key = "d" * 64
     build_local(tmp_path, key, shards=2, do_finalize=False)
     with pytest.raises(StoreError, match="incomplete"):
-        remote.copy_group(str(tmp_path), URL, key, dst_options=s3, progress=False)
+        copy_group(str(tmp_path), URL, key, dst_options=s3, progress=False)
     assert not fs.is_complete(URL, key, s3)
     with pytest.raises(StoreError, match="no feature group"):
         fs.open_features(URL, key, s3)
@@ -88,13 +90,13 @@ def test_copy_cut_short_never_reads_complete(s3: dict[str, Any], tmp_path: Path,
         raise KeyboardInterrupt("connection lost")
 
     with monkeypatch.context() as m:
-        m.setattr(remote, "_check_arrived", crash)
+        m.setattr(store_copy, "_check_arrived", crash)
         with pytest.raises(KeyboardInterrupt):
-            remote.copy_group(str(tmp_path), URL, key, dst_options=s3, progress=False)
+            copy_group(str(tmp_path), URL, key, dst_options=s3, progress=False)
     assert not fs.is_complete(URL, key, s3)  # the shards arrived, the marker did not
     with pytest.raises(StoreError):
         fs.open_features(URL, key, s3)
-    remote.copy_group(str(tmp_path), URL, key, dst_options=s3, progress=False)
+    copy_group(str(tmp_path), URL, key, dst_options=s3, progress=False)
     assert fs.is_complete(URL, key, s3)
 
 
@@ -103,7 +105,7 @@ def test_tampered_key_on_s3_is_refused(s3: dict[str, Any], tmp_path: Path) -> No
 
     key = "f" * 64
     build_local(tmp_path / "src", key)
-    remote.copy_group(str(tmp_path / "src"), URL, key, dst_options=s3, progress=False)
+    copy_group(str(tmp_path / "src"), URL, key, dst_options=s3, progress=False)
     bucket = s3fs.S3FileSystem(**s3)
     marker = f"rrl-test/features/{key}/zarr.json"
     meta = json.loads(bucket.cat_file(marker))
@@ -113,14 +115,14 @@ def test_tampered_key_on_s3_is_refused(s3: dict[str, Any], tmp_path: Path) -> No
         fs.open_features(URL, key, s3)
     assert not fs.is_complete(URL, key, s3)
     with pytest.raises(StoreError, match="do not match its key"):
-        remote.copy_group(URL, str(tmp_path / "pulled"), key, src_options=s3, progress=False)
+        copy_group(URL, str(tmp_path / "pulled"), key, src_options=s3, progress=False)
 
 
 def test_aws_environment_variables_are_enough(s3: dict[str, Any], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     key = "9" * 64
     build_local(tmp_path, key)
-    remote.copy_group(str(tmp_path), URL, key, dst_options=s3, progress=False)
+    copy_group(str(tmp_path), URL, key, dst_options=s3, progress=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3["endpoint_url"])
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3["key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3["secret"])

@@ -2,46 +2,50 @@
 
     <root>/<key>/               attrs: key, encoder, weights, preprocessing, precision,
                                 episodes_key, versions, created, cameras, feature_dim, num_rows,
-                                complete (set last, by ``finalize``)
+                                array_sha256 (episode_ends and low_dim arrays),
+                                complete (set last, by ``finalize``, once verified)
       <camera>                  float16 (N, D), chunks (rows_per_chunk, D), sharded, zstd level 3
       episode_ends              int64 (E,) cumulative step counts, rows in episode order
-      _shards_done/<camera>     bool (n_shards,), one chunk per shard
+      low_dim/<name>            per-row proprio, actions, rewards
+      _shard_sha256/<camera>    uint8 (n_shards, 32), one uncompressed 32-byte chunk per shard:
+                                sha256 of that shard's rows (see ``rows_sha256``); all zeros
+                                (the fill value, no object) means the shard is not done
 
-A shard is the unit of work and of resume. Zarr v3 has no locking, so two writers touching parts
-of one shard lose data silently: each shard is written whole by one task, which then flips its
-own element of ``_shards_done`` (its own chunk, so no read-modify-write race). A group reads as
-done only once ``complete`` is set, after every shard is marked.
+A shard is the unit of work, of resume and of verification. Zarr v3 has no locking, so two
+writers touching parts of one shard lose data silently: each shard is written whole by one task,
+which reads it back and only then writes its own checksum record (its own chunk, so no
+read-modify-write race). The record is the shard's done marker: a shard whose record is missing,
+or whose rows no longer hash to it, is not done. A group reads as done only once ``complete`` is
+set, after every shard has been checked against its record.
 
-``<root>`` is a local path or an fsspec URL (``s3://bucket/prefix``, ``gs://...``,
-``memory://...``); S3 endpoints and credentials come from ``storage_options`` or the usual AWS
-environment variables.
+This module holds the layout and reading; ``writer`` writes groups, ``verify`` checks them,
+``copy`` moves them between stores. ``<root>`` is a local path or an fsspec URL
+(``s3://bucket/prefix``, ``gs://...``, ``memory://...``); S3 endpoints and credentials come from
+``storage_options`` or the usual AWS environment variables.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import warnings
+import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
-from zarr.errors import GroupNotFoundError, ZarrUserWarning
+from zarr.errors import GroupNotFoundError
 
-from pipeline.errors import bad_store, unknown_name
+from pipeline.errors import StoreError, bad_store, unknown_name
 from pipeline.store.remote import Options, fs_path, location, zarr_store
 
 if TYPE_CHECKING:
     import dask.array
 
-DONE = "_shards_done"
+SHARD_SHA256 = "_shard_sha256"
 ENDS = "episode_ends"
 LOW_DIM = "low_dim"  # per-row proprio, actions, rewards: enough to train without the frames
-RESUME_FIX = "re-run the encode stage: it resumes, skipping finished shards"
-_CHECKED_ATTRS = ("key", "cameras", "feature_dim", "num_rows")
+ROWS_CHECKSUM = "sha256 of the shard's rows as little-endian float16, row-major"
+RESUME_FIX = "re-run the encode stage: it resumes, recomputing shards not done or not verified"
+FORCE_FIX = "re-encode it: run the encode stage with FORCE=1 (and STORE= this store)"
 
 
 @dataclass
@@ -71,12 +75,31 @@ class FeatureStoreSpec:
         return start, min(start + self.rows_per_shard, self.num_rows)
 
 
+def rows_sha256(rows: np.ndarray) -> bytes:
+    """The checksum of a shard: sha256 of its rows as little-endian float16, row-major.
+
+    Decoded rows rather than the stored object's bytes: it checks what a reader gets, through
+    the array's metadata and codec, and a missing shard object (which zarr silently reads as
+    zero rows) fails it like a corrupt one.
+    """
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<f2").tobytes()).digest()
+
+
+def array_sha256(values: np.ndarray) -> str:
+    """Checksum of a small whole array (episode ends, low-dim rows): dtype, shape and bytes."""
+    values = np.ascontiguousarray(values)
+    digest = hashlib.sha256(f"{values.dtype.str}|{values.shape}|".encode())
+    digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
 def open_root(url: str, storage_options: Options = None) -> zarr.Group:
     """The root group (created if missing)."""
     return zarr.open_group(zarr_store(url, storage_options, read_only=False), mode="a")
 
 
-def _open_group(url: str, key: str, storage_options: Options, write: bool) -> zarr.Group | None:
+def open_group(url: str, key: str, storage_options: Options, write: bool) -> zarr.Group | None:
+    """The group of ``key``, or None when it has no metadata there."""
     store = zarr_store(url, storage_options, read_only=not write)
     try:
         # While a group is being written it has no consolidated metadata; a writer must not
@@ -87,7 +110,8 @@ def _open_group(url: str, key: str, storage_options: Options, write: bool) -> za
         return None
 
 
-def _open_array(url: str, path: str, storage_options: Options, write: bool) -> zarr.Array:
+def open_array(url: str, path: str, storage_options: Options, write: bool) -> zarr.Array:
+    """An array by path; its parent group's metadata need not exist (a copy writes it last)."""
     store = zarr_store(url, storage_options, read_only=not write)
     try:
         return zarr.open_array(store, path=path, mode="r+" if write else "r")
@@ -96,9 +120,7 @@ def _open_array(url: str, path: str, storage_options: Options, write: bool) -> z
                         "create the group with prepare_group first") from None
 
 
-# --- writing ---------------------------------------------------------------------------------
-
-def _array(group: zarr.Group, name: str) -> zarr.Array:
+def child_array(group: zarr.Group, name: str) -> zarr.Array:
     arr = group[name]
     if not isinstance(arr, zarr.Array):
         raise bad_store(f"{group.store_path}/{name}", "is a group, not an array",
@@ -106,145 +128,28 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
     return arr
 
 
-def _jsonable(obj: Any) -> Any:
-    # Attributes are JSON; tuples and numpy scalars would otherwise fail or change type on read.
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
-def _initial_attrs(spec: FeatureStoreSpec) -> dict[str, Any]:
-    attrs = _jsonable(spec.attrs)
-    attrs.setdefault("versions", {"zarr": zarr.__version__, "numpy": np.__version__})
-    attrs.update(key=spec.key, cameras=list(spec.cameras), feature_dim=int(spec.feature_dim),
-                 num_rows=int(spec.num_rows),
-                 created=datetime.now(UTC).isoformat(timespec="seconds"), complete=False)
-    return attrs
-
-
-def _check_attrs(group: zarr.Group, spec: FeatureStoreSpec, where: str) -> None:
-    attrs = group.attrs.asdict()
-    expected = {"key": spec.key, "cameras": list(spec.cameras),
-                "feature_dim": int(spec.feature_dim), "num_rows": int(spec.num_rows)}
-    for name in _CHECKED_ATTRS:
-        if attrs.get(name) != expected[name]:
-            raise bad_store(
-                where, f"existing group has {name}={attrs.get(name)!r} but this run expects "
-                f"{expected[name]!r}; a group whose attrs do not match its key is refused",
-                "delete that group (or run with FORCE=1) so it is rebuilt")
-
-
-def _require_array(group: zarr.Group, name: str, where: str, shape: tuple[int, ...],
-                   dtype: str, chunks: tuple[int, ...], shards: tuple[int, ...] | None) -> None:
+def recorded_digests(url: str, key: str, camera: str, storage_options: Options) -> np.ndarray:
+    """The (n_shards, 32) checksum records of one camera; a row of zeros: shard not done."""
+    path = f"{key}/{SHARD_SHA256}/{camera}"
     try:
-        arr = group[name]
-    except KeyError:
-        group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
-                           compressors=ZstdCodec(level=3) if shards else "auto",
-                           fill_value=0)
-        return
-    found = (getattr(arr, "shape", None), str(getattr(arr, "dtype", None)),
-             getattr(arr, "chunks", None), getattr(arr, "shards", None))
-    if found != (shape, dtype, chunks, shards):
-        raise bad_store(f"{where}/{name}",
-                        f"existing array has (shape, dtype, chunks, shards)={found}, expected "
-                        f"{(shape, dtype, chunks, shards)}",
-                        "delete that group (or run with FORCE=1) so it is rebuilt")
+        arr = zarr.open_array(zarr_store(url, storage_options, read_only=True), path=path, mode="r")
+    except FileNotFoundError:
+        raise unverifiable(location(url, key), camera) from None
+    return np.asarray(arr[:], dtype=np.uint8)
 
 
-def prepare_group(root_url: str, spec: FeatureStoreSpec, storage_options: Options = None) -> None:
-    """Create the group, arrays and attrs (complete=False); on resume, check they match."""
-    where = location(root_url, spec.key)
-    ends = np.asarray(spec.episode_ends, dtype=np.int64)
-    if len(ends) and int(ends[-1]) != spec.num_rows:
-        raise bad_store(where, f"episode_ends ends at {int(ends[-1])} but num_rows is "
-                        f"{spec.num_rows}", "build the spec from the episode file's ends")
-    group = _open_group(root_url, spec.key, storage_options, write=True)
-    if group is None:
-        root = open_root(root_url, storage_options)
-        group = root.create_group(spec.key, attributes=_initial_attrs(spec))
-    else:
-        _check_attrs(group, spec, where)
-        if group.attrs.get("complete") is True:
-            old = np.asarray(_array(group, ENDS)[:])
-            if not np.array_equal(old, ends):
-                raise bad_store(where, "complete group has different episode_ends",
-                                "delete that group (or run with FORCE=1) so it is rebuilt")
-            return
-    d = int(spec.feature_dim)
-    for cam in spec.cameras:
-        _require_array(group, cam, where, (spec.num_rows, d), "float16",
-                       (spec.rows_per_chunk, d), (spec.rows_per_shard, d))
-        _require_array(group, f"{DONE}/{cam}", where, (spec.num_shards,), "bool", (1,), None)
-    # Small and cheap: rewriting them on every resume also repairs a write cut short by a crash.
-    group.create_array(ENDS, data=ends, chunks=(max(len(ends), 1),), overwrite=True)
-    for name, values in spec.low_dim.items():
-        values = np.asarray(values)
-        if len(values) != spec.num_rows:
-            raise bad_store(f"{where}/{LOW_DIM}/{name}", f"has {len(values)} rows, expected "
-                            f"{spec.num_rows}", "pass one row per frame, in episode order")
-        group.create_array(f"{LOW_DIM}/{name}", data=values, overwrite=True)
-
-
-def shards_todo(root_url: str, key: str, camera: str, storage_options: Options = None) -> list[int]:
-    done = _open_array(root_url, f"{key}/{DONE}/{camera}", storage_options, write=False)
-    return [int(i) for i in np.flatnonzero(~np.asarray(done[:], dtype=bool))]
-
-
-def write_shard(root_url: str, key: str, camera: str, shard_index: int, features: np.ndarray,
-                storage_options: Options = None) -> None:
-    """Write one whole shard region, then mark it done. Safe to call from a dask worker."""
-    arr = _open_array(root_url, f"{key}/{camera}", storage_options, write=True)
-    rows = arr.shards[0] if arr.shards else arr.chunks[0]
-    start, stop = shard_index * rows, min((shard_index + 1) * rows, arr.shape[0])
-    where = f"{location(root_url, key)}/{camera} shard {shard_index}"
-    if start >= arr.shape[0] or shard_index < 0:
-        raise bad_store(where, f"shard index outside 0..{-(-arr.shape[0] // rows) - 1}",
-                        "pass an index from shards_todo")
-    if features.shape != (stop - start, arr.shape[1]):
-        raise bad_store(where, f"features have shape {features.shape}, expected "
-                        f"{(stop - start, arr.shape[1])}", "compute exactly the shard's rows")
-    with np.errstate(over="ignore"):  # overflow is reported just below, as a StoreError
-        feats = np.asarray(features, dtype=np.float16)
-    if not np.isfinite(feats).all():
-        raise bad_store(where, "features contain NaN or inf (after the cast to float16)",
-                        "check the encoder output; values must stay within ±65504")
-    # Zarr merges a shard write into the stored shard, reading it first; a leftover from a
-    # crashed writer on a non-atomic backend would fail to decode and block the resume forever.
-    fs, root = fs_path(root_url, storage_options)
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm_file(f"{root}/{key}/{camera}/{arr.metadata.encode_chunk_key((shard_index, 0))}")
-    arr[start:stop] = feats
-    done = _open_array(root_url, f"{key}/{DONE}/{camera}", storage_options, write=True)
-    done[shard_index] = True
-
-
-def finalize(root_url: str, key: str, storage_options: Options = None) -> None:
-    """Check every shard is done, set ``complete`` and consolidate the group's metadata."""
-    where = location(root_url, key)
-    group = _open_group(root_url, key, storage_options, write=True)
-    if group is None:
-        raise bad_store(where, "no feature group to finalize", "run prepare_group first")
-    attrs: dict[str, Any] = group.attrs.asdict()
-    for cam in attrs["cameras"]:
-        missing = shards_todo(root_url, key, cam, storage_options)
-        if missing:
-            raise bad_store(where, f"camera {cam!r} still misses shards {missing[:10]}"
-                            f"{' ...' if len(missing) > 10 else ''}", RESUME_FIX)
-    # Temporary files a killed local writer left behind are not part of the store.
-    fs, root = fs_path(root_url, storage_options)
-    stale = [p for p in fs.find(f"{root}/{key}") if p.endswith(".partial")]
-    if stale:
-        fs.rm(stale)
-    group.attrs["complete"] = True
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
-        zarr.consolidate_metadata(zarr_store(root_url, storage_options, read_only=False), path=key)
+def unverifiable(where: str, camera: str) -> StoreError:
+    return bad_store(where, f"camera {camera!r} has no per-shard checksums ({SHARD_SHA256}/"
+                     f"{camera}): the group was written before checksums existed (or lost "
+                     "them), so its data cannot be verified and it never reads as done",
+                     FORCE_FIX)
 
 
 # --- reading ---------------------------------------------------------------------------------
 
 def is_complete(root_url: str, key: str, storage_options: Options = None) -> bool:
     """Whether the group exists, is complete and belongs to ``key`` (one small read)."""
-    group = _open_group(root_url, key, storage_options, write=False)
+    group = open_group(root_url, key, storage_options, write=False)
     return group is not None and group.attrs.get("complete") is True and \
         group.attrs.get("key") == key
 
@@ -260,7 +165,7 @@ class FeatureStore:
         self.cameras: tuple[str, ...] = tuple(self.attrs["cameras"])
         self.num_rows = int(self.attrs["num_rows"])
         self.feature_dim = int(self.attrs["feature_dim"])
-        self.episode_ends: np.ndarray = np.asarray(_array(group, ENDS)[:], dtype=np.int64)
+        self.episode_ends: np.ndarray = np.asarray(child_array(group, ENDS)[:], dtype=np.int64)
 
     @property
     def location(self) -> str:
@@ -269,12 +174,12 @@ class FeatureStore:
     def array(self, camera: str) -> zarr.Array:
         if camera not in self.cameras:
             raise unknown_name("camera", camera, self.cameras)
-        return _array(self.group, camera)
+        return child_array(self.group, camera)
 
     def low_dim(self, name: str) -> np.ndarray:
         """A per-row array stored beside the features (proprio, actions, rewards)."""
         try:
-            return np.asarray(_array(self.group, f"{LOW_DIM}/{name}")[:])
+            return np.asarray(child_array(self.group, f"{LOW_DIM}/{name}")[:])
         except KeyError:
             raise bad_store(self.location, f"has no {LOW_DIM}/{name} array",
                             "re-encode with a current version of the encode stage") from None
@@ -304,9 +209,9 @@ class FeatureStore:
 
 
 def open_features(root_url: str, key: str, storage_options: Options = None) -> FeatureStore:
-    """Open a complete group; refuse a missing, unfinished or foreign one with StoreError."""
+    """Open a complete group; refuse a missing, unfinished, foreign or unverifiable one."""
     where = location(root_url, key)
-    group = _open_group(root_url, key, storage_options, write=False)
+    group = open_group(root_url, key, storage_options, write=False)
     if group is None:
         raise bad_store(where, "no feature group for this key",
                         "run the encode stage, or `rrl pull KEY URL` from a shared store")
@@ -322,6 +227,8 @@ def open_features(root_url: str, key: str, storage_options: Options = None) -> F
         if store.array(cam).shape != (store.num_rows, store.feature_dim):
             raise bad_store(f"{where}/{cam}", f"shape {store.array(cam).shape} does not match "
                             "the group attrs", "delete it and re-run encode")
+        if f"{SHARD_SHA256}/{cam}" not in group:  # consolidated metadata: no extra read
+            raise unverifiable(where, cam)
     return store
 
 

@@ -29,3 +29,16 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("warning"):
         lines.append(f"  WARNING    {s['warning']}")
     return "\n".join(lines)
+
+
+def format_verify_report(r: dict[str, Any]) -> str:
+    """What `rrl verify KEY` prints: the verdict, then each problem and any all-zero rows."""
+    verdict = "OK" if r["ok"] else "FAILED"
+    lines = [f"verify {r['location']}: {verdict}, {r['shards_verified']} of "
+             f"{r['shards_total']} shards match their checksums ({r['seconds']:.2f} s)"]
+    lines += [f"  problem    {p}" for p in r["problems"]]
+    for cam, count in r["zero_rows"].items():
+        episodes = r["zero_row_episodes"].get(cam, [])
+        lines.append(f"  zero rows  {cam}: {count} all-zero feature rows, episodes "
+                     f"{episodes[:10]}{' ...' if len(episodes) > 10 else ''}")
+    return "\n".join(lines)

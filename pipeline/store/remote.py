@@ -1,10 +1,8 @@
-"""Where stores live (a local path or an fsspec URL) and copying a feature group between them.
+"""Where stores live: a local path or an fsspec URL, and the filesystem and zarr store for it.
 
-Sharing a feature store is copying one group by key (``rrl push KEY URL`` / ``rrl pull KEY URL``)
-or pointing STORE at the shared URL. A copy is a plain object-by-object file copy of the group:
-no re-encoding, so it runs at the speed of the storage. The group's own ``zarr.json`` holds the
-``complete`` marker and the consolidated metadata; it is removed first and written last, so a
-copy cut short never reads as complete at the destination.
+Sharing a feature store is copying one group by key (``pipeline.store.copy``) or pointing STORE
+at the shared URL; this module only turns URLs into filesystems and zarr stores, so every other
+store module can build on it without importing anything back.
 """
 
 from __future__ import annotations
@@ -15,14 +13,9 @@ from typing import Any
 import fsspec
 import zarr
 from fsspec.implementations.local import LocalFileSystem
-from tqdm import tqdm
 from zarr.abc.store import Store
 
-from pipeline.errors import bad_store
-
 Options = dict[str, Any] | None
-MARKER = "zarr.json"
-_BATCH_BYTES = 64 << 20  # bytes held in memory per batch of concurrent object copies
 
 
 def is_url(url: str) -> bool:
@@ -53,6 +46,15 @@ def fs_path(url: str, storage_options: Options = None) -> tuple[fsspec.AbstractF
     return fs, path.rstrip("/")
 
 
+def same_place(a: str, b: str, a_options: Options = None, b_options: Options = None) -> bool:
+    """Whether two roots name the same folder or prefix (same protocol and endpoint)."""
+    fs_a, path_a = fs_path(a, a_options)
+    fs_b, path_b = fs_path(b, b_options)
+    return type(fs_a) is type(fs_b) and path_a == path_b and \
+        resolve_options(a, a_options).get("endpoint_url") == \
+        resolve_options(b, b_options).get("endpoint_url")
+
+
 def zarr_store(url: str, storage_options: Options = None, read_only: bool = False) -> Store:
     """A zarr store for ``url``: LocalStore for paths, FsspecStore for URLs."""
     if not is_url(url):
@@ -65,70 +67,11 @@ def location(root_url: str, key: str) -> str:
     return f"{root_url.rstrip('/')}/{key}"
 
 
-def _batches(files: dict[str, int]) -> list[list[str]]:
-    out: list[list[str]] = [[]]
-    size = 0
-    for path, n in files.items():
-        if out[-1] and size + n > _BATCH_BYTES:
-            out.append([])
-            size = 0
-        out[-1].append(path)
-        size += n
-    return [b for b in out if b]
+def __getattr__(name: str) -> Any:
+    # Until stages/cli.py imports copy_group from pipeline.store.copy: resolved on use, so this
+    # module's imports stay one-way (copy builds on remote, never the reverse at import time).
+    if name == "copy_group":
+        from pipeline.store.copy import copy_group
 
-
-def copy_group(src_url: str, dst_url: str, key: str, src_options: Options = None,
-               dst_options: Options = None, progress: bool = True) -> None:
-    """Copy the complete group ``key`` from ``src_url`` to ``dst_url`` (push or pull).
-
-    The source must open as complete with matching attrs (else StoreError). A destination that
-    already holds the complete group is left alone; anything else there is overwritten.
-    """
-    # features builds on this module's helpers; importing it here keeps the dependency one-way.
-    from pipeline.store.features import is_complete, open_features, open_root
-
-    open_features(src_url, key, src_options)
-    if is_complete(dst_url, key, dst_options):
-        return
-    src_fs, src_root = fs_path(src_url, src_options)
-    dst_fs, dst_root = fs_path(dst_url, dst_options)
-    src_dir, dst_dir = f"{src_root}/{key}", f"{dst_root}/{key}"
-    listing = src_fs.find(src_dir, detail=True)
-    # Relative names; temporary files of a killed local writer are not part of the group.
-    files = {p[len(src_dir) + 1:]: int(info["size"]) for p, info in listing.items()
-             if not p.endswith(".partial")}
-    if MARKER not in files:
-        raise bad_store(location(src_url, key), "group has no zarr.json", "re-create it")
-    marker_size = files.pop(MARKER)
-    if dst_fs.exists(f"{dst_dir}/{MARKER}"):
-        dst_fs.rm_file(f"{dst_dir}/{MARKER}")
-    open_root(dst_url, dst_options)
-    local_dst = isinstance(dst_fs, LocalFileSystem)
-    with tqdm(total=sum(files.values()) + marker_size, unit="B", unit_scale=True,
-              desc=f"copy {key[:12]}", disable=not progress) as bar:
-
-        def copy(names: list[str]) -> None:
-            data = src_fs.cat([f"{src_dir}/{name}" for name in names])
-            out = {f"{dst_dir}/{name}": data[f"{src_dir}/{name}"] for name in names}
-            if local_dst:  # object stores have no folders; a local destination needs them
-                for folder in {os.path.dirname(path) for path in out}:
-                    dst_fs.makedirs(folder, exist_ok=True)
-            dst_fs.pipe(out)
-            bar.update(sum(len(v) for v in out.values()))
-
-        for batch in _batches(files):
-            copy(batch)
-        _check_arrived(dst_fs, dst_dir, files, location(dst_url, key))
-        copy([MARKER])
-    open_features(dst_url, key, dst_options)
-
-
-def _check_arrived(fs: fsspec.AbstractFileSystem, dst_dir: str, files: dict[str, int],
-                   where: str) -> None:
-    fs.invalidate_cache(dst_dir)
-    found = {p[len(dst_dir) + 1:]: int(i["size"]) for p, i in
-             fs.find(dst_dir, detail=True).items()}
-    wrong = [name for name, n in files.items() if found.get(name) != n]
-    if wrong:
-        raise bad_store(where, f"{len(wrong)} objects did not arrive intact (e.g. {wrong[0]})",
-                        "run the copy again")
+        return copy_group
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,9 @@
 
 Zarr v3 has no locks, and two tasks writing parts of one shard lose data silently (zarr-python
 issues 3514, 3682). So rows are computed in parallel in pieces of ``rows_per_task``, and a single
-write task per shard gathers its pieces and writes the whole shard region, then marks it done.
+write task per shard gathers its pieces and writes the whole shard region, reads it back, then
+records its checksum, which marks it done. A resume redoes shards without a record and shards
+whose rows no longer match theirs.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.store.features import FeatureStoreSpec, prepare_group, shards_todo, write_shard
+from pipeline.store.features import FeatureStoreSpec
 from pipeline.store.remote import Options
+from pipeline.store.writer import prepare_group, shards_todo, write_shard
 
 if TYPE_CHECKING:
     import distributed
@@ -33,6 +36,8 @@ def write_shards_distributed(
 ) -> int:
     """Compute and write every shard of ``camera`` not yet done; returns how many were written.
 
+    A group that is already complete is left alone (0): rebuilding one takes ``delete_group``.
+
     ``compute_rows(start, stop)`` runs on workers, for pieces of at most ``rows_per_task`` rows
     (default: one chunk), so even a single shard keeps every worker busy. It is pickled to the
     workers, so it must be a module-level function or a picklable callable object; anything
@@ -44,8 +49,9 @@ def write_shards_distributed(
     from distributed import as_completed
     from tqdm import tqdm
 
-    prepare_group(root_url, spec, storage_options)
-    todo = shards_todo(root_url, spec.key, camera, storage_options)
+    if prepare_group(root_url, spec, storage_options):
+        return 0
+    todo = shards_todo(root_url, spec.key, camera, storage_options, verify=True)
     step = rows_per_task or spec.rows_per_chunk
     run = uuid.uuid4().hex[:8]
     writes: dict[Any, int] = {}

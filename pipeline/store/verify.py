@@ -1,0 +1,191 @@
+"""Checking a feature group against the checksums recorded when it was written.
+
+Every shard's rows are read back and hashed (``features.rows_sha256``) and compared with the
+shard's record; episode ends and low-dim arrays against the ``array_sha256`` attrs. Copies and
+adoptions run this before a group may read as complete at its destination, and ``finalize`` runs
+it before setting ``complete``. Rows that are all zero are counted and located by episode: they
+are allowed (a black frame may encode to zeros) but are what a lost shard used to look like.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import StoreError, bad_store
+from pipeline.store.features import (
+    ENDS,
+    FORCE_FIX,
+    LOW_DIM,
+    SHARD_SHA256,
+    array_sha256,
+    open_array,
+    open_group,
+    recorded_digests,
+    rows_sha256,
+)
+from pipeline.store.remote import Options, location
+
+_READ_BYTES = 64 << 20  # decoded bytes read at once: zarr fetches the shards of a block together
+_SHOWN = 5
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify_group`` found. ``ok`` means every check passed; zero rows only warn."""
+
+    location: str
+    key: str
+    shards_total: int = 0
+    shards_verified: int = 0
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)
+    zero_rows: dict[str, int] = field(default_factory=dict)  # camera -> rows that are all zero
+    zero_row_episodes: dict[str, list[int]] = field(default_factory=dict)  # camera -> episodes
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problem_text(self) -> str:
+        more = len(self.problems) - _SHOWN
+        return "; ".join(self.problems[:_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+
+    def raise_if_bad(self, fix: str) -> VerifyReport:
+        if not self.ok:
+            raise bad_store(self.location, f"verification failed: {self.problem_text()}", fix)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"location": self.location, "key": self.key, "ok": self.ok,
+                "shards_verified": self.shards_verified,
+                "shards_total": self.shards_total, "problems": list(self.problems),
+                "zero_rows": dict(self.zero_rows),
+                "zero_row_episodes": {c: list(e) for c, e in self.zero_row_episodes.items()},
+                "seconds": round(self.seconds, 3)}
+
+
+def verify_group(root_url: str, key: str, storage_options: Options = None) -> VerifyReport:
+    """Check the group ``key``: attrs, completeness, every shard and small array.
+
+    A missing group, or one without checksum records (written before they existed), raises
+    StoreError: nothing unverifiable can pass. Everything else found wrong is listed in the
+    report's ``problems``.
+    """
+    where = location(root_url, key)
+    group = open_group(root_url, key, storage_options, write=False)
+    if group is None:
+        raise bad_store(where, "no feature group for this key", "check the key and the store")
+    attrs = group.attrs.asdict()
+    report = verify_contents(root_url, key, attrs, storage_options)
+    if attrs.get("key") != key:
+        report.problems.insert(0, f"group attrs say key {attrs.get('key')!r}, not this key")
+    if attrs.get("complete") is not True:
+        report.problems.append("group is not marked complete (an unfinished write or copy)")
+    return report
+
+
+def verify_contents(root_url: str, key: str, attrs: dict[str, Any],
+                    storage_options: Options = None) -> VerifyReport:
+    """Check the arrays under ``key`` against ``attrs`` (which may come from another copy)."""
+    started = time.perf_counter()
+    report = VerifyReport(location(root_url, key), key)
+    try:
+        cameras = list(attrs["cameras"])
+        num_rows, dim = int(attrs["num_rows"]), int(attrs["feature_dim"])
+    except (KeyError, TypeError, ValueError):
+        raise bad_store(report.location, "group attrs lack cameras, num_rows or feature_dim",
+                        FORCE_FIX) from None
+    sums = attrs.get("array_sha256")
+    if not isinstance(sums, dict) or ENDS not in sums:
+        raise bad_store(report.location, "group has no array_sha256 attrs: it was written "
+                        "before checksums existed, so it cannot be verified", FORCE_FIX)
+    ends = _check_small_arrays(root_url, key, sums, storage_options, report)
+    if ends is not None and (len(ends) == 0 or int(ends[-1]) != num_rows):
+        report.problems.append(f"{ENDS} does not end at num_rows={num_rows}")
+    for camera in cameras:
+        _check_camera(root_url, key, camera, (num_rows, dim), ends, storage_options, report)
+    report.rows = num_rows
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def failing_shards(root_url: str, key: str, camera: str, shards: list[int],
+                   storage_options: Options = None) -> list[int]:
+    """Which of ``shards`` (all recorded as done) do not match their record."""
+    digests = recorded_digests(root_url, key, camera, storage_options)
+    arr = open_array(root_url, f"{key}/{camera}", storage_options, write=False)
+    rows = _rows_per_shard(arr)
+    return [i for i in shards
+            if rows_sha256(np.asarray(arr[i * rows:(i + 1) * rows])) != digests[i].tobytes()]
+
+
+def _rows_per_shard(arr: Any) -> int:
+    return int(arr.shards[0] if arr.shards else arr.chunks[0])
+
+
+def _check_small_arrays(root_url: str, key: str, sums: dict[str, Any], storage_options: Options,
+                        report: VerifyReport) -> np.ndarray | None:
+    ends = None
+    for name, expected in sorted(sums.items()):
+        if name != ENDS and not name.startswith(f"{LOW_DIM}/"):
+            continue
+        try:
+            values = np.asarray(open_array(root_url, f"{key}/{name}", storage_options,
+                                           write=False)[:])
+        except StoreError:
+            report.problems.append(f"{name} is missing")
+            continue
+        if array_sha256(values) != expected:
+            report.problems.append(f"{name} does not match its recorded checksum")
+        elif name == ENDS:
+            ends = values.astype(np.int64)
+    return ends
+
+
+def _check_camera(root_url: str, key: str, camera: str, shape: tuple[int, int],
+                  ends: np.ndarray | None, storage_options: Options,
+                  report: VerifyReport) -> None:
+    digests = recorded_digests(root_url, key, camera, storage_options)  # none: StoreError
+    try:
+        arr = open_array(root_url, f"{key}/{camera}", storage_options, write=False)
+    except StoreError:
+        report.problems.append(f"camera {camera!r}: array is missing")
+        return
+    if arr.shape != shape or arr.dtype != np.float16:
+        report.problems.append(f"camera {camera!r}: array is {arr.dtype} {arr.shape}, the "
+                               f"attrs say float16 {shape}")
+        return
+    rows = _rows_per_shard(arr)
+    count = -(-shape[0] // rows)
+    report.shards_total += count
+    if digests.shape != (count, 32):
+        report.problems.append(f"camera {camera!r}: {SHARD_SHA256} has shape {digests.shape}, "
+                               f"expected {(count, 32)}")
+        return
+    zero: list[np.ndarray] = []
+    block = max(1, _READ_BYTES // max(rows * shape[1] * 2, 1))
+    for first in range(0, count, block):
+        data = np.asarray(arr[first * rows:min((first + block) * rows, shape[0])])
+        zero.append(np.flatnonzero(~data.any(axis=1)) + first * rows)
+        for i in range(first, min(first + block, count)):
+            part = data[(i - first) * rows:(i - first + 1) * rows]
+            if not digests[i].any():
+                report.problems.append(f"camera {camera!r} shard {i}: no checksum record "
+                                       "(never finished, or its marker was lost)")
+            elif rows_sha256(part) != digests[i].tobytes():
+                report.problems.append(f"camera {camera!r} shard {i} (rows {i * rows}.."
+                                       f"{i * rows + len(part) - 1}): rows do not match the "
+                                       "checksum recorded when it was written")
+            else:
+                report.shards_verified += 1
+    zero_rows = np.concatenate(zero) if zero else np.empty(0, np.int64)
+    if len(zero_rows):
+        report.zero_rows[camera] = len(zero_rows)
+        if ends is not None:
+            episodes = np.unique(np.searchsorted(ends, zero_rows, side="right"))
+            report.zero_row_episodes[camera] = [int(e) for e in episodes]
