@@ -201,3 +201,18 @@ def test_finger_touch_survives_a_restore_in_contact() -> None:
     e.set_state(e.get_state())
     np.testing.assert_array_equal(e.observation(), obs)
     e.close()
+
+
+def test_dm_control_gets_no_gl_backend_and_ours_is_kept() -> None:
+    """We render with mujoco.Renderer; dm_control's own EGL display would be terminated at exit
+    under our contexts. Worker processes must inherit the backend we chose, not the override."""
+    import os
+
+    from dm_control import _render
+
+    from pipeline.envs.dmc import DMCEnv
+    from pipeline.envs.gl import KNOWN_BACKENDS
+
+    assert os.environ["MUJOCO_GL"] in KNOWN_BACKENDS
+    assert _render.BACKEND not in ("egl", "osmesa", "glfw")
+    assert DMCEnv("cartpole-swingup", width=64, height=64).reset() is not None

@@ -129,13 +129,16 @@ class DMCEnv:
             raise invalid_value(f"{self.task} action shape", action.shape, f"({self.spec.act_dim},)")
         reward = 0.0
         for _ in range(self.spec.action_repeat):
-            reward += float(self.env.step(action).reward)
+            timestep = self.env.step(action)
+            reward += float(timestep.reward)
         self.t += 1
-        return self.observation(), reward, self.t >= self.horizon, {"success": False}
+        return self._flatten(timestep.observation), reward, self.t >= self.horizon, {"success": False}
 
     def observation(self) -> np.ndarray:
         """The suite's observation entries flattened in the order of ``spec.obs_keys``."""
-        obs = self.env.task.get_observation(self.physics)
+        return self._flatten(self.env.task.get_observation(self.physics))
+
+    def _flatten(self, obs: Any) -> np.ndarray:
         return np.concatenate([np.asarray(obs[key], dtype=np.float64).ravel()
                                for key, _ in self.spec.obs_keys])
 
