@@ -97,7 +97,7 @@ def test_no_import_circles() -> None:
 def test_graph_sees_function_level_imports() -> None:
     g = graph()
     assert "pipeline.store.features" in g["stages.encode"]  # imported inside run()
-    assert g["pipeline.config"] == {"pipeline.errors"}
+    assert g["pipeline.config"] == {"pipeline.errors", "pipeline.devices"}
 
 
 def test_annotation_only_imports_are_not_arrows() -> None:
