@@ -7,6 +7,6 @@ and status stays fast; heavy work is imported inside each stage's ``run``.
 from __future__ import annotations
 
 from pipeline.runner import Stage
-from stages import bc, dapg, demos, encode, evaluate, render
+from stages import bc, dapg, demos, encode, evaluate, probe, render
 
-STAGES: dict[str, Stage] = {s.name: s for s in (demos.STAGE, render.STAGE, encode.STAGE, bc.STAGE, dapg.STAGE, evaluate.STAGE)}
+STAGES: dict[str, Stage] = {s.name: s for s in (demos.STAGE, render.STAGE, encode.STAGE, bc.STAGE, dapg.STAGE, evaluate.STAGE, probe.STAGE)}

@@ -1,0 +1,93 @@
+"""probe: ridge regression from the cached features to the simulator state (pipeline/probe.py).
+
+A ranking of encoders in seconds, before any policy is trained: how well each target (door: hinge,
+latch, handle, palm) is read linearly off the features of held-out demos, beside the state
+ceiling. Upstream is render as well as encode: the targets come from the episode file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.config import PipelineConfig, key_dict
+from pipeline.runner import Stage, StageContext, StageResult
+
+VERSION = "1"
+RESULT = "probe.json"
+
+
+def inputs(cfg: PipelineConfig) -> dict[str, Any]:
+    from pipeline.probe import targets_for
+
+    return {"task": cfg.task, "probe": key_dict(cfg.probe),
+            "targets": {t.name: list(t.dims) for t in targets_for(cfg.task)}}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    import time
+
+    from pipeline.probe import load_probe_data, probe_features
+    from pipeline.runner import write_json_atomic
+    from stages.encode import store_root
+    from stages.render import EPISODES
+
+    started = time.perf_counter()
+    episodes = ctx.upstream["render"].out_dir / EPISODES  # the data folder may have moved
+    data = load_probe_data(store_root(ctx), ctx.upstream["encode"].key, str(episodes),
+                           ctx.config.task, ctx.config.probe.include_proprio)
+    loaded = time.perf_counter()
+    result = probe_features(data.features, data.state, data.episode_ends, ctx.config.task,
+                            ctx.config.probe)
+    a = data.store_attrs
+    weights = a.get("weights") or {}
+    summary = {
+        "task": ctx.config.task, "encoder": a.get("encoder"), "weights": weights,
+        "random_weights": weights.get("kind") == "random", "precision": a.get("precision"),
+        "preprocessing": a.get("preprocessing"), "feature_key": ctx.upstream["encode"].key,
+        "cameras": list(data.cameras), "feature_dim": int(a.get("feature_dim", 0)),
+        "include_proprio": ctx.config.probe.include_proprio, "demos": len(data.episode_ends),
+        **result, "load_seconds": round(loaded - started, 2),
+        "probe_seconds": round(time.perf_counter() - loaded, 2), "file": RESULT,
+    }
+    write_json_atomic(ctx.out_dir / RESULT, summary)
+    ctx.log(f"[probe] {summary['rows']} rows x {summary['input_dim']}-d: loaded in "
+            f"{summary['load_seconds']} s, probed in {summary['probe_seconds']} s")
+    return summary
+
+
+def weights_label(weights: dict[str, Any]) -> str:
+    kind = weights.get("kind", "?")
+    if kind == "random":
+        return "RANDOM weights (untrained: no ImageNet knowledge)"
+    if kind == "file":
+        return f"weights file sha256 {str(weights.get('sha256', ''))[:16]}"
+    return f"pretrained weights {weights.get('tag', '')}".rstrip()
+
+
+def _r2(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def describe(result: StageResult) -> str:
+    s = result.summary
+    inputs = "+".join(s["cameras"]) + (" + proprio" if s["include_proprio"] else "")
+    lines = [
+        f"linear probe ({s['task']}): {s['encoder']} ({s['precision']}), {weights_label(s['weights'])}",
+        f"  {s['input_dim']}-d inputs ({inputs}), {s['rows']} rows of {s['demos']} demos; R^2 on "
+        f"{len(s['test_demos'])} held-out demos ({s['test_rows']} rows), alpha by "
+        f"{len(s['folds'])}-fold group CV on the rest",
+        f"  {'target':<13}{'dims':>5}{'R^2':>9}{'alpha':>9}{'ceiling':>10}",
+    ]
+    for t in s["targets"]:
+        name, f, c = t["name"], t["features"], t["state_ceiling"]
+        edge = "*" if f["alpha_at_edge"] else " "
+        lines.append(f"  {name:<13}{len(t['dims']):>5}{_r2(f['r2']):>9}{f['alpha']:>8.0e}{edge}"
+                     f"{_r2(c['r2']):>10}")
+    lines.append("  ceiling: the same probe from the state observation minus the target's dims")
+    if any(t["features"]["alpha_at_edge"] for t in s["targets"]):
+        lines.append("  * alpha at the end of the grid (probe.alphas): widen it to be sure")
+    lines.append(f"  {result.out_dir / s['file']}")
+    return "\n".join(lines)
+
+
+STAGE = Stage("probe", VERSION, ("render", "encode"), inputs, run, describe)
