@@ -24,7 +24,7 @@ export RRL_DEMOS := $(wildcard ../shared/data/adroit-demos/$(or $(TASK),door)-v0
 endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
-.PHONY: help install gl-deps demos render encode features bc dapg evaluate status cameras \
+.PHONY: help install gl-deps demos render encode features bc dapg evaluate probe status cameras \
 	inspect options push pull test test-slow test-all lint bench e2e clean
 
 help: ## list targets and variables
@@ -70,6 +70,9 @@ dapg: $(INSTALLED) ## DAPG from the BC checkpoint (ITERS=, TRAJ=)
 
 evaluate: $(INSTALLED) ## success rate of the trained policy
 	$(RRL) run evaluate $(RUN_FLAGS)
+
+probe: $(INSTALLED) ## linear probe: how well the features predict the simulator state (R^2)
+	$(RRL) run probe $(RUN_FLAGS)
 
 options: $(INSTALLED) ## the variables (TASK=, ENCODER=, ...): CLI flag, config fields, help
 	@$(RRL) options
