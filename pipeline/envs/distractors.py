@@ -5,8 +5,8 @@ Levels (each includes the changes of the levels below it, with larger magnitudes
 - 0: none. The model is not touched: frames are bit-identical to an env built without a spec.
 - 1: light. The scene's one spot light moves (up to +-0.67 m in x and y, +-13% in height), is
   re-aimed at a point up to 0.1 m from the table centre, and its diffuse colour changes in
-  brightness (+-20%) and tint (+-15% per channel); ambient (up to 0.1) and specular (up to 0.13)
-  light are added.
+  brightness (-23% to +10%) and tint (+-15% per channel); ambient (up to 0.1) and specular (up to
+  0.13) light are added. The headlight's diffuse (-20% to +7%) and ambient (+-20%) change too.
 - 2: light at twice the level-1 magnitudes, plus colours: every part named in ``COLOUR_PARTS``
   gets a colour 60% of the way from its own colour to a random one.
 - 3: light at three times the level-1 magnitudes, fully random part colours (the task objects
@@ -23,8 +23,8 @@ appended after every other body, so no existing body, geom or joint id shifts (g
 looks everything up by name anyway). The extra geoms stay out of per-task keep-out areas of the
 table (the hand's reach, the objects' reset ranges), so they do not hide the task in any camera.
 
-Not varied: the hand (its colour is the same in every RRL frame and demo), the texture images
-themselves (levels 2-3 tint them; level 3 removes them from the task objects) and the headlight.
+Not varied: the hand (its colour is the same in every RRL frame and demo) and the texture images
+themselves (levels 2-3 tint them; level 3 removes them from the task objects).
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ def _perturb_lights(model: mujoco.MjModel, rng: np.random.Generator, scale: floa
         shift = rng.uniform(-2.0, 2.0, 2)
         lift = rng.uniform(-0.4, 0.4)
         aim = np.array([*rng.uniform(-0.3, 0.3, 2), 0.0])
-        brightness = rng.uniform(-0.6, 0.6)
+        # Mostly dimmer: the white table is already saturated, so brighter light hardly shows.
+        brightness = rng.uniform(-0.7, 0.3)
         tint = rng.uniform(-0.45, 0.45, 3)
         ambient, specular = rng.uniform(0.0, 0.3, 3), rng.uniform(0.0, 0.4)
         pos = model.light_pos[i].copy()
@@ -202,6 +203,10 @@ def _perturb_lights(model: mujoco.MjModel, rng: np.random.Generator, scale: floa
         model.light_diffuse[i] = np.clip(diffuse, 0.0, 1.0)
         model.light_ambient[i] = np.clip(model.light_ambient[i] + scale * ambient, 0.0, 1.0)
         model.light_specular[i] = np.clip(model.light_specular[i] + scale * specular, 0.0, 1.0)
+    # The headlight (on the camera) lights every view too; without it dimming would hardly show.
+    headlight = model.vis.headlight
+    headlight.diffuse = np.clip(headlight.diffuse * (1.0 + scale * rng.uniform(-0.6, 0.2)), 0, 1)
+    headlight.ambient = np.clip(headlight.ambient * (1.0 + scale * rng.uniform(-0.6, 0.6)), 0, 1)
 
 
 def _recolour(model: mujoco.MjModel, task: str, rng: np.random.Generator, blend: float) -> None:
