@@ -29,12 +29,14 @@ def samples_per_second(encoder, args: argparse.Namespace, envs: int, workers: in
     with VisionSampler("door", encoder, spec, n_envs=envs, workers=workers, width=args.size,
                        height=args.size, encode_batch=encode_batch) as sampler:
         sampler.sample(policy, envs, 2, seed=0)  # warm-up: spawn workers, build envs, first kernels
-        sampler.timings = {k: 0.0 for k in sampler.timings}
+        before = sampler.timings
         start = time.perf_counter()
-        paths = sampler.sample(policy, envs, args.steps, seed=1)
+        rollouts = sampler.sample(policy, envs, args.steps, seed=1)
         seconds = time.perf_counter() - start
-    steps = sum(len(p["rewards"]) for p in paths)
-    return steps / seconds, {k: round(v, 1) for k, v in sampler.timings.items()}
+        spent = {k: v - before[k] for k, v in sampler.timings.items()}
+    spent["policy+loop"] = max(seconds - spent["encode"] - spent["envs"], 0.0)
+    steps = sum(len(r["rewards"]) for r in rollouts)
+    return steps / seconds, {k: round(v, 1) for k, v in spent.items()}
 
 
 def main() -> None:

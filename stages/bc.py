@@ -1,4 +1,9 @@
-"""bc: behaviour cloning from the cached demo features (or the demo states in state mode)."""
+"""bc: behaviour cloning from the cached demo features (or the demo states in state mode).
+
+The summary names files relative to the stage's folder and the data folder (never absolute
+paths), so a data folder can be moved; later stages resolve them with ``trained_source`` and
+``StageResult.out_dir``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 from pipeline.config import PipelineConfig, key_dict
 from pipeline.runner import Stage, StageContext, StageResult
 
-VERSION = "1"
+VERSION = "2"  # 2: portable summary (relative names), refuses non-finite losses and parameters
 CHECKPOINT = "policy.pt"
 
 
@@ -20,51 +25,80 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def data_source(ctx: StageContext) -> Any:
+    """The policy's training data as recorded in the summary (portable: see ``locate_source``)."""
     from pipeline.rl.data import DataSource
 
     mode = ctx.config.policy.obs_mode
     if mode == "state":
         demos = ctx.upstream["demos"]
-        return DataSource(ctx.config.task, mode, demos_file=str(demos.out_dir / "demos.pickle"),
+        demos_file = (demos.out_dir / "demos.pickle").relative_to(ctx.data_dir)
+        return DataSource(ctx.config.task, mode, demos_file=str(demos_file),
                           demos_sha256=demos.summary["sha256"])
     enc = ctx.upstream["encode"]
     r = ctx.config.render  # rollouts must render frames the way the demo frames were rendered
     return DataSource(
-        ctx.config.task, mode, store=enc.summary["store"], feature_key=enc.key,
+        ctx.config.task, mode, store=ctx.config.encode.store, feature_key=enc.key,
         cameras=tuple(enc.summary["cameras"]),
         render={"width": r.width, "height": r.height, "shadows": r.shadows},
     )
 
 
+def locate(src: Any, ctx: StageContext) -> Any:
+    """`src` with its demos file and feature store resolved against this run's data folder."""
+    from stages.encode import store_root
+
+    return src.located(ctx.data_dir, store_root(ctx))
+
+
+def trained_source(result: StageResult, ctx: StageContext) -> Any:
+    """The located DataSource of a bc or dapg output."""
+    from pipeline.rl.data import DataSource
+
+    return locate(DataSource.from_json(result.summary["source"]), ctx)
+
+
+def policy_file(result: StageResult) -> Any:
+    """The trained policy of a bc or dapg output."""
+    return result.out_dir / result.summary["checkpoint"]
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
+    import math
+
     import torch
 
     from pipeline.envs.tasks import task_spec
+    from pipeline.errors import NonFiniteError
     from pipeline.rl.bc import behaviour_clone
+    from pipeline.rl.checkpoints import require_finite_policy, save_checkpoint
     from pipeline.rl.data import demo_arrays
     from pipeline.rl.policy import GaussianMLPPolicy
-    from pipeline.rl.trainer import save_checkpoint
 
     pcfg, bcfg = ctx.config.policy, ctx.config.bc
     src = data_source(ctx)
-    obs, act = demo_arrays(src, pcfg)
+    obs, act = demo_arrays(locate(src, ctx), pcfg)
     policy = GaussianMLPPolicy(obs.shape[1], task_spec(ctx.config.task).act_dim, hidden=pcfg.hidden,
                                seed=pcfg.seed)
     torch.set_num_threads(1)  # minibatches of 32: a second thread only waits
     losses = behaviour_clone(policy, obs, act, epochs=bcfg.epochs, batch_size=bcfg.batch_size,
                              lr=bcfg.lr, seed=pcfg.seed)
+    fix = "lower bc.lr, and check the demo data for NaN or infinite values"
+    if not all(math.isfinite(x) for x in losses):
+        raise NonFiniteError(f"{ctx.out_dir}: BC losses per epoch {losses} are not all finite; "
+                             f"no checkpoint was written. Fix: {fix}")
+    require_finite_policy(policy, f"{ctx.out_dir}: BC", fix)
     save_checkpoint(ctx.out_dir / CHECKPOINT, {"policy": policy.state_dict(),
                                                "policy_config": policy.config()})
     ctx.log(f"[bc] {len(obs)} samples of {obs.shape[1]}-d ({pcfg.obs_mode}); loss per epoch "
             + ", ".join(f"{x:.4f}" for x in losses))
     return {"obs_mode": pcfg.obs_mode, "obs_dim": int(obs.shape[1]), "samples": len(obs),
-            "losses": losses, "checkpoint": str(ctx.out_dir / CHECKPOINT), "source": src.to_json()}
+            "losses": losses, "checkpoint": CHECKPOINT, "source": src.to_json()}
 
 
 def describe(result: StageResult) -> str:
     s = result.summary
     return (f"BC policy ({s['obs_mode']}, {s['obs_dim']}-d input, {s['samples']} demo samples): "
-            f"loss {s['losses'][0]:.4f} -> {s['losses'][-1]:.4f}; checkpoint {s['checkpoint']}")
+            f"loss {s['losses'][0]:.4f} -> {s['losses'][-1]:.4f}; checkpoint {policy_file(result)}")
 
 
 STAGE = Stage("bc", VERSION, upstream, inputs, run, describe)

@@ -12,8 +12,9 @@ from typing import Any
 from pipeline.config import PipelineConfig, key_dict
 from pipeline.runner import Stage, StageContext, StageResult
 
-VERSION = "1"
+VERSION = "2"  # 2: portable summary (relative names), stops on non-finite iterations
 POLICY = "policy.pt"
+LOG, EVAL_LOG, CURVE, BC_START = "log.csv", "eval.csv", "learning_curve.png", "bc_start.json"
 REFERENCE_LOGS = Path(__file__).resolve().parents[2] / "shared/data/rrl-reference-logs"
 
 
@@ -34,20 +35,26 @@ def run(ctx: StageContext) -> dict[str, Any]:
     import numpy as np
 
     from pipeline.plots import learning_curve
-    from pipeline.rl.data import DataSource, demo_arrays, make_sampler
+    from pipeline.rl.checkpoints import load_policy, save_checkpoint
+    from pipeline.rl.data import demo_arrays, make_sampler
     from pipeline.rl.policy import MLPBaseline
     from pipeline.rl.recording import RolloutRecorder
-    from pipeline.rl.trainer import load_policy, save_checkpoint, train_dapg
+    from pipeline.rl.trainer import train_dapg
+    from stages.bc import policy_file, trained_source
 
     d, pcfg, task = ctx.config.dapg, ctx.config.policy, ctx.config.task
     bc = ctx.upstream["bc"]
-    src = DataSource.from_json(bc.summary["source"])
-    policy = load_policy(bc.summary["checkpoint"])
+    src = trained_source(bc, ctx)
+    policy = load_policy(policy_file(bc))
     demo_obs, demo_act = demo_arrays(src, pcfg)
     baseline = MLPBaseline(policy.obs_dim, batch_size=d.vf_batch, epochs=d.vf_epochs, lr=d.vf_lr,
                            seed=pcfg.seed)
+    recorder = None
     record = d.record_every > 0 and src.obs_mode != "state"
-    recorder = RolloutRecorder(ctx.out_dir / "rollouts", task, d.record_every) if record else None
+    if record:
+        info = {"source": "dapg rollouts", "dapg_key": ctx.key, "obs_mode": src.obs_mode,
+                "policy_config": policy.config(), "seed": pcfg.seed}
+        recorder = RolloutRecorder(ctx.out_dir / "rollouts", task, d.record_every, info)
     ctx.log(f"[dapg] {'DAPG' if d.use_demos else 'NPG'} on {task} ({src.obs_mode}): "
             f"{d.iterations} iterations x {d.trajectories} trajectories x {d.horizon} steps, "
             f"{d.envs} envs")
@@ -57,21 +64,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 f"{start['mean_return']:.1f} over {d.eval_episodes} episodes (mean action)")
         rows = train_dapg(policy, baseline, sampler, d, ctx.out_dir, task, demo_obs, demo_act,
                           seed=pcfg.seed, eval_episodes=d.eval_episodes, log=ctx.log,
-                          on_paths=recorder)
+                          on_rollouts=recorder)
     save_checkpoint(ctx.out_dir / POLICY, {"policy": policy.state_dict(),
                                            "policy_config": policy.config()})
     refs = reference_logs(task)
-    curve = learning_curve(ctx.out_dir / "log.csv", ctx.out_dir / "eval.csv",
-                           ctx.out_dir / "learning_curve.png",
-                           f"{task}, {src.obs_mode}: success", refs, start["success_rate"])
+    learning_curve(ctx.out_dir / LOG, ctx.out_dir / EVAL_LOG, ctx.out_dir / CURVE,
+                   f"{task}, {src.obs_mode}: success", refs, start["success_rate"])
     last = rows[-1]
     return {
         "obs_mode": src.obs_mode, "iterations": len(rows), "samples": int(sum(r["num_samples"] for r in rows)),
         "final_success_rate": last["success_rate"], "final_eval_score": last["eval_score"],
         "best_success_rate": float(np.max([r["success_rate"] for r in rows])),
         "bc_start": start, "final_eval_success_rate": _last_eval(ctx.out_dir),
-        "checkpoint": str(ctx.out_dir / POLICY), "log": str(ctx.out_dir / "log.csv"),
-        "learning_curve": str(curve), "source": src.to_json(),
+        "checkpoint": POLICY, "log": LOG, "learning_curve": CURVE,
+        "source": bc.summary["source"],
         "rrl_reference_final_success": {k: v[-1]["success_rate"] for k, v in refs.items()},
     }
 
@@ -81,25 +87,23 @@ def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int,
     """Success of the BC policy before any DAPG step (kept, so a resumed run reuses it)."""
     import json
 
-    import numpy as np
+    from pipeline.rl.rollouts import evaluation_seed, require_finite_returns, summarize
 
-    from pipeline.rl.sampler import success_rate
-
-    path = out_dir / "bc_start.json"
+    path = out_dir / BC_START
     if path.exists():
         return dict(json.loads(path.read_text()))
-    paths = sampler.sample(policy, episodes, horizon, seed + 1_000_000, deterministic=True)
-    result = {"success_rate": success_rate(paths, task),
-              "mean_return": float(np.mean([p["rewards"].sum() for p in paths])),
-              "episodes": episodes}
-    path.write_text(json.dumps(result))
-    return result
+    result = summarize(sampler.sample(policy, episodes, horizon, evaluation_seed(seed),
+                                      deterministic=True), task)
+    require_finite_returns(result, f"{out_dir}: BC start evaluation")
+    start = {k: result[k] for k in ("success_rate", "mean_return", "episodes")}
+    path.write_text(json.dumps(start))
+    return start
 
 
 def _last_eval(out_dir: Path) -> float | None:
     from pipeline.plots import read_csv_rows
 
-    rows = read_csv_rows(out_dir / "eval.csv") if (out_dir / "eval.csv").exists() else []
+    rows = read_csv_rows(out_dir / EVAL_LOG) if (out_dir / EVAL_LOG).exists() else []
     return rows[-1]["eval_success_rate"] if rows else None
 
 
@@ -112,7 +116,7 @@ def describe(result: StageResult) -> str:
             f"BC start {s['bc_start']['success_rate']:.1f}%; last iteration: sampled success "
             f"{s['final_success_rate']:.1f}%{ev_text} (best sampled {s['best_success_rate']:.1f}%); "
             f"RRL's logs end at {ref}\n"
-            f"log {s['log']}\ncurve {s['learning_curve']}")
+            f"log {result.out_dir / s['log']}\ncurve {result.out_dir / s['learning_curve']}")
 
 
 STAGE = Stage("dapg", VERSION, ("bc",), inputs, run, describe)

@@ -7,7 +7,7 @@ from typing import Any
 from pipeline.config import PipelineConfig, key_dict
 from pipeline.runner import Stage, StageContext, StageResult
 
-VERSION = "1"
+VERSION = "2"  # 2: portable summary (relative names), per-episode returns, refuses non-finite
 VIDEO = "episodes.gif"
 
 
@@ -23,33 +23,30 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 def run(ctx: StageContext) -> dict[str, Any]:
     import contextlib
 
-    import numpy as np
-
-    from pipeline.rl.data import DataSource, make_sampler
-    from pipeline.rl.sampler import episode_success
-    from pipeline.rl.trainer import load_policy
-    from pipeline.rl.video import write_video
+    from pipeline.rl.checkpoints import load_policy
+    from pipeline.rl.data import make_sampler
+    from pipeline.rl.rollouts import require_finite_returns, summarize
+    from stages.bc import policy_file, trained_source
 
     e, task = ctx.config.evaluate, ctx.config.task
     trained = ctx.upstream[e.policy]
-    src = DataSource.from_json(trained.summary["source"])
-    policy = load_policy(trained.summary["checkpoint"])
+    src = trained_source(trained, ctx)
+    policy = load_policy(policy_file(trained))
     with contextlib.closing(make_sampler(src, ctx.config.policy, ctx.config.dapg)) as sampler:
-        paths = sampler.sample(policy, e.episodes, ctx.config.dapg.horizon, e.seed,
-                               deterministic=True)
-    successes = [episode_success(p, task) for p in paths]
-    returns = [float(p["rewards"].sum()) for p in paths]
-    summary: dict[str, Any] = {
-        "policy": e.policy, "obs_mode": src.obs_mode, "episodes": e.episodes,
-        "success_rate": 100.0 * float(np.mean(successes)), "mean_return": float(np.mean(returns)),
-        "per_episode_success": successes, "weights": _weights_note(src),
-    }
+        rollouts = sampler.sample(policy, e.episodes, ctx.config.dapg.horizon, e.seed,
+                                  deterministic=True)
+    result = summarize(rollouts, task)
+    require_finite_returns(result, f"{ctx.out_dir}: evaluation of the {e.policy} policy")
+    summary: dict[str, Any] = {"policy": e.policy, "obs_mode": src.obs_mode, **result,
+                               "weights": _weights_note(src)}
     if e.video_episodes:
         from pipeline.envs.tasks import task_spec
+        from pipeline.rl.video import write_video
 
         camera = src.cameras[0] if src.cameras else task_spec(task).rrl_cameras[0]
-        shown = [(e.seed + i, paths[i]["actions"]) for i in range(min(e.video_episodes, len(paths)))]
-        summary["video"] = str(write_video(task, shown, camera, ctx.out_dir / VIDEO))
+        shown = [(int(r["seed"]), r["actions"]) for r in rollouts[:e.video_episodes]]
+        write_video(task, shown, camera, ctx.out_dir / VIDEO)
+        summary["video"] = VIDEO
     return summary
 
 
@@ -66,7 +63,7 @@ def describe(result: StageResult) -> str:
     s = result.summary
     text = (f"{s['policy']} policy ({s['obs_mode']}, encoder weights: {s['weights']}): success "
             f"{s['success_rate']:.1f}% over {s['episodes']} episodes, mean return {s['mean_return']:.1f}")
-    return text + (f"\nvideo {s['video']}" if s.get("video") else "")
+    return text + (f"\nvideo {result.out_dir / s['video']}" if s.get("video") else "")
 
 
 STAGE = Stage("evaluate", VERSION, upstream, inputs, run, describe)

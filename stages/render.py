@@ -38,7 +38,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     demos, sha = load_demos(demos_res.out_dir / "demos.pickle", task, demos_res.summary["sha256"])
     demos = demos[: rcfg.max_demos] if rcfg.max_demos else demos
     env_args = {"env_name": task, "type": "adroit", "env_kwargs": inputs(ctx.config)}
-    writer = EpisodeWriter(ctx.out_dir / EPISODES, env_args, sha, cameras)
+    writer = EpisodeWriter(ctx.out_dir / EPISODES, env_args, sha, cameras, log=ctx.log)
     done = writer.completed()
     if done:
         ctx.log(f"[render] resuming: {len(done)} of {len(demos)} episodes already written")
@@ -48,7 +48,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     try:
         with tqdm(total=total, unit="step", desc=f"render {task} ({rcfg.replay})") as bar:
             for episode in replay_parallel(task, rcfg, jobs):
-                writer.write(episode.index, episode)
+                writer.write(episode.index, episode.to_episode())
                 bar.update(len(episode.actions))
     finally:
         writer.close()

@@ -14,6 +14,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.rl.vision import ObsSpec, check_encoder_matches_store
 from pipeline.runner import Runner
+from pipeline.store.episodes import EpisodeReader
 from stages import STAGES
 
 pytestmark = pytest.mark.gl
@@ -77,28 +78,63 @@ def test_rollouts_refuse_an_encoder_other_than_the_stores() -> None:
         check_encoder_matches_store(encoder, {**attrs, "preprocessing": {"resize": 48, "crop": 32}}, "s")
 
 
-def test_state_pipeline_bc_dapg_evaluate_and_resume(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_state_pipeline_bc_dapg_evaluate(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.rl.checkpoints import load_policy
+    from pipeline.rl.sampler import evaluate
+
     cfg = config(tiny_door_demos, **{"policy.obs_mode": "state"})
     result = Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("evaluate")
     s = result.summary
-    assert 0.0 <= s["success_rate"] <= 100.0 and s["episodes"] == 4 and Path(s["video"]).exists()
     dapg_dir = tmp_path / "dapg" / result.manifest["upstream"]["dapg"][:12]
+    # The stage scored the DAPG checkpoint on evaluate.seed's episodes: scoring it here agrees.
+    mine = evaluate(load_policy(dapg_dir / "policy.pt"), "door", 4, seed=cfg.evaluate.seed,
+                    horizon=cfg.dapg.horizon)
+    np.testing.assert_allclose(s["per_episode_return"], mine["per_episode_return"], rtol=1e-6)
+    assert s["per_episode_success"] == mine["per_episode_success"]
+    assert s["success_rate"] == 100.0 * sum(s["per_episode_success"]) / 4
+    assert (result.out_dir / s["video"]).stat().st_size > 1000
     with open(dapg_dir / "log.csv") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
     assert reader.fieldnames == RRL_COLUMNS and len(rows) == 2
     assert (dapg_dir / "learning_curve.png").stat().st_size > 1000
     assert not (tmp_path / "render").exists()  # state mode renders nothing
+    for manifest in tmp_path.rglob("manifest.json"):  # a data folder can be moved
+        assert str(tmp_path) not in manifest.read_text(), manifest
 
-    # Two more iterations: a new key, resumed from a copy of the finished checkpoint.
-    longer = config(tiny_door_demos, **{"policy.obs_mode": "state", "dapg.iterations": "3"})
-    runner = Runner(longer, STAGES, tmp_path, log=lambda m: None)
-    runner.out_dir("dapg").mkdir(parents=True)
-    (runner.out_dir("dapg") / "checkpoint.pt").write_bytes((dapg_dir / "checkpoint.pt").read_bytes())
+
+def test_interrupted_dapg_resumes_to_the_uninterrupted_result(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Interrupt the dapg stage after iteration 1 (Ctrl-C), run it again: the runner resumes the
+    unfinished output, only iteration 2 runs, and policy and log equal an uninterrupted run's."""
+    import torch
+
+    cfg = config(tiny_door_demos, **{"policy.obs_mode": "state", "dapg.iterations": "3",
+                                     "dapg.eval_episodes": "1"})
+    straight = Runner(cfg, STAGES, tmp_path / "straight", log=lambda m: None).run("dapg")
+
+    def interrupt_after_iteration_1(message: str) -> None:
+        if message.startswith("iter    1 "):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Runner(cfg, STAGES, tmp_path / "split", log=interrupt_after_iteration_1).run("dapg")
     logs: list[str] = []
-    out = Runner(longer, STAGES, tmp_path, log=logs.append).run("dapg")
-    assert any("resuming" in m and "iteration 2" in m for m in logs)
-    assert out.summary["iterations"] == 3
+    runner = Runner(cfg, STAGES, tmp_path / "split", log=logs.append)
+    assert runner.result("dapg") is None  # interrupted: no manifest
+    resumed = runner.run("dapg")
+    assert any("resuming unfinished output" in m for m in logs)
+    assert any("at iteration 2" in m for m in logs)
+    assert [m.split()[1] for m in logs if m.startswith("iter ")] == ["2"]
+    assert resumed.key == straight.key and resumed.summary["iterations"] == 3
+    a, b = (torch.load(r.out_dir / "policy.pt", weights_only=False)["policy"] for r in (straight, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _log_without_timings(straight.out_dir) == _log_without_timings(resumed.out_dir)
+
+
+def _log_without_timings(dapg_dir: Path) -> list[dict[str, str]]:
+    with open(dapg_dir / "log.csv") as fh:
+        return [{k: v for k, v in row.items() if not k.startswith("time_")}
+                for row in csv.DictReader(fh)]
 
 
 def test_vision_pipeline_end_to_end(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -108,5 +144,10 @@ def test_vision_pipeline_end_to_end(tiny_door_demos, tmp_path) -> None:  # type:
     assert "RANDOM" in STAGES["evaluate"].describe(result)
     bc = json.loads(next((tmp_path / "bc").glob("*/manifest.json")).read_text())["summary"]
     assert bc["obs_dim"] == 512 + 24 and bc["samples"] == 24
-    dapg = next((tmp_path / "dapg").glob("*"))
+    dapg = next(p for p in (tmp_path / "dapg").iterdir() if p.is_dir())
     assert sorted(p.name for p in (dapg / "rollouts").iterdir()) == ["iter_0000.hdf5", "iter_0001.hdf5"]
+    with EpisodeReader(dapg / "rollouts" / "iter_0001.hdf5") as rollouts:
+        assert rollouts.info["iteration"] == 1 and rollouts.info["obs_mode"] == "vision+proprio"
+        assert len(rollouts.names) == 4 and rollouts.num_rows == 4 * 20
+        assert all(isinstance(rollouts.attrs(i)["success"], bool) for i in range(4))
+        assert [rollouts.attrs(i)["seed"] for i in range(4)] == [4, 5, 6, 7]  # seed + 1 * 4 + i

@@ -160,7 +160,7 @@ def test_baseline_fit_reduces_error() -> None:
 
 
 def test_success_thresholds() -> None:
-    from pipeline.rl.sampler import episode_success, success_rate
+    from pipeline.rl.rollouts import episode_success, success_rate
 
     def path(steps_on: int) -> dict[str, np.ndarray]:
         return {"success": np.arange(200) < steps_on}
@@ -214,7 +214,7 @@ def _run(out: Path, iterations: int) -> tuple[GaussianMLPPolicy, list[int]]:
     ran: list[int] = []
     try:
         train_dapg(policy, baseline, sampler, cfg, out, "door", demo_obs, demo_act, seed=3,
-                   eval_episodes=1, on_paths=lambda it, _: ran.append(it), log=None)
+                   eval_episodes=1, on_rollouts=lambda it, _: ran.append(it), log=None)
     finally:
         sampler.close()
     return policy, ran
@@ -271,3 +271,72 @@ def test_process_sampler_matches_vector_sampler() -> None:
     for x, y in zip(expected, got, strict=True):
         np.testing.assert_allclose(x["observations"], y["observations"], atol=1e-6)
         np.testing.assert_allclose(x["rewards"], y["rewards"], atol=1e-9)
+
+
+def test_rollout_loop_equals_stepping_the_env_by_hand() -> None:
+    """The loop against a plain reference: one AdroitEnv per trajectory, reset with seed + i,
+    noise from default_rng(seed + i), one policy call per step. Three trajectories on two envs
+    also covers a second wave reusing an env."""
+    from pipeline.envs.adroit import AdroitEnv
+    from pipeline.rl.sampler import VectorSampler
+
+    policy, seed, horizon = _door_policy(), 4, 12
+    with VectorSampler("door", n_envs=2) as sampler:
+        got = sampler.sample(policy, 3, horizon, seed)
+    for i, rollout in enumerate(got):
+        env = AdroitEnv("door", horizon=10**9)
+        rng = np.random.default_rng(seed + i)
+        obs, rows = env.reset(seed=seed + i), []
+        for _ in range(horizon):
+            action = policy.act(obs[None].astype(np.float32), rng.standard_normal((1, 28)))[0]
+            next_obs, reward, _, info = env.step(action)
+            rows.append((obs, action, reward, bool(info["success"])))
+            obs = next_obs
+        env.close()
+        assert int(rollout["seed"]) == seed + i and not rollout["terminated"]
+        # A batch of 2 rows and a batch of 1 may round the MLP's last bit differently.
+        np.testing.assert_allclose(rollout["observations"], [r[0] for r in rows], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(rollout["actions"], [r[1] for r in rows], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(rollout["rewards"], [r[2] for r in rows], rtol=1e-6, atol=1e-6)
+        assert rollout["success"].tolist() == [r[3] for r in rows]
+    assert not np.allclose(got[0]["actions"], got[1]["actions"])
+
+
+def test_vision_rollouts_see_the_encoded_rendered_frames(tmp_path: Path) -> None:
+    """Recorded frames are the env's own renders of each step, the policy input is exactly their
+    batch encoding (float16-rounded) followed by proprioception, and the recording round-trips
+    through an episode file with per-episode success and the sampling info."""
+    from pipeline.encoders import create_encoder
+    from pipeline.envs.adroit import AdroitEnv
+    from pipeline.rl.recording import write_rollouts
+    from pipeline.rl.rollouts import episode_success
+    from pipeline.rl.vision import ObsSpec, VisionSampler
+    from pipeline.store.episodes import EpisodeReader
+
+    encoder = create_encoder("resnet10t", "random", resize=48, crop=48)
+    spec = ObsSpec("vision+proprio", ("top",))
+    policy = GaussianMLPPolicy(encoder.feature_dim + 24, 28, hidden=(16,), seed=0)
+    with VisionSampler("door", encoder, spec, n_envs=2, workers=2, width=48, height=48,
+                       record=True) as sampler:
+        got = sampler.sample(policy, 2, 4, seed=9)
+    for i, rollout in enumerate(got):
+        env = AdroitEnv("door", horizon=10**9, cameras=("top",), width=48, height=48)
+        env.reset(seed=9 + i)
+        frames = [env.render("top")]
+        for action in rollout["actions"][:-1]:
+            env.step(action)
+            frames.append(env.render("top"))
+        env.close()
+        np.testing.assert_array_equal(rollout["frames"]["top"], np.stack(frames))
+    for t in range(4):
+        batch = encoder.encode(np.stack([r["frames"]["top"][t] for r in got]))
+        expected = spec.assemble({"top": batch}, np.stack([r["proprio"][t] for r in got]))
+        np.testing.assert_array_equal(np.stack([r["observations"][t] for r in got]), expected)
+
+    path = write_rollouts(tmp_path / "r.hdf5", "door", got, {"iteration": 3})
+    with EpisodeReader(path) as reader:
+        assert reader.info == {"iteration": 3} and reader.num_rows == 8
+        attrs = reader.attrs(1)
+        assert attrs["seed"] == 10 and attrs["success"] == episode_success(got[1], "door")
+        assert attrs["return"] == pytest.approx(float(got[1]["rewards"].sum()))
+        np.testing.assert_array_equal(reader.read_rows("top", 4, 8), got[1]["frames"]["top"])

@@ -15,13 +15,17 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.config import RenderConfig
 from pipeline.demos import Demo
+from pipeline.envs.gl import select_gl_backend
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.store.episodes import Episode
 
 STATES_MODE_TASKS = ("door",)
 # Door observation layout: 29 joint angles (arm, hand, latch, hinge), 9 site coordinates (palm,
@@ -46,6 +50,15 @@ class ReplayedEpisode:
     proprio: np.ndarray  # (T, 24)
     fidelity: dict[str, Any] = field(default_factory=dict)
     model_state: dict[str, np.ndarray] = field(default_factory=dict)  # body poses set per episode
+
+    def to_episode(self) -> Episode:
+        """As the episode file stores it: fidelity and model state become episode attributes."""
+        from pipeline.store.episodes import Episode  # h5py stays out of the render workers
+
+        model_state = {k: np.asarray(v).tolist() for k, v in self.model_state.items()}
+        return Episode(frames=self.frames, actions=self.actions, rewards=self.rewards,
+                       states=self.states, proprio=self.proprio, observations=self.observations,
+                       attrs={"model_state": model_state, "fidelity": self.fidelity})
 
 
 def check_mode_supported(task: str, mode: str) -> None:
@@ -167,6 +180,8 @@ def replay_parallel(
 ) -> Iterator[ReplayedEpisode]:
     """Replay ``jobs`` in ``cfg.workers`` processes, yielding episodes in job order."""
     check_mode_supported(task, cfg.replay)
+    # Here, not in the workers: a pool respawns a worker whose initialiser fails, forever.
+    select_gl_backend()
     if cfg.workers == 1 or len(jobs) <= 1:
         _init_worker(task, cfg)
         for job in jobs:

@@ -4,10 +4,13 @@ the samplers that produce rollouts in the same observation space.
 - ``state``: the demos' recorded low-dimensional observations (as the env itself produces them).
 - vision modes: the cached features of every camera (feature store rows, episode order), then
   proprioception from the episode file (with seeded noise for ``noisy_proprio``).
+
+Nothing here imports MuJoCo; ``make_sampler`` imports the samplers when it is called.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,20 +19,24 @@ import numpy as np
 
 from pipeline.config import DAPGConfig, PolicyConfig, RenderConfig
 from pipeline.demos import load_demos
-from pipeline.rl.policy import Array
-from pipeline.rl.sampler import ProcessSampler, Sampler
-from pipeline.rl.vision import ObsSpec, VisionSampler, check_encoder_matches_store
+from pipeline.rl.rollouts import Array, Sampler
+from pipeline.rl.vision import ObsSpec, check_encoder_matches_store
 
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where a policy's training data came from; stored in the BC summary for later stages."""
+    """Where a policy's training data came from; stored in the BC summary for later stages.
+
+    As stored it names nothing by absolute path, so a data folder can be moved: ``demos_file``
+    is relative to the data folder and ``store`` is None for the data folder's default store.
+    ``located`` gives the copy that the functions below read from.
+    """
 
     task: str
     obs_mode: str
     demos_file: str | None = None  # state mode: the demos stage's verified copy
     demos_sha256: str | None = None  # its checksum, as the demos stage recorded it
-    store: str | None = None  # vision modes: feature store root and key
+    store: str | None = None  # vision modes: the feature store URL the user set, if any
     feature_key: str | None = None
     cameras: tuple[str, ...] = ()
     render: dict[str, Any] = field(default_factory=dict)  # width, height, shadows of the frames
@@ -40,6 +47,11 @@ class DataSource:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DataSource:
         return cls(**{**d, "cameras": tuple(d.get("cameras", ()))})
+
+    def located(self, data_dir: Path, default_store: str) -> DataSource:
+        """This source with the demos file under `data_dir` and the store resolved."""
+        demos = str(Path(data_dir) / self.demos_file) if self.demos_file else None
+        return dataclasses.replace(self, demos_file=demos, store=self.store or default_store)
 
 
 def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
@@ -64,9 +76,12 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
                  workers: int = 2, record: bool = False) -> Sampler:
     """A sampler whose observations match the training data of ``src``."""
     if src.obs_mode == "state":
+        from pipeline.rl.sampler import ProcessSampler
+
         return ProcessSampler(src.task, workers=workers, n_envs=max(1, dapg.envs // workers),
                               reward=dapg.reward)
     from pipeline.encoders import create_encoder
+    from pipeline.rl.vision import VisionSampler
     from pipeline.store.features import open_features
 
     assert src.store and src.feature_key

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-Array = np.ndarray
+from pipeline.rl.rollouts import Array
 
 
 class ObsNormalizer(nn.Module):

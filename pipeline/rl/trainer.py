@@ -5,14 +5,18 @@ NPG/DAPG step, refit the baseline, evaluate the mean policy, then write the chec
 CSV log. The checkpoint (written atomically) holds everything the next iteration depends on, so
 a resumed run is bit-identical to an uninterrupted one with the same settings.
 
-What the policy sees is the sampler's business (see `pipeline.rl.sampler`): pass a sampler built
-with a vision observation function and demo arrays in the same feature space for RRL.
+What the policy sees is the sampler's business (see `pipeline.rl.rollout_loop`): pass a vision
+sampler and demo arrays in the same feature space for RRL. An iteration whose numbers are not
+finite (a diverged update) stops the run before anything of it is saved.
+
+Imports torch, not MuJoCo: the sampler is made by the caller.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,11 +27,11 @@ import numpy as np
 import torch
 
 from pipeline.config import DAPGConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, NonFiniteError
+from pipeline.rl.checkpoints import non_finite_tensors, save_checkpoint
 from pipeline.rl.npg import discounted_returns, gae, npg_step
 from pipeline.rl.policy import Array, GaussianMLPPolicy, MLPBaseline
-from pipeline.rl.sampler import Path as RolloutPath
-from pipeline.rl.sampler import Sampler, success_rate
+from pipeline.rl.rollouts import Rollout, Sampler, evaluation_seed, success_rate, summarize
 
 # The columns of RRL's logs/log.csv, in its order.
 LOG_COLUMNS = (
@@ -41,15 +45,15 @@ CHECKPOINT = "checkpoint.pt"
 _RESUMABLE = {"iterations", "envs", "record_every"}
 
 
-def advantages_and_returns(paths: Sequence[RolloutPath], baseline: MLPBaseline, gamma: float,
+def advantages_and_returns(rollouts: Sequence[Rollout], baseline: MLPBaseline, gamma: float,
                            gae_lambda: float) -> tuple[list[Array], list[Array]]:
-    """Per path: GAE with the baseline's predictions, and discounted returns (the VF targets)."""
+    """Per rollout: GAE with the baseline's predictions, and discounted returns (the VF targets)."""
     advantages, returns = [], []
-    for path in paths:
-        values = baseline.predict(path["observations"])
-        terminal = 0.0 if bool(path["terminated"]) else float(values[-1])
-        advantages.append(gae(path["rewards"], values, gamma, gae_lambda, terminal))
-        returns.append(discounted_returns(path["rewards"], gamma))
+    for rollout in rollouts:
+        values = baseline.predict(rollout["observations"])
+        terminal = 0.0 if bool(rollout["terminated"]) else float(values[-1])
+        advantages.append(gae(rollout["rewards"], values, gamma, gae_lambda, terminal))
+        returns.append(discounted_returns(rollout["rewards"], gamma))
     return advantages, returns
 
 
@@ -62,18 +66,19 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a crash leaves the previous checkpoint whole
-
-
-def load_policy(path: str | Path) -> GaussianMLPPolicy:
-    """The policy of a trainer checkpoint (or of a file saved the same way)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    policy = GaussianMLPPolicy(**state["policy_config"], seed=None)
-    policy.load_state_dict(state["policy"])
-    return policy
+def _require_finite(it: int, row: dict[str, float], policy: GaussianMLPPolicy, cfg: DAPGConfig,
+                    ckpt_path: Path, evaluated: bool) -> None:
+    """Stop before a diverged iteration is saved: the checkpoint keeps the last good one."""
+    # eval_score is NaN on purpose when there is no per-iteration evaluation.
+    bad = [k for k, v in row.items() if not math.isfinite(v) and (evaluated or k != "eval_score")]
+    bad += [f"policy {name}" for name in non_finite_tensors(policy.state_dict())]
+    if bad:
+        kept = f"{ckpt_path} still holds iteration {it - 1}" if it else "no checkpoint was written"
+        raise NonFiniteError(
+            f"DAPG iteration {it}: non-finite values (NaN or inf) in {', '.join(bad)}; nothing of "
+            f"this iteration was saved ({kept}). Likely cause: the update diverged, dapg.step_size={cfg.step_size:g} "
+            f"or dapg.lam0={cfg.lam0:g} too large. Fix: lower them (e.g. --set "
+            f"dapg.step_size=0.05) and re-run with FORCE=1")
 
 
 def _key_config(cfg: DAPGConfig) -> dict[str, Any]:
@@ -94,7 +99,7 @@ def train_dapg(
     eval_seed: int | None = None,
     eval_sampler: Sampler | None = None,
     resume: bool = True,
-    on_paths: Callable[[int, list[RolloutPath]], None] | None = None,
+    on_rollouts: Callable[[int, list[Rollout]], None] | None = None,
     log: Callable[[str], None] | None = print,
 ) -> list[dict[str, float]]:
     """Run DAPG (NPG when cfg.use_demos is False) up to cfg.iterations; returns the log rows.
@@ -102,12 +107,12 @@ def train_dapg(
     `policy` should be BC-initialised for DAPG. Trajectory i of iteration k uses seed
     seed + k * cfg.trajectories + i (mjrl advances its seed by N each iteration); evaluation uses
     the same `eval_seed` every iteration, as mjrl does, so eval_score compares like with like.
-    `on_paths(iteration, paths)` is called with each batch of rollouts (e.g. to store them).
+    `on_rollouts(iteration, rollouts)` is called with each training batch (e.g. to store it).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
-    eval_seed = seed + 1_000_000 if eval_seed is None else eval_seed
+    eval_seed = evaluation_seed(seed) if eval_seed is None else eval_seed
     use_demos = cfg.use_demos and demo_obs is not None and demo_act is not None
     rows: list[dict[str, float]] = []
     eval_rows: list[dict[str, float]] = []
@@ -131,17 +136,17 @@ def train_dapg(
 
     for it in range(start, cfg.iterations):
         t0 = time.perf_counter()
-        paths = sampler.sample(policy, cfg.trajectories, cfg.horizon,
+        batch = sampler.sample(policy, cfg.trajectories, cfg.horizon,
                                seed + it * cfg.trajectories, deterministic=False)
         time_sampling = time.perf_counter() - t0
-        if on_paths is not None:
-            on_paths(it, paths)
+        if on_rollouts is not None:
+            on_rollouts(it, batch)
 
-        advantages, returns = advantages_and_returns(paths, baseline, cfg.gamma, cfg.gae_lambda)
+        advantages, returns = advantages_and_returns(batch, baseline, cfg.gamma, cfg.gae_lambda)
         step = npg_step(
             policy,
-            np.concatenate([p["observations"] for p in paths]),
-            np.concatenate([p["actions"] for p in paths]),
+            np.concatenate([r["observations"] for r in batch]),
+            np.concatenate([r["actions"] for r in batch]),
             np.concatenate(advantages),
             demo_obs if use_demos else None,
             demo_act if use_demos else None,
@@ -149,29 +154,30 @@ def train_dapg(
             step_size=cfg.step_size, cg_iters=cfg.cg_iters, damping=cfg.cg_damping,
         )
 
-        scores = np.array([p["rewards"].sum() for p in paths])
+        scores = np.array([r["rewards"].sum() for r in batch])
         running_score = (float(scores.mean()) if running_score is None
                          else 0.9 * running_score + 0.1 * float(scores.mean()))
         t0 = time.perf_counter()
-        vf_before, vf_after = baseline.fit([p["observations"] for p in paths], returns)
+        vf_before, vf_after = baseline.fit([r["observations"] for r in batch], returns)
         time_vf = time.perf_counter() - t0
 
         row: dict[str, float] = {
             "iteration": it, "time_sampling": time_sampling,
             "stoc_pol_mean": float(scores.mean()), "stoc_pol_std": float(scores.std()),
             "stoc_pol_max": float(scores.max()), "stoc_pol_min": float(scores.min()),
-            **step, "running_score": running_score, "success_rate": success_rate(paths, task),
-            "num_samples": int(sum(len(p["rewards"]) for p in paths)), "time_VF": time_vf,
+            **step, "running_score": running_score, "success_rate": success_rate(batch, task),
+            "num_samples": int(sum(len(r["rewards"]) for r in batch)), "time_VF": time_vf,
             "VF_error_before": vf_before, "VF_error_after": vf_after, "eval_score": float("nan"),
         }
         if eval_episodes > 0:
             t0 = time.perf_counter()
-            ev = (eval_sampler or sampler).sample(policy, eval_episodes, cfg.horizon, eval_seed,
-                                                  deterministic=True)
-            row["eval_score"] = float(np.mean([p["rewards"].sum() for p in ev]))
-            eval_rows.append({"iteration": it, "eval_score": row["eval_score"],
-                              "eval_success_rate": success_rate(ev, task),
+            ev = summarize((eval_sampler or sampler).sample(
+                policy, eval_episodes, cfg.horizon, eval_seed, deterministic=True), task)
+            row["eval_score"] = ev["mean_return"]
+            eval_rows.append({"iteration": it, "eval_score": ev["mean_return"],
+                              "eval_success_rate": ev["success_rate"],
                               "time_eval": time.perf_counter() - t0})
+        _require_finite(it, row, policy, cfg, ckpt_path, eval_episodes > 0)
         rows.append(row)
 
         save_checkpoint(ckpt_path, {

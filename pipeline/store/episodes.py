@@ -1,7 +1,10 @@
 """Episode files (HDF5, robomimic layout) written by the render stage and read by encode.
 
-    data/                       attrs: env_args (JSON), source_sha256, total, cameras (JSON)
-      demo_<i>/                 attrs: num_samples, complete, model_state (JSON), fidelity (JSON)
+    data/                       attrs: env_args (JSON), source_sha256, total, cameras (JSON),
+                                       info (JSON: who wrote the file and how)
+      demo_<i>/                 attrs: num_samples, complete, and each of the episode's own
+                                       attrs as JSON (render: fidelity, model_state;
+                                       rollouts: success, return, seed)
         actions   (T, A) float32
         rewards   (T,)   float32
         dones     (T,)   bool
@@ -11,13 +14,19 @@
         obs/state   (T, obs_dim) float32   the task's low-dimensional observation
 
 A demo group counts only once its ``complete`` attribute is set, so an interrupted render resumes
-by rewriting the unfinished group and skipping the finished ones.
+by rewriting the unfinished group and skipping the finished ones. A file that HDF5 cannot open
+is moved aside, never deleted; one that another process holds open is refused.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,20 @@ import numpy as np
 from pipeline.errors import bad_store
 
 IMAGE_SUFFIX = "_image"
+_GROUP_ATTRS = ("num_samples", "complete")  # written by the writer itself, not JSON
+
+
+@dataclass
+class Episode:
+    """One episode as stored: row t of every array is step t (the state action t was taken in)."""
+
+    frames: dict[str, np.ndarray]  # camera -> (T, H, W, 3) uint8
+    actions: np.ndarray  # (T, A)
+    rewards: np.ndarray  # (T,)
+    states: np.ndarray  # (T, nq + nv)
+    proprio: np.ndarray  # (T, 24)
+    observations: np.ndarray  # (T, obs_dim) the task's low-dimensional observation
+    attrs: dict[str, Any] = field(default_factory=dict)  # JSON-able, per episode
 
 
 def _demo_name(i: int) -> str:
@@ -37,25 +60,62 @@ def _demo_index(name: str) -> int:
     return int(name.split("_", 1)[1])
 
 
+def _held_elsewhere(path: Path, exc: OSError) -> bool:
+    """Whether `path` is locked by another process (HDF5 locks files it has open)."""
+    if isinstance(exc, BlockingIOError) or exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+        return True
+    if "unable to lock file" in str(exc):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def open_for_append(path: Path, log: Callable[[str], None] | None = None) -> h5py.File:
+    """Open (or create) an episode file to add episodes to.
+
+    An unreadable file (a crash mid-write) is moved to ``<name>.corrupt-<UTC time>`` and started
+    over; a file another process has open is refused, since it may be that process's data.
+    """
+    try:
+        return h5py.File(path, "a")
+    except OSError as exc:
+        if not path.is_file():
+            raise
+        if _held_elsewhere(path, exc):
+            raise bad_store(str(path), "the episode file is open in another process (HDF5 file "
+                            "lock)", "wait for that process to finish or stop it, then re-run; "
+                            "do not delete the file while it is in use") from exc
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        path.rename(aside)
+        (log or logging.getLogger(__name__).warning)(
+            f"{path} could not be opened ({exc}); moved it to {aside} and starting over")
+        return h5py.File(path, "a")
+
+
 class EpisodeWriter:
     def __init__(self, path: Path, env_args: Mapping[str, Any], source_sha256: str,
-                 cameras: tuple[str, ...]) -> None:
+                 cameras: tuple[str, ...], info: Mapping[str, Any] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
-        try:
-            self.file = h5py.File(self.path, "a")
-        except OSError:  # a crash mid-write can leave an unreadable file: start it over
-            self.path.unlink(missing_ok=True)
-            self.file = h5py.File(self.path, "a")
+        self.file = open_for_append(self.path, log)
         self.root = self.file.require_group("data")
         self.root.attrs["env_args"] = json.dumps(env_args, sort_keys=True)
         self.root.attrs["source_sha256"] = source_sha256
         self.root.attrs["cameras"] = json.dumps(list(cameras))
+        if info is not None:
+            self.root.attrs["info"] = json.dumps(info, sort_keys=True)
 
     def completed(self) -> set[int]:
         return {_demo_index(n) for n, g in self.root.items() if g.attrs.get("complete", False)}
 
-    def write(self, index: int, episode: Any) -> None:
-        """Write one replayed episode (see ``pipeline.envs.replay.ReplayedEpisode``)."""
+    def write(self, index: int, episode: Episode) -> None:
         name = _demo_name(index)
         if name in self.root:
             del self.root[name]
@@ -74,8 +134,11 @@ class EpisodeWriter:
         obs.create_dataset("proprio", data=episode.proprio.astype(np.float32))
         obs.create_dataset("state", data=episode.observations.astype(np.float32))
         g.attrs["num_samples"] = steps
-        g.attrs["model_state"] = json.dumps({k: np.asarray(v).tolist() for k, v in episode.model_state.items()})
-        g.attrs["fidelity"] = json.dumps(episode.fidelity)
+        for key, value in episode.attrs.items():
+            if key in _GROUP_ATTRS:
+                raise bad_store(f"{self.path}:{name}", f"episode attribute {key!r} is reserved "
+                                "for the writer", f"name it other than {', '.join(_GROUP_ATTRS)}")
+            g.attrs[key] = json.dumps(value)
         g.attrs["complete"] = True
         self.file.flush()
 
@@ -103,6 +166,7 @@ class EpisodeReader:
         self.env_args: dict[str, Any] = json.loads(root.attrs["env_args"])
         self.source_sha256 = str(root.attrs["source_sha256"])
         self.cameras: list[str] = json.loads(root.attrs["cameras"])
+        self.info: dict[str, Any] = json.loads(root.attrs.get("info", "{}"))
 
     def __enter__(self) -> EpisodeReader:
         return self
@@ -134,8 +198,9 @@ class EpisodeReader:
         return self.read_rows(key, 0, self.num_rows)
 
     def attrs(self, index: int) -> dict[str, Any]:
+        """The episode's own attributes (``Episode.attrs``), decoded."""
         g = self.groups[index]
-        return {k: json.loads(v) if k in ("fidelity", "model_state") else v for k, v in g.attrs.items()}
+        return {k: json.loads(v) for k, v in g.attrs.items() if k not in _GROUP_ATTRS}
 
     def close(self) -> None:
         self.file.close()

@@ -1,0 +1,138 @@
+"""Env backends for the rollout loop: envs in this process, or spread over worker processes.
+
+A backend is made from an env factory (``make_env()``, picklable: it is sent to workers) and a
+view (``view(env, obs)``, the raw observation the loop gets after each reset and step). Any env
+with ``reset(seed=) -> obs`` and ``step(action) -> (obs, reward, done, info)`` fits, so another
+task family needs only its factory. Neither MuJoCo nor torch is imported here: the Adroit env
+is imported when the first env is made, in whichever process makes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from pipeline.rl.rollouts import Array
+from pipeline.rl.workers import PipeWorkers
+
+View = Callable[[Any, Array], Any]
+
+
+def adroit_env(task: str, **kwargs: Any) -> Any:
+    """An AdroitEnv for sampling: the loop owns the horizon, so the env's own limit is off."""
+    from pipeline.envs.adroit import AdroitEnv
+
+    return AdroitEnv(task, horizon=10**9, **kwargs)
+
+
+def env_vector(env: Any, obs: Array) -> Array:
+    """The env's own observation vector (state mode)."""
+    return obs
+
+
+def camera_view(env: Any, obs: Array) -> dict[str, Any]:
+    """Every camera's frame and the hand's proprioception (vision modes)."""
+    return {"frames": env.render_all(), "proprio": env.proprio()}
+
+
+def recorded_view(env: Any, obs: Array) -> dict[str, Any]:
+    """``camera_view`` plus the simulator state and low-dimensional observation, for storing."""
+    return {**camera_view(env, obs), "state": np.concatenate([env.data.qpos, env.data.qvel]),
+            "obs": env.observation()}
+
+
+class LocalEnvs:
+    """``size`` envs in this process, made on first use."""
+
+    def __init__(self, make_env: Callable[[], Any], size: int, view: View = env_vector) -> None:
+        self.make_env, self.size, self.view = make_env, size, view
+        self.envs: list[Any] = []
+
+    def _env(self, slot: int) -> Any:
+        while len(self.envs) <= slot:
+            self.envs.append(self.make_env())
+        return self.envs[slot]
+
+    def reset(self, slots: Sequence[int], seeds: Sequence[int]) -> list[Any]:
+        out = []
+        for slot, seed in zip(slots, seeds, strict=True):
+            env = self._env(slot)
+            out.append(self.view(env, env.reset(seed=seed)))
+        return out
+
+    def step(self, slots: Sequence[int], actions: Array) -> tuple[list[Any], list[float], list[bool]]:
+        observations, rewards, success = [], [], []
+        for slot, action in zip(slots, actions, strict=True):
+            env = self.envs[slot]
+            obs, reward, _, info = env.step(action)
+            observations.append(self.view(env, obs))
+            rewards.append(reward)
+            success.append(bool(info.get("success", False)))
+        return observations, rewards, success
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
+
+def _serve(conn: Connection, make_env: Callable[[], Any], size: int, view: View) -> None:
+    envs = LocalEnvs(make_env, size, view)
+    try:
+        while (msg := conn.recv()) is not None:
+            kind, slots, payload = msg
+            conn.send(envs.reset(slots, payload) if kind == "reset" else envs.step(slots, payload))
+    finally:
+        envs.close()
+        conn.close()
+
+
+class WorkerEnvs:
+    """``size`` envs spread round-robin over ``workers`` processes, all stepped each call.
+
+    Only actions go out and views come back, so the caller can batch its own per-step work
+    (encoding every env's frame at once) while the workers render in parallel.
+    ``seconds`` adds up the time spent waiting for the workers.
+    """
+
+    def __init__(self, make_env: Callable[[], Any], size: int, workers: int = 2,
+                 view: View = camera_view) -> None:
+        self.size = size
+        workers = max(1, min(workers, size))
+        self.where = [(s % workers, s // workers) for s in range(size)]  # slot -> (worker, local)
+        counts = [sum(1 for w, _ in self.where if w == worker) for worker in range(workers)]
+        self.workers = PipeWorkers(_serve, [(make_env, n, view) for n in counts])
+        self.seconds = 0.0
+
+    def reset(self, slots: Sequence[int], seeds: Sequence[int]) -> list[Any]:
+        return self._exchange("reset", slots, seeds)
+
+    def step(self, slots: Sequence[int], actions: Array) -> tuple[list[Any], list[float], list[bool]]:
+        replies = self._exchange("step", slots, list(actions))
+        return [r[0] for r in replies], [r[1] for r in replies], [r[2] for r in replies]
+
+    def _exchange(self, kind: str, slots: Sequence[int], payload: Sequence[Any]) -> list[Any]:
+        """Send each slot's item to its worker; the replies come back in slot order."""
+        started = time.perf_counter()
+        per_worker: dict[int, list[tuple[int, int, Any]]] = {}
+        for slot, item in zip(slots, payload, strict=True):
+            worker, local = self.where[slot]
+            per_worker.setdefault(worker, []).append((slot, local, item))
+        for worker, entries in per_worker.items():
+            self.workers.conns[worker].send(
+                (kind, [local for _, local, _ in entries], [item for _, _, item in entries]))
+        replies: dict[int, Any] = {}
+        for worker, entries in per_worker.items():
+            reply = self.workers.conns[worker].recv()
+            items = reply if kind == "reset" else list(zip(*reply, strict=True))
+            for (slot, _, _), item in zip(entries, items, strict=True):
+                replies[slot] = item
+        self.seconds += time.perf_counter() - started
+        return [replies[slot] for slot in slots]
+
+    def close(self) -> None:
+        self.workers.close()

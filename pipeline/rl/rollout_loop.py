@@ -1,0 +1,133 @@
+"""The one rollout loop, shared by every sampler: N envs in lockstep, one policy call per step.
+
+Trajectory i of a call resets its env with seed ``seed + i`` and draws its action noise from
+``default_rng(seed + i)`` (mjrl's ``base_seed + ep``), and any observation noise from
+``default_rng([seed + i, 1])``, so a rollout does not depend on how trajectories are spread over
+envs, waves or processes. Where the envs live and what the policy sees are the two parts that
+vary, and both are arguments:
+
+- an env backend (``EnvBackend``): ``reset(slots, seeds)`` and ``step(slots, actions)`` on a
+  fixed number of env slots, in this process or in workers (``pipeline.rl.env_backends``);
+- an observation function ``observe(raw observations of all live envs, their noise rngs)``
+  that returns the policy inputs of all of them at once: state mode stacks the env vectors,
+  vision modes encode every env's frame as one batch (``pipeline.rl.vision``).
+
+This module imports neither MuJoCo nor torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from pipeline.rl.rollouts import Array, Rollout
+
+if TYPE_CHECKING:
+    from pipeline.rl.policy import GaussianMLPPolicy
+
+Observe = Callable[[Sequence[Any], Sequence[np.random.Generator]], Array]
+# Turns one trajectory's raw observations (one per step, before its action) into extra fields.
+Record = Callable[[Sequence[Any]], dict[str, Any]]
+
+
+class EnvBackend(Protocol):
+    """``size`` env slots; a raw observation is whatever the backend's envs report per step."""
+
+    size: int
+
+    def reset(self, slots: Sequence[int], seeds: Sequence[int]) -> list[Any]: ...
+
+    def step(self, slots: Sequence[int], actions: Array) -> tuple[list[Any], list[float], list[bool]]:
+        """Raw observations after the step, rewards, and the env's per-step success signal."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def stacked(raw: Sequence[Any], rngs: Sequence[np.random.Generator]) -> Array:
+    """Oracle state mode: the policy sees the env's own observation vector."""
+    return np.stack(raw)
+
+
+def run_rollouts(envs: EnvBackend, observe: Observe, policy: GaussianMLPPolicy, ids: Sequence[int],
+                 horizon: int, seed: int, deterministic: bool = False,
+                 record: Record | None = None) -> list[Rollout]:
+    """Rollouts of trajectories `ids`, in waves of ``envs.size``; see the module docstring."""
+    out: list[Rollout] = []
+    for start in range(0, len(ids), envs.size):
+        out += _wave(envs, observe, policy, ids[start:start + envs.size], horizon, seed,
+                     deterministic, record)
+    return out
+
+
+def _wave(envs: EnvBackend, observe: Observe, policy: GaussianMLPPolicy, ids: Sequence[int],
+          horizon: int, seed: int, deterministic: bool, record: Record | None) -> list[Rollout]:
+    slots = list(range(len(ids)))
+    seeds = [seed + i for i in ids]
+    action_rngs = [np.random.default_rng(s) for s in seeds]
+    obs_rngs = [np.random.default_rng([s, 1]) for s in seeds]
+    raw = envs.reset(slots, seeds)
+    inputs = _inputs(observe, raw, obs_rngs)
+    steps: list[dict[str, list[Any]]] = [
+        {"observations": [], "actions": [], "rewards": [], "success": [], "raw": []} for _ in ids
+    ]
+    for _ in range(horizon):
+        noise = None if deterministic else np.stack(
+            [rng.standard_normal(policy.act_dim) for rng in action_rngs])
+        actions = policy.act(inputs, noise)
+        next_raw, rewards, success = envs.step(slots, actions)
+        for k, s in enumerate(steps):
+            s["observations"].append(inputs[k])
+            s["actions"].append(actions[k])
+            s["rewards"].append(rewards[k])
+            s["success"].append(success[k])
+            if record is not None:
+                s["raw"].append(raw[k])
+        raw = next_raw
+        inputs = _inputs(observe, raw, obs_rngs)
+    return [_rollout(s, seed_, record) for s, seed_ in zip(steps, seeds, strict=True)]
+
+
+def _inputs(observe: Observe, raw: Sequence[Any], rngs: Sequence[np.random.Generator]) -> Array:
+    # A copy: a backend may reuse its buffers, the rollout keeps these rows.
+    return np.array(observe(raw, rngs), dtype=np.float32)
+
+
+def _rollout(steps: dict[str, list[Any]], seed: int, record: Record | None) -> Rollout:
+    # Adroit (gymnasium-robotics v1) never ends an episode early, so every rollout is a horizon cut.
+    rollout: Rollout = {"observations": np.asarray(steps["observations"], dtype=np.float32),
+                        "actions": np.asarray(steps["actions"]),
+                        "rewards": np.asarray(steps["rewards"], dtype=np.float64),
+                        "success": np.asarray(steps["success"], dtype=bool),
+                        "terminated": np.asarray(False), "seed": np.asarray(seed)}
+    if record is not None:
+        rollout.update(record(steps["raw"]))
+    return rollout
+
+
+class LoopSampler:
+    """A sampler (``pipeline.rl.rollouts.Sampler``): the rollout loop over one env backend."""
+
+    def __init__(self, envs: EnvBackend, observe: Observe = stacked,
+                 record: Record | None = None) -> None:
+        self.envs, self.observe, self.record = envs, observe, record
+
+    def sample(self, policy: GaussianMLPPolicy, n_trajectories: int, horizon: int, seed: int,
+               deterministic: bool = False) -> list[Rollout]:
+        return self.sample_ids(policy, range(n_trajectories), horizon, seed, deterministic)
+
+    def sample_ids(self, policy: GaussianMLPPolicy, ids: Sequence[int], horizon: int, seed: int,
+                   deterministic: bool = False) -> list[Rollout]:
+        return run_rollouts(self.envs, self.observe, policy, ids, horizon, seed, deterministic,
+                            self.record)
+
+    def close(self) -> None:
+        self.envs.close()
+
+    def __enter__(self) -> LoopSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
