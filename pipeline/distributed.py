@@ -21,13 +21,25 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def get_client(scheduler: str | None = None, workers: int = 2,
-               threads_per_worker: int = 1) -> Client:
+               threads_per_worker: int = 1, resources: dict[str, float] | None = None,
+               child_processes: bool = False) -> Client:
     """A client of ``scheduler`` (``tcp://host:8786``), else of a new local cluster.
 
     The local cluster uses worker processes, not threads: encoders and zarr codecs hold the GIL
     for parts of their work, and one thread per worker keeps torch from oversubscribing cores.
     Closing the client also shuts down a local cluster it started.
+
+    ``resources`` are declared by every local worker (``{"CELL": 1}``: tasks asking for a CELL run
+    one per worker; a GPU worker would declare ``{"GPU": 1}``). A remote cluster's workers
+    declare theirs when started (``dask worker ADDRESS --resources CELL=1``).
+    ``child_processes``: tasks may start processes of their own (the rollout samplers do); a
+    remote cluster's workers need ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` for that.
     """
+    if child_processes:
+        # Workers are daemonic by default, and a daemonic process may not have children. Set for
+        # the rest of this process, not only while the cluster starts: a nanny reads it again
+        # whenever it restarts a worker that died. A worker still exits with its nanny.
+        dask.config.set({"distributed.worker.daemon": False})
     if scheduler:
         return Client(scheduler)
     environ = {var: str(threads_per_worker) for var in _THREAD_VARS} | _MALLOC
@@ -36,4 +48,5 @@ def get_client(scheduler: str | None = None, workers: int = 2,
         # and warns; with no dashboard that port is never shown to anyone.
         warnings.filterwarnings("ignore", message="Port .* is already in use")
         return Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                      dashboard_address=None, silence_logs=logging.WARNING)
+                      dashboard_address=None, silence_logs=logging.WARNING,
+                      **({"resources": resources} if resources else {}))
