@@ -1,0 +1,124 @@
+"""Learning curves from cached logs: ours per cell and per group of seeds, and RRL's.
+
+The curve is the success rate of the trajectories sampled at each DAPG iteration (the stochastic
+policy), the column RRL logs as ``success_rate``, against the environment samples used so far
+(the cumulative ``num_samples``; RRL's logs record 40,000 per iteration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.plots import read_csv_rows
+from pipeline.runner import MANIFEST
+from pipeline.study.cells import TARGET, CellPlan
+
+RRL_ENCODER = "resnet34"  # RRL's logs: ResNet34 features of the task's cameras + proprioception
+RRL_OBS_MODE = "vision+proprio"
+
+
+@dataclass(frozen=True)
+class Curve:
+    samples: np.ndarray  # cumulative environment samples after each iteration
+    success: np.ndarray  # percent
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """What a cell's cache holds: its state, DAPG logs and stage summaries."""
+
+    plan: CellPlan
+    state: str  # "done" | "partial" | "missing"
+    curve: Curve | None
+    eval_success: float | None  # last per-iteration evaluation (mean action), percent
+    evaluate: dict[str, Any] | None  # the evaluate stage's summary
+    seconds: float | None  # bc + DAPG iterations + evaluate
+
+
+def curve_of(rows: list[dict[str, float]]) -> Curve:
+    return Curve(np.cumsum([r["num_samples"] for r in rows]),
+                 np.array([r["success_rate"] for r in rows]))
+
+
+def collect(p: CellPlan, data_dir: Path) -> CellRun:
+    dapg_dir = p.out_dir(data_dir, "dapg")
+    rows = read_csv_rows(dapg_dir / "log.csv") if (dapg_dir / "log.csv").exists() else []
+    evals = read_csv_rows(dapg_dir / "eval.csv") if (dapg_dir / "eval.csv").exists() else []
+    manifests = {s: _manifest(p.out_dir(data_dir, s)) for s in p.own}
+    target = manifests.get(TARGET)
+    done = target is not None
+    state = "done" if done else "partial" if rows else "missing"
+    seconds = None
+    if done:
+        # DAPG's time from its per-iteration log, which survives a resume (its manifest would
+        # count only the last run); bc and evaluate from their manifests.
+        dapg_time = sum(r["time_sampling"] + r["time_vpg"] + r["time_npg"] + r["time_VF"] for r in rows)
+        seconds = dapg_time + sum(r["time_eval"] for r in evals) + sum(
+            float(m["seconds"]) for s, m in manifests.items() if m and s != "dapg")
+    return CellRun(p, state, curve_of(rows) if rows else None,
+                   evals[-1]["eval_success_rate"] if evals else None,
+                   target["summary"] if target is not None else None, seconds)
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    import json
+
+    path = folder / MANIFEST
+    return dict(json.loads(path.read_text())) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class Band:
+    """Mean and min-max over seeds, on the iterations every seed reached."""
+
+    samples: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    seeds: int
+
+
+def band(curves: list[Curve]) -> Band:
+    n = min(len(c.success) for c in curves)
+    ys = np.stack([c.success[:n] for c in curves])
+    xs = np.stack([c.samples[:n] for c in curves])
+    return Band(xs.mean(0), ys.mean(0), ys.min(0), ys.max(0), len(curves))
+
+
+def samples_to(curve: Curve | Band, threshold: float) -> float | None:
+    """Environment samples when the success first reached `threshold` percent, else None."""
+    y = curve.mean if isinstance(curve, Band) else curve.success
+    hits = np.nonzero(y >= threshold)[0]
+    return float(curve.samples[hits[0]]) if len(hits) else None
+
+
+def reference_curves(folder: Path, task: str) -> list[Curve]:
+    """RRL's own logs for `task` (ResNet34, one per seed)."""
+    return [curve_of(read_csv_rows(p)) for p in sorted(folder.glob(f"{task}-v0_*.log.csv"))
+            if f"_{RRL_ENCODER}_" in p.name]
+
+
+def matches_reference(p: CellPlan) -> bool:
+    """Whether RRL's logs ran this cell's setting (task aside): encoder and observation."""
+    cfg = p.cell.config
+    return cfg.policy.obs_mode == RRL_OBS_MODE and cfg.encode.encoder == RRL_ENCODER
+
+
+def weights_label(p: CellPlan) -> str:
+    """The encoder weights' identity as the encode key records it; random weights stand out."""
+    if "encode" not in p.inputs:
+        return "none (state)"
+    w = p.inputs["encode"]["inputs"]["weights"]
+    if w.get("kind") == "random":
+        return "RANDOM"
+    if w.get("kind") == "file":
+        return f"file sha256 {str(w.get('sha256'))[:12]}"
+    return f"{w.get('kind')} {w.get('tag', '')}".strip()
+
+
+def is_random(p: CellPlan) -> bool:
+    return weights_label(p) == "RANDOM"

@@ -1,0 +1,67 @@
+"""The report's figure: one panel per experiment and task, success against samples."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.study.curves import Band
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+LOG_X_RATIO = 20  # RRL's logs span far more samples than a reduced run: switch to a log axis
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    curves: dict[str, Band]  # legend label -> mean and spread over seeds
+    reference: Band | None  # RRL's logs, when they ran this setting
+
+
+def draw_panels(panels: list[Panel], png: Path, subtitle: str, warning: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = min(3, max(1, len(panels)))
+    nrows = math.ceil(len(panels) / ncols) or 1
+    width = max(8.0, 5.6 * ncols)  # room for the title's warning line
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 4.4 * nrows + 0.6), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        _draw(ax, panel)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    title = f"success rate vs environment samples ({subtitle})"
+    fig.suptitle(title + (f"\n{warning}" if warning else ""), fontsize=10,
+                 color="firebrick" if warning else "black")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def _draw(ax: Axes, panel: Panel) -> None:
+    ours_max = 0.0
+    for label, b in panel.curves.items():
+        (line,) = ax.plot(b.samples, b.mean, marker="." if len(b.samples) < 30 else None,
+                          label=label, ls="--" if "RANDOM" in label else "-")
+        if b.seeds > 1:
+            ax.fill_between(b.samples, b.low, b.high, color=line.get_color(), alpha=0.2)
+        ours_max = max(ours_max, float(b.samples[-1]))
+    ref = panel.reference
+    if ref is not None:
+        ax.plot(ref.samples, ref.mean, color="grey", lw=1,
+                label=f"RRL's logs (resnet34, ImageNet, {ref.seeds} seeds)")
+        ax.fill_between(ref.samples, ref.low, ref.high, color="grey", alpha=0.15)
+        if ours_max and float(ref.samples[-1]) > LOG_X_RATIO * ours_max:
+            ax.set_xscale("log")
+    if not panel.curves:
+        ax.text(0.5, 0.5, "no finished cells yet", ha="center", transform=ax.transAxes)
+    ax.set(title=panel.title, xlabel="environment samples", ylabel="sampled success rate (%)",
+           ylim=(-2, 102))
+    ax.legend(fontsize=7, loc="best")

@@ -1,0 +1,147 @@
+"""The report of one or more experiments: a PNG (a panel per experiment and task) and a table.
+
+A pure function of the cells' cached logs: nothing is run, so it rebuilds in seconds, and a
+report made while an experiment runs shows the cells finished so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.config import PipelineConfig
+from pipeline.runner import Stage
+from pipeline.study.cells import CellPlan, plan
+from pipeline.study.curves import (
+    CellRun,
+    band,
+    collect,
+    is_random,
+    matches_reference,
+    reference_curves,
+    samples_to,
+    weights_label,
+)
+from pipeline.study.figure import Panel, draw_panels
+from pipeline.study.spec import Experiment
+
+THRESHOLDS = (50.0, 90.0)
+CURVE_NOTE = (
+    "Curves: success rate (%) of the trajectories sampled at each DAPG iteration (stochastic "
+    "policy), the `success_rate` column of RRL's logs, against the environment samples used so "
+    "far; line = mean over seeds, band = min-max over seeds, on the iterations all seeds reached. "
+    "Only finished cells are drawn. RRL's own logs (ResNet34, ImageNet weights, 3 seeds) are drawn "
+    "where the task, encoder and observation match.")
+
+
+def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineConfig,
+                 stages: dict[str, Stage], data_dir: Path, prefix: Path,
+                 reference_dir: Path) -> tuple[Path, Path]:
+    """Write ``prefix.png`` and ``prefix.md``; returns their paths."""
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    png, md = prefix.with_suffix(".png"), prefix.with_suffix(".md")
+    panels, sections, random = [], [], False
+    for exp in experiments:
+        runs = [collect(p, data_dir) for p in plan(exp, exp.cells(budget, base), stages, data_dir)]
+        for task in dict.fromkeys(r.plan.cell.config.task for r in runs):
+            in_task = [r for r in runs if r.plan.cell.config.task == task]
+            panels.append(_panel(exp, task, in_task, reference_dir))
+        sections += _section(exp, runs, reference_dir)
+        random = random or any(is_random(r.plan) for r in runs)
+    note = "RANDOM encoder weights (dashed): a pipeline check, not ImageNet features"
+    draw_panels(panels, png, f"budget {budget!r}", note if random else "")
+    lines = [f"# Report: {', '.join(e.name for e in experiments)} (budget `{budget}`)", "",
+             f"![learning curves]({png.name})", "", CURVE_NOTE, ""]
+    if random:
+        lines += [f"**{note}** (cells marked RANDOM).", ""]
+    lines += sections
+    md.write_text("\n".join(lines).rstrip() + "\n")
+    return png, md
+
+
+def _panel(exp: Experiment, task: str, runs: list[CellRun], reference_dir: Path) -> Panel:
+    groups: dict[str, list[CellRun]] = {}
+    for r in runs:
+        groups.setdefault(r.plan.cell.group, []).append(r)
+    curves = {}
+    for group, members in groups.items():
+        done = [r.curve for r in members if r.state == "done" and r.curve is not None]
+        if done:
+            label = f"{group} ({len(done)} seed{'s' * (len(done) > 1)})"
+            curves[label + (" [RANDOM weights]" if is_random(members[0].plan) else "")] = band(done)
+    refs = reference_curves(reference_dir, task) if any(matches_reference(r.plan) for r in runs) else []
+    return Panel(f"{exp.title}: {task}", curves, band(refs) if refs else None)
+
+
+def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[str]:
+    lines = [f"## {exp.name}: {exp.title}", ""]
+    if exp.description:
+        lines += [exp.description, ""]
+    lines += ["| group | seeds done | final sampled success, mean (min-max) | samples to 50% | "
+              "samples to 90% |", "| --- | --- | --- | --- | --- |"]
+    groups: dict[str, list[CellRun]] = {}
+    for r in runs:
+        groups.setdefault(r.plan.cell.group, []).append(r)
+    for group, members in groups.items():
+        done = [r.curve for r in members if r.state == "done" and r.curve is not None]
+        if not done:
+            lines.append(f"| {group} | 0/{len(members)} | - | - | - |")
+            continue
+        finals = [c.success[-1] for c in done]
+        b = band(done)
+        lines.append(f"| {group} | {len(done)}/{len(members)} | {sum(finals) / len(finals):.1f}% "
+                     f"({min(finals):.1f}-{max(finals):.1f}) | "
+                     + " | ".join(_samples(samples_to(b, t)) for t in THRESHOLDS) + " |")
+    for task in dict.fromkeys(r.plan.cell.config.task for r in runs):
+        if any(matches_reference(r.plan) for r in runs if r.plan.cell.config.task == task):
+            refs = reference_curves(reference_dir, task)
+            if refs:
+                b = band(refs)
+                lines.append(f"| RRL's logs ({task}, {len(refs)} seeds) | {len(refs)} | "
+                             f"{b.mean[-1]:.1f}% ({b.low[-1]:.1f}-{b.high[-1]:.1f}) | "
+                             + " | ".join(_samples(samples_to(b, t)) for t in THRESHOLDS) + " |")
+    lines += ["", "| cell | state | encoder | weights | obs | iterations | samples | sampled success "
+              "(last iteration) | eval success (last iteration) | evaluate stage | samples to 50% | "
+              "samples to 90% | wall time | key (evaluate) |",
+              "| " + " | ".join(["---"] * 14) + " |"]
+    lines += [_cell_row(r) for r in runs]
+    lines += ["", "Keys: `data/evaluate/<key>/`; the cell's DAPG logs are in `data/dapg/<dapg key>/` "
+              "(`rrl experiment status` lists them). Wall time: bc + DAPG iterations (from its log, "
+              "which survives resumes) + evaluate.", ""]
+    return lines
+
+
+def _cell_row(r: CellRun) -> str:
+    p: CellPlan = r.plan
+    cfg = p.cell.config
+    vision = "encode" in p.keys
+    encoder = f"{cfg.encode.encoder} ({cfg.encode.precision})" if vision else "-"
+    weights = weights_label(p)
+    weights = f"**{weights}**" if weights == "RANDOM" else weights
+    c = r.curve
+    state = r.state if r.state != "partial" or c is None else (
+        f"partial ({len(c.success)}/{cfg.dapg.iterations})")
+    ev = r.evaluate
+    cells = [
+        p.cell.name, state, encoder, weights, cfg.policy.obs_mode,
+        str(len(c.success)) if c is not None else "0",
+        f"{int(c.samples[-1]):,}" if c is not None else "0",
+        f"{c.success[-1]:.1f}%" if c is not None else "-",
+        f"{r.eval_success:.1f}%" if r.eval_success is not None else "-",
+        f"{ev['success_rate']:.1f}% of {ev['episodes']}" if ev else "-",
+        *(_samples(samples_to(c, t)) if c is not None else "-" for t in THRESHOLDS),
+        _duration(r.seconds),
+        f"`{p.key[:12]}` (dapg `{p.keys['dapg'][:12]}`)" if "dapg" in p.keys else f"`{p.key[:12]}`",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _samples(n: float | None) -> str:
+    return f"{int(n):,}" if n is not None else "not reached"

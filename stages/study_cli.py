@@ -1,0 +1,102 @@
+"""`rrl experiment run|status NAME` and `rrl report NAME...`: the study layer's commands.
+
+An experiment's cells start from the config the global options give (``SCHEDULER=``,
+``STORE=``, ``SET=``...), then the file's values; `status` and `report` must be given the same
+options to find the same cells. ``NAME`` is ``experiments/NAME.toml`` or a path to a file.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
+from stages.options import BY_NAME, overrides
+
+if TYPE_CHECKING:
+    from pipeline.study.spec import Experiment
+
+study_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="Experiment grids: run their cells on dask, list their state.")
+DEFAULT_BUDGET = "smoke"  # the budget that runs on a laptop; `paper` is for a GPU machine
+BudgetOption = Annotated[str, typer.Option(envvar="RRL_BUDGET", help="named budget in the file")]
+
+
+def _base(ctx: typer.Context) -> tuple[PipelineConfig, Path]:
+    """The global options' config and data folder (set by `rrl`'s callback on the root)."""
+    params = ctx.find_root().params
+    values = {k: params.get(k) for k in BY_NAME}
+    config = PipelineConfig().with_overrides(overrides(values, params.get("set_") or []))
+    return config, Path(params.get("data") or "data")
+
+
+def _load(name: str) -> Experiment:
+    from pipeline.study.spec import find_experiment, load_experiment
+
+    return load_experiment(find_experiment(name))
+
+
+@study_app.command("run")
+def run(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment name or file")],
+        budget: BudgetOption = DEFAULT_BUDGET) -> None:
+    """Run every cell not yet done (shared stages first, then the cells on dask)."""
+    from pipeline.study.execute import run_experiment
+    from stages import STAGES
+
+    started = time.perf_counter()
+    base, data = _base(ctx)
+    outcomes = run_experiment(_load(name), budget, base, STAGES, data,
+                              log=lambda m: typer.echo(m, err=True))
+    for o in outcomes:
+        took = f" in {o.seconds:.0f} s" if o.status == "done" else ""
+        typer.echo(f"{o.name:<36} {o.key[:12]}  {o.status}{took}")
+    failed = [o for o in outcomes if o.status == "failed"]
+    typer.echo(f"{name} ({budget}): {len(outcomes) - len(failed)}/{len(outcomes)} cells done "
+               f"in {time.perf_counter() - started:.1f} s")
+    if failed:
+        raise PipelineError(f"{len(failed)} cell(s) failed: " + "; ".join(
+            f"{o.name}: {o.detail}" for o in failed) + ". Fix: see each cell's log; re-running "
+            "the experiment redoes only unfinished cells")
+
+
+@study_app.command("status")
+def status(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment name or file")],
+           budget: BudgetOption = DEFAULT_BUDGET) -> None:
+    """Each cell: done / running (its lock is held) / stale (why) / missing, with its key."""
+    from pipeline.study.cells import cell_state, plan, read_record, record_dir
+    from stages import STAGES
+
+    base, data = _base(ctx)
+    exp = _load(name)
+    record = read_record(record_dir(data, exp, budget))
+    for p in plan(exp, exp.cells(budget, base), STAGES, data):
+        st = cell_state(p, data, record.get(p.cell.name))
+        typer.echo(f"{st.name:<36} {st.key[:12]}  {st.state}" + (f": {st.detail}" if st.detail else ""))
+
+
+def report(ctx: typer.Context,
+           names: Annotated[list[str], typer.Argument(help="experiment names or files")],
+           budget: BudgetOption = DEFAULT_BUDGET,
+           out: Annotated[Path | None, typer.Option(
+               help="output path without suffix (writes .png and .md); default "
+                    "DATA/experiments/NAME/BUDGET/report")] = None) -> None:
+    """Learning curves (one panel per experiment and task) and tables, from the cached logs."""
+    from pipeline.study.report import write_report
+    from stages import STAGES
+    from stages.dapg import REFERENCE_LOGS
+
+    base, data = _base(ctx)
+    exps = [_load(n) for n in names]
+    prefix = out or data / "experiments" / "+".join(e.name for e in exps) / budget / "report"
+    png, md = write_report(exps, budget, base, STAGES, data, prefix, REFERENCE_LOGS)
+    typer.echo(f"report: {png}\ntable:  {md}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `experiment run|status` and `report` to the `rrl` app."""
+    app.add_typer(study_app, name="experiment")
+    app.command("report")(report)

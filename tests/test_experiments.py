@@ -1,0 +1,276 @@
+"""Experiment files: grid expansion, validation, shared upstream stages; a tiny experiment run on a
+real dask cluster (2 state cells), rerun as cache hits, its status; kill -9 and resume (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.runner import MANIFEST
+from pipeline.study.cells import cell_state, lock_holder, plan, shared_jobs
+from pipeline.study.execute import run_experiment
+from pipeline.study.spec import REPO_EXPERIMENTS, find_experiment, load_experiment
+from stages import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = """
+title = "two encoders"
+[base]
+"demos.task" = "door"
+"dapg.iterations" = 7
+[grid]
+"encode.encoder" = ["resnet18", "shufflenet_v2_x1_0"]
+"policy.seed" = [0, 1]
+[[cells]]
+name = "DAPG (state)"
+"policy.obs_mode" = "state"
+"dapg.iterations" = 9
+[budgets.smoke]
+"dapg.iterations" = 3
+"dapg.trajectories" = 4
+[budgets.paper]
+seeds = [0, 1, 2]
+"dapg.trajectories" = 200
+"""
+# Two state cells, small enough to run on a real cluster in a fast test.
+TINY = """
+title = "tiny"
+[base]
+"demos.task" = "door"
+"demos.path" = "{path}"
+"demos.sha256" = "{sha}"
+"policy.obs_mode" = "state"
+[grid]
+"policy.seed" = [0, 1]
+[budgets.smoke]
+parallel = 2
+"dapg.iterations" = {iterations}
+"dapg.trajectories" = 4
+"dapg.horizon" = 20
+"dapg.eval_episodes" = 2
+"dapg.envs" = 2
+"evaluate.episodes" = 2
+"evaluate.video_episodes" = 0
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "exp") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def tiny(tmp_path: Path, demos: tuple[Path, str], iterations: int = 2) -> Path:
+    return write(tmp_path, TINY.format(path=demos[0], sha=demos[1], iterations=iterations), "tiny")
+
+
+def test_grid_expands_to_cells_with_budget_and_cell_values(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, GRID))
+    cells = exp.cells("smoke")
+    assert [c.name for c in cells] == [
+        "encoder=resnet18 seed=0", "encoder=resnet18 seed=1", "encoder=shufflenet_v2_x1_0 seed=0",
+        "encoder=shufflenet_v2_x1_0 seed=1", "DAPG (state)"]
+    assert [c.group for c in cells][::2] == ["encoder=resnet18", "encoder=shufflenet_v2_x1_0",
+                                             "DAPG (state)"]
+    first, state = cells[0].config, cells[-1].config
+    # base < budget < cell: the budget overrides [base]; the extra cell overrides the budget.
+    assert first.encode.encoder == "resnet18" and first.dapg.iterations == 3
+    assert first.dapg.trajectories == 4 and state.dapg.iterations == 9
+    assert state.policy.obs_mode == "state" and first.policy.obs_mode == "vision+proprio"
+    paper = exp.cells("paper")  # the budget's seeds replace the grid's, in every cell
+    assert len(paper) == 2 * 3 + 3 and paper[-1].name == "DAPG (state) seed=2"
+    assert {c.config.dapg.trajectories for c in paper} == {200}
+
+
+def test_shared_upstream_stages_are_planned_once(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, GRID))
+    plans = plan(exp, exp.cells("smoke"), STAGES, tmp_path)
+    assert len({p.key for p in plans}) == 5
+    assert plans[0].own == ("bc", "dapg", "evaluate")
+    assert plans[0].shared == ("demos", "render", "encode") and plans[-1].shared == ("demos",)
+    jobs = [(stage, p.keys[stage]) for stage, p in shared_jobs(plans, STAGES)]
+    # One demos (shared by all), one render (both encoders), one encode per encoder.
+    assert [s for s, _ in jobs] == ["demos", "render", "encode", "encode"]
+    assert len(set(jobs)) == 4
+    assert plans[0].keys["encode"] == plans[1].keys["encode"] != plans[2].keys["encode"]
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    (GRID.replace('"encode.encoder"', '"encode.encodr"'), "encodr"),
+    (GRID.replace('"dapg.trajectories" = 4', '"dapg.trajectories" = 0'), "dapg.trajectories"),
+    (GRID.replace('"dapg.trajectories" = 4', '"dapg.trajectories" = "many"'), "dapg.trajectories"),
+    (GRID.replace('"policy.seed" = [0, 1]', '"policy.seed" = [0, -1]'), "policy.seed"),
+    (GRID.replace('title =', 'titel ='), "titel"),
+    (GRID.replace("seeds = [0, 1, 2]", "seeds = [0.5]"), "seeds"),
+    (GRID.replace('"policy.obs_mode" = "state"', '"policy.obs_mode" = "pixels"'), "policy.obs_mode"),
+    (GRID.replace('name = "DAPG (state)"', ""), "[[cells]] #1"),
+], ids=["unknown-field", "out-of-range", "wrong-type", "bad-grid-value", "unknown-top-level",
+        "bad-seeds", "bad-choice", "unnamed-cell"])
+def test_validation_names_the_file_and_the_field(tmp_path: Path, text: str, field: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    assert str(path) in str(err.value) and field in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_unknown_encoder_budget_and_duplicate_cells_are_refused(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, GRID.replace('"resnet18"', '"resnet19"')))
+    with pytest.raises(ConfigError, match="resnet19"):  # encoder names are known at planning
+        plan(exp, exp.cells("smoke"), STAGES, tmp_path)
+    with pytest.raises(ConfigError, match=r"budget.*'huge'.*paper, smoke"):
+        exp.budget("huge")
+    twice = GRID + '\n[[cells]]\nname = "again"\n"policy.obs_mode" = "state"\n"dapg.iterations" = 9\n'
+    exp = load_experiment(write(tmp_path, twice, "twice"))
+    with pytest.raises(ConfigError, match=r"'DAPG \(state\)' and 'again'.*same config"):
+        plan(exp, exp.cells("smoke"), STAGES, tmp_path)
+
+
+def test_shipped_experiments_expand_and_share_rrls_cell(tmp_path: Path) -> None:
+    names = sorted(p.stem for p in REPO_EXPERIMENTS.glob("*.toml") if not p.name.startswith("_"))
+    assert {"smoke", "encoders", "resnet_size", "inputs", "reward", "policy_size", "baselines"} <= set(names)
+    rrl_keys = {}
+    for name in names:
+        exp = load_experiment(find_experiment(name))
+        assert {"smoke", "paper"} <= set(exp.budgets), name
+        paper = plan(exp, exp.cells("paper"), STAGES, tmp_path)
+        assert {p.cell.config.dapg.iterations for p in paper} == {300}, name
+        assert {p.cell.config.policy.seed for p in paper} == {0, 1, 2}, name
+        for p in plan(exp, exp.cells("smoke"), STAGES, tmp_path):
+            cfg = p.cell.config
+            if (cfg.encode.encoder, cfg.policy.obs_mode, cfg.dapg.reward, cfg.policy.hidden) == (
+                    "resnet34", "vision+proprio", "dense", (256, 256)):
+                rrl_keys[name] = p.key
+    # RRL's own setting is one cell, computed once, whichever ablation runs it first.
+    assert len(rrl_keys) >= 5 and len(set(rrl_keys.values())) == 1
+
+
+def test_experiment_runs_on_dask_then_hits_the_cache(tiny_door_demos: tuple[Path, str],
+                                                     tmp_path: Path) -> None:
+    exp = load_experiment(tiny(tmp_path, tiny_door_demos))
+    data = tmp_path / "data"
+    logs: list[str] = []
+    first = run_experiment(exp, "smoke", exp_base(), STAGES, data, log=logs.append)
+    assert [o.status for o in first] == ["done", "done"], [o.detail for o in first]
+    plans = plan(exp, exp.cells("smoke"), STAGES, data)
+    for p in plans:
+        assert (data / "evaluate" / p.key[:12] / MANIFEST).exists()
+        # The cell ran in a dask worker process, which held the stage lock (and wrote its pid).
+        lock = (data / "dapg" / p.keys["dapg"][:12]).with_suffix(".lock").read_text()
+        assert lock.startswith("pid ") and lock != f"pid {os.getpid()}"
+        assert lock_holder((data / "dapg" / p.keys["dapg"][:12]).with_suffix(".lock")) is None
+        cell_log = data / "experiments/tiny/smoke/logs" / f"{p.cell.slug}.log"
+        assert "[dapg] running" in cell_log.read_text()
+    assert sum("shared demos" in m for m in logs) == 1
+    created = {p.key: _created(data, p) for p in plans}
+
+    second = run_experiment(exp, "smoke", exp_base(), STAGES, data, log=logs.append)
+    assert [o.status for o in second] == ["cache hit", "cache hit"]
+    assert {p.key: _created(data, p) for p in plans} == created
+
+    states = [cell_state(p, data) for p in plans]
+    assert [s.state for s in states] == ["done", "done"]
+    out = subprocess.run([sys.executable, "-m", "stages", "--data", str(data), "experiment",
+                          "status", str(tmp_path / "tiny.toml")], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[-1] for line in out.stdout.splitlines()] == ["done", "done"]
+    assert all(p.key[:12] in out.stdout for p in plans)
+
+
+def test_status_says_missing_stale_and_running(tiny_door_demos: tuple[Path, str],
+                                               tmp_path: Path) -> None:
+    import fcntl
+
+    from pipeline.study.cells import record_dir, write_record
+
+    data = tmp_path / "data"
+    exp = load_experiment(tiny(tmp_path, tiny_door_demos))
+    old = plan(exp, exp.cells("smoke"), STAGES, data)
+    assert cell_state(old[0], data).detail == "never run"
+    # A finished output under the cell's previous keys: after a config change the cell is stale.
+    for stage in ("dapg", "evaluate"):
+        folder = data / stage / old[0].keys[stage][:12]
+        folder.mkdir(parents=True)
+        (folder / MANIFEST).write_text(json.dumps(old[0].inputs[stage]))
+    write_record(record_dir(data, exp, "smoke"), old)
+    longer = load_experiment(tiny(tmp_path, tiny_door_demos, iterations=5))
+    new = plan(longer, longer.cells("smoke"), STAGES, data)
+    record = json.loads((record_dir(data, exp, "smoke") / "cells.json").read_text())
+    st = cell_state(new[0], data, record[new[0].cell.name])
+    assert st.state == "stale" and "dapg config: dapg.iterations 2 -> 5" in st.detail
+    # A held stage lock is a running cell; status only looks, it never takes the lock.
+    lock = (data / "dapg" / new[1].keys["dapg"][:12]).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert cell_state(new[1], data).state == "running"
+        assert lock_holder(lock) == f"pid {os.getpid()}"
+    assert cell_state(new[1], data).state == "missing"
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_rerun_keeps_finished_cells(tiny_door_demos: tuple[Path, str],
+                                                        tmp_path: Path) -> None:
+    path = tiny(tmp_path, tiny_door_demos, iterations=30)
+    path.write_text(path.read_text().replace("parallel = 2", "parallel = 1"))
+    exp = load_experiment(path)
+    data = tmp_path / "data"
+    plans = plan(exp, exp.cells("smoke"), STAGES, data)
+    cmd = [sys.executable, "-m", "stages", "--data", str(data), "experiment", "run", str(path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    try:
+        while not _one_done_one_started(data, plans):
+            assert proc.poll() is None, "the experiment ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no cell finished in 10 minutes"
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = next(p for p in plans if (data / "evaluate" / p.key[:12] / MANIFEST).exists())
+    created = _created(data, done)
+    # The workers exit with their nanny: the interrupted cell's lock is free again.
+    lock = (data / "dapg" / plans[1 - plans.index(done)].keys["dapg"][:12]).with_suffix(".lock")
+    for _ in range(60):
+        if lock_holder(lock) is None:
+            break
+        time.sleep(0.5)
+    assert lock_holder(lock) is None
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr
+    # The finished cell was not redone: the same manifests, and a cache hit.
+    assert _created(data, done) == created
+    assert re.search(rf"{re.escape(done.cell.name)}\s+{done.key[:12]}\s+cache hit", rerun.stdout)
+    other = plans[1 - plans.index(done)]
+    cell_log = (data / "experiments/tiny/smoke/logs" / f"{other.cell.slug}.log").read_text()
+    resumed = re.search(r"resuming .* at iteration (\d+)", cell_log)
+    assert resumed and int(resumed.group(1)) >= 1, cell_log  # continued from its checkpoint
+    assert (data / "evaluate" / other.key[:12] / MANIFEST).exists()
+
+
+def _one_done_one_started(data: Path, plans: list) -> bool:  # type: ignore[type-arg]
+    done = [(data / "evaluate" / p.key[:12] / MANIFEST).exists() for p in plans]
+    started = [(data / "dapg" / p.keys["dapg"][:12] / "log.csv").exists() for p in plans]
+    return any(done) and any(s and not d for s, d in zip(started, done, strict=True))
+
+
+def _created(data: Path, p) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {s: json.loads((data / s / p.keys[s][:12] / MANIFEST).read_text())["created"]
+            for s in p.own}
+
+
+def exp_base():  # type: ignore[no-untyped-def]
+    from pipeline.config import PipelineConfig
+
+    return PipelineConfig()

@@ -1,0 +1,118 @@
+"""The report is a function of the cells' cached logs: written here as the stages write them (CSV
+logs, manifests), so the numbers it must print are known."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import PipelineConfig
+from pipeline.runner import MANIFEST
+from pipeline.study.cells import CellPlan, plan
+from pipeline.study.curves import band, reference_curves, samples_to
+from pipeline.study.report import write_report
+from pipeline.study.spec import load_experiment
+from stages import STAGES
+from stages.dapg import REFERENCE_LOGS
+
+EXPERIMENT = """
+title = "encoders"
+[base]
+"demos.task" = "door"
+"encode.weights" = "random"
+[grid]
+"encode.encoder" = ["resnet34", "resnet18"]
+[[cells]]
+name = "DAPG (state)"
+"policy.obs_mode" = "state"
+[budgets.smoke]
+seeds = [0, 1, 2]
+"dapg.iterations" = 4
+"dapg.trajectories" = 10
+"""
+SAMPLES = 1000  # per iteration
+# Sampled success per iteration, by (group, seed); resnet18 seed 2 stopped after 2 iterations.
+SUCCESS = {
+    ("encoder=resnet34", 0): [0, 40, 60, 95], ("encoder=resnet34", 1): [0, 20, 40, 80],
+    ("encoder=resnet34", 2): [10, 30, 50, 90], ("encoder=resnet18", 0): [0, 0, 10, 20],
+    ("encoder=resnet18", 1): [0, 0, 0, 0], ("encoder=resnet18", 2): [0, 0],
+    ("DAPG (state)", 0): [50, 100, 100, 100], ("DAPG (state)", 1): [0, 50, 100, 100],
+    ("DAPG (state)", 2): [0, 0, 50, 100],
+}
+
+
+def fake_cell(data: Path, p: CellPlan, success: list[float], finished: bool) -> None:
+    """What bc, dapg and evaluate leave behind: dapg's log.csv and eval.csv, and manifests."""
+    dapg = p.out_dir(data, "dapg")
+    dapg.mkdir(parents=True)
+    with open(dapg / "log.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["iteration", "success_rate", "num_samples", "time_sampling",
+                                "time_vpg", "time_npg", "time_VF"])
+        w.writeheader()
+        w.writerows({"iteration": i, "success_rate": s, "num_samples": SAMPLES, "time_sampling": 9,
+                     "time_vpg": 0.5, "time_npg": 0.3, "time_VF": 0.2} for i, s in enumerate(success))
+    with open(dapg / "eval.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["iteration", "eval_score", "eval_success_rate", "time_eval"])
+        w.writeheader()
+        w.writerows({"iteration": i, "eval_score": 0, "eval_success_rate": 25.0, "time_eval": 2}
+                    for i in range(len(success)))
+    if finished:
+        for stage, seconds in (("bc", 3), ("dapg", 1), ("evaluate", 5)):
+            p.out_dir(data, stage).mkdir(parents=True, exist_ok=True)
+            summary = {"success_rate": 70.0, "episodes": 10} if stage == "evaluate" else {}
+            (p.out_dir(data, stage) / MANIFEST).write_text(json.dumps(
+                {"key": p.keys[stage], "seconds": seconds, "summary": summary}))
+
+
+def test_report_tables_and_figure_from_cached_logs(tmp_path: Path) -> None:
+    path = tmp_path / "encoders.toml"
+    path.write_text(EXPERIMENT)
+    exp = load_experiment(path)
+    data = tmp_path / "data"
+    plans = plan(exp, exp.cells("smoke"), STAGES, data)
+    for p in plans:
+        seed = p.cell.config.policy.seed
+        fake_cell(data, p, SUCCESS[(p.cell.group, seed)], finished=len(SUCCESS[(p.cell.group, seed)]) == 4)
+    png, md = write_report([exp], "smoke", PipelineConfig(), STAGES, data, tmp_path / "out/report",
+                           REFERENCE_LOGS)
+    assert png.stat().st_size > 10_000 and md.name == "report.md"
+    text = md.read_text()
+    assert "![learning curves](report.png)" in text
+    # Group rows: mean of the final sampled success and samples to 50% / 90% of the mean curve.
+    # resnet34's mean curve: 3.3, 30, 50, 88.3 -> 50% at 3,000 samples, 90% never.
+    assert "| encoder=resnet34 | 3/3 | 88.3% (80.0-95.0) | 3,000 | not reached |" in text
+    # resnet18: the unfinished seed is left out of the curve and counted as not done.
+    assert "| encoder=resnet18 | 2/3 | 10.0% (0.0-20.0) | not reached | not reached |" in text
+    # state: mean 16.7, 50, 83.3, 100
+    assert "| DAPG (state) | 3/3 | 100.0% (100.0-100.0) | 2,000 | 4,000 |" in text
+    # Cell rows: key, random weights flagged, wall time = bc + DAPG iterations + evals + evaluate.
+    row = next(line for line in text.splitlines() if line.startswith("| encoder=resnet34 seed=0 |"))
+    assert "**RANDOM**" in row and "95.0%" in row and "25.0%" in row and "70.0% of 10" in row
+    assert f"`{plans[0].key[:12]}`" in row and "| 3,000 | 4,000 |" in row
+    assert f"{3 + 4 * 10 + 4 * 2 + 5} s" in row
+    partial = next(line for line in text.splitlines() if line.startswith("| encoder=resnet18 seed=2 |"))
+    assert "partial (2/4)" in partial
+    state = next(line for line in text.splitlines() if line.startswith("| DAPG (state) seed=0 |"))
+    assert "none (state)" in state and "RANDOM" not in state
+    # RRL's logs are drawn and tabled because a resnet34 vision+proprio door cell is present.
+    refs = reference_curves(REFERENCE_LOGS, "door")
+    if refs:
+        assert f"| RRL's logs (door, {len(refs)} seeds) |" in text
+    # A pure function of the logs: the same files give the same table.
+    write_report([exp], "smoke", PipelineConfig(), STAGES, data, tmp_path / "again/report", REFERENCE_LOGS)
+    assert (tmp_path / "again/report.md").read_text() == text
+
+
+def test_samples_to_threshold_and_reference_axis() -> None:
+    from pipeline.study.curves import Curve
+
+    curve = Curve(np.array([100.0, 200.0, 300.0]), np.array([10.0, 50.0, 49.0]))
+    assert samples_to(curve, 50) == 200.0 and samples_to(curve, 90) is None
+    b = band([curve, Curve(np.array([100.0, 200.0]), np.array([30.0, 70.0]))])
+    assert b.seeds == 2 and list(b.mean) == [20.0, 60.0] and list(b.low) == [10.0, 50.0]
+    refs = reference_curves(REFERENCE_LOGS, "door")
+    if refs:  # RRL's x axis: iteration x its samples per iteration (40,000)
+        assert refs[0].samples[0] == 40_000 and refs[0].samples[1] == 80_000
