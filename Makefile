@@ -25,7 +25,7 @@ endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
 .PHONY: help install gl-deps demos render encode features bc dapg evaluate probe status cameras \
-	inspect options push pull test test-slow test-all lint bench e2e clean
+	inspect options push pull experiment report test test-slow test-all lint bench e2e clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
@@ -91,6 +91,12 @@ push: $(INSTALLED) ## copy the current config's feature store to URL=s3://bucket
 
 pull: $(INSTALLED) ## fetch the current config's feature store from URL=s3://bucket/prefix
 	$(RRL) pull $$($(RRL) key encode) $(URL)
+
+experiment: $(INSTALLED) ## run an experiment's cells on dask (NAME=smoke BUDGET=smoke|paper; STATUS=1 lists them)
+	$(RRL) experiment $(if $(STATUS),status,run) $(NAME)
+
+report: $(INSTALLED) ## curves and tables of an experiment's finished cells (NAME=smoke BUDGET=)
+	$(RRL) report $(NAME)
 
 test: $(INSTALLED) ## fast test suite (the one CI runs)
 	$(PY) -m pytest -q

@@ -20,6 +20,7 @@ import typer
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, StoreError
+from stages import study_cli
 from stages.cli_errors import explain_os_error, is_remote_error
 from stages.options import OPTIONS, check_make_vars, overrides
 
@@ -199,3 +200,6 @@ def main() -> None:
             raise
         typer.echo(f"error: {explain_os_error(exc)}", err=True)
         sys.exit(2)
+
+
+study_cli.register(app)  # `rrl experiment run|status NAME`, `rrl report NAME...`
