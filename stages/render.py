@@ -60,8 +60,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "task": task, "replay": rcfg.replay, "cameras": list(cameras), "episodes": fidelity["episodes"],
         "frames_per_camera": steps, "render_seconds": round(seconds, 2),
         "frames_per_second": round(total * len(cameras) / seconds, 1) if total else None,
+        # Absolute only until encode reads it as render.out_dir / name (the data folder may move).
         "fidelity": fidelity, "episodes_file": str(ctx.out_dir / EPISODES),
-        "contact_sheet": str(ctx.out_dir / SHEET),
+        "contact_sheet": SHEET,
     }
 
 
@@ -69,7 +70,7 @@ def describe(result: StageResult) -> str:
     s = result.summary
     f = s["fidelity"]
     lines = [f"{s['episodes']} episodes, {s['frames_per_camera']} frames per camera "
-             f"({', '.join(s['cameras'])}) in {s['episodes_file']}"]
+             f"({', '.join(s['cameras'])}) in {result.out_dir / s['episodes_file']}"]
     if s["replay"] == "states":
         lines.append(
             f"replay fidelity (states): joints max |diff| {f['max_joint_diff']:.2e} rad, "
@@ -81,7 +82,7 @@ def describe(result: StageResult) -> str:
             f"replay fidelity (open_loop): success at the end {f['success_at_end']}/{s['episodes']}, "
             f"ever {f['ever_success']}/{s['episodes']}; state drift max {f['max_abs_obs_diff']:.3f}, "
             f"mean {f['mean_abs_obs_drift']:.4f}")
-    lines.append(f"contact sheet: {s['contact_sheet']}")
+    lines.append(f"contact sheet: {result.out_dir / s['contact_sheet']}")
     return "\n".join(lines)
 
 

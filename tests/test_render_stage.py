@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -57,7 +59,7 @@ def test_states_replay_of_own_recordings_is_faithful(rendered) -> None:  # type:
     fid = result.summary["fidelity"]
     assert result.summary["frames_per_camera"] == 24 and result.summary["episodes"] == 2
     assert fid["max_joint_diff"] == 0.0 and fid["within_tolerance_episodes"] == 2
-    assert Path(result.summary["contact_sheet"]).stat().st_size > 1000
+    assert (result.out_dir / result.summary["contact_sheet"]).stat().st_size > 1000
 
 
 def test_open_loop_replay_of_own_recordings_reproduces_them(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -83,3 +85,30 @@ def test_interrupted_render_resumes_unfinished_episodes(tiny_door_demos, tmp_pat
     with h5py.File(episodes, "r") as f:
         assert f["data/demo_1"].attrs["complete"] and f["data/demo_1/actions"].shape == (12, 28)
     assert again.summary["episodes"] == 2
+
+
+CACHE_HIT = """
+import json, sys
+from pipeline.config import PipelineConfig
+from pipeline.runner import Runner
+from stages import STAGES
+
+overrides, data = json.loads(sys.argv[1]), sys.argv[2]
+result = Runner(PipelineConfig().with_overrides(overrides), STAGES, data, log=lambda m: None).run("render")
+print(json.dumps({"cache_hit": result.cache_hit,
+                  "loaded": [m for m in ("mujoco", "torch", "h5py") if m in sys.modules]}))
+"""
+
+
+def test_a_render_cache_hit_imports_neither_mujoco_nor_torch(rendered, tiny_door_demos) -> None:  # type: ignore[no-untyped-def]
+    """Checked in a fresh interpreter's sys.modules: keys and cache hits stay import-light."""
+    data, _ = rendered
+    path, sha = tiny_door_demos
+    overrides = {"demos.path": str(path), "demos.sha256": sha, "render.width": "48",
+                 "render.height": "48", "render.cameras": "top,fixed", "render.workers": "2"}
+    assert tiny_config(tiny_door_demos) == PipelineConfig().with_overrides(overrides)
+    proc = subprocess.run([sys.executable, "-c", CACHE_HIT, json.dumps(overrides), str(data)],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"cache_hit": True, "loaded": []}
