@@ -35,7 +35,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     import numpy as np
 
     from pipeline.plots import learning_curve
-    from pipeline.rl.checkpoints import load_policy, save_checkpoint
+    from pipeline.rl.checkpoints import load_policy, require_finite_policy, save_checkpoint
     from pipeline.rl.data import demo_arrays, make_sampler
     from pipeline.rl.policy import MLPBaseline
     from pipeline.rl.recording import RolloutRecorder
@@ -65,6 +65,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         rows = train_dapg(policy, baseline, sampler, d, ctx.out_dir, task, demo_obs, demo_act,
                           seed=pcfg.seed, eval_episodes=d.eval_episodes, log=ctx.log,
                           on_rollouts=recorder)
+    require_finite_policy(policy, f"{ctx.out_dir}: DAPG", "re-run with FORCE=1 and a smaller "
+                          "dapg.step_size")  # e.g. a resumed run whose checkpoint was damaged
     save_checkpoint(ctx.out_dir / POLICY, {"policy": policy.state_dict(),
                                            "policy_config": policy.config()})
     refs = reference_logs(task)

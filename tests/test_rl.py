@@ -162,14 +162,14 @@ def test_baseline_fit_reduces_error() -> None:
 def test_success_thresholds() -> None:
     from pipeline.rl.rollouts import episode_success, success_rate
 
-    def path(steps_on: int) -> dict[str, np.ndarray]:
+    def rollout(steps_on: int) -> dict[str, np.ndarray]:
         return {"success": np.arange(200) < steps_on}
 
     # hand_dapg: door/hammer/relocate need the goal on for more than 25 steps, pen more than 20
-    assert not episode_success(path(25), "door") and episode_success(path(26), "door")
-    assert not episode_success(path(25), "hammer") and episode_success(path(26), "relocate")
-    assert not episode_success(path(20), "pen") and episode_success(path(21), "pen")
-    assert success_rate([path(0), path(30), path(30), path(10)], "door") == 50.0
+    assert not episode_success(rollout(25), "door") and episode_success(rollout(26), "door")
+    assert not episode_success(rollout(25), "hammer") and episode_success(rollout(26), "relocate")
+    assert not episode_success(rollout(20), "pen") and episode_success(rollout(21), "pen")
+    assert success_rate([rollout(0), rollout(30), rollout(30), rollout(10)], "door") == 50.0
 
 
 # --- sampler and trainer on the real door env (short horizons) --------------------------------

@@ -24,6 +24,7 @@ import errno
 import fcntl
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +92,9 @@ def open_for_append(path: Path, log: Callable[[str], None] | None = None) -> h5p
             raise bad_store(str(path), "the episode file is open in another process (HDF5 file "
                             "lock)", "wait for that process to finish or stop it, then re-run; "
                             "do not delete the file while it is in use") from exc
+        if isinstance(exc, PermissionError) or not os.access(path, os.R_OK | os.W_OK):
+            raise bad_store(str(path), f"the episode file cannot be opened for writing ({exc})",
+                            "make it and its folder writable, or use another DATA folder") from exc
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         aside = path.with_name(f"{path.name}.corrupt-{stamp}")
         path.rename(aside)
