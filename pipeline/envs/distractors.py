@@ -21,7 +21,9 @@ Physics is unchanged at every level: colours and lights are render-only model fi
 extra geoms have contype=conaffinity=0 and zero density and sit on one static body (no joints)
 appended after every other body, so no existing body, geom or joint id shifts (gymnasium-robotics
 looks everything up by name anyway). The extra geoms stay out of per-task keep-out areas of the
-table (the hand's reach, the objects' reset ranges), so they do not hide the task in any camera.
+table (the hand's column, the objects' reset ranges), so at reset they hide no pixel of the hand
+or the task objects in any RRL camera (tested); they are visual only, so a hand that later sweeps
+low over the table edge passes through them.
 
 Not varied: the hand (its colour is the same in every RRL frame and demo) and the texture images
 themselves (levels 2-3 tint them; level 3 removes them from the task objects).
