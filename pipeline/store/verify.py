@@ -120,8 +120,16 @@ def failing_shards(root_url: str, key: str, camera: str, shards: list[int],
     digests = recorded_digests(root_url, key, camera, storage_options)
     arr = open_array(root_url, f"{key}/{camera}", storage_options, write=False)
     rows = _rows_per_shard(arr)
-    return [i for i in shards
-            if rows_sha256(np.asarray(arr[i * rows:(i + 1) * rows])) != digests[i].tobytes()]
+
+    def fails(i: int) -> bool:
+        try:
+            return rows_sha256(np.asarray(arr[i * rows:(i + 1) * rows])) != digests[i].tobytes()
+        except OSError:
+            raise
+        except Exception:  # does not decode: rewriting it is the repair
+            return True
+
+    return [i for i in shards if fails(i)]
 
 
 def _rows_per_shard(arr: Any) -> int:
@@ -170,10 +178,24 @@ def _check_camera(root_url: str, key: str, camera: str, shape: tuple[int, int],
     zero: list[np.ndarray] = []
     block = max(1, _READ_BYTES // max(rows * shape[1] * 2, 1))
     for first in range(0, count, block):
-        data = np.asarray(arr[first * rows:min((first + block) * rows, shape[0])])
-        zero.append(np.flatnonzero(~data.any(axis=1)) + first * rows)
-        for i in range(first, min(first + block, count)):
-            part = data[(i - first) * rows:(i - first + 1) * rows]
+        last = min(first + block, count)
+        try:
+            data: np.ndarray | None = np.asarray(arr[first * rows:min(last * rows, shape[0])])
+        except OSError:
+            raise  # the store is unreachable: that says nothing about the data
+        except Exception:  # a shard that does not decode; find it shard by shard below
+            data = None
+        for i in range(first, last):
+            try:
+                part = np.asarray(arr[i * rows:(i + 1) * rows]) if data is None else \
+                    data[(i - first) * rows:(i - first + 1) * rows]
+            except OSError:
+                raise
+            except Exception as exc:
+                report.problems.append(f"camera {camera!r} shard {i}: cannot be decoded "
+                                       f"({type(exc).__name__}: {exc})")
+                continue
+            zero.append(np.flatnonzero(~part.any(axis=1)) + i * rows)
             if not digests[i].any():
                 report.problems.append(f"camera {camera!r} shard {i}: no checksum record "
                                        "(never finished, or its marker was lost)")
