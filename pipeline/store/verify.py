@@ -10,10 +10,12 @@ are allowed (a black frame may encode to zeros) but are what a lost shard used t
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import zarr
 
 from pipeline.errors import StoreError, bad_store
 from pipeline.store.features import (
@@ -116,24 +118,42 @@ def verify_contents(root_url: str, key: str, attrs: dict[str, Any],
 
 def failing_shards(root_url: str, key: str, camera: str, shards: list[int],
                    storage_options: Options = None) -> list[int]:
-    """Which of ``shards`` (all recorded as done) do not match their record."""
+    """Which of ``shards`` (all recorded as done) do not match their record, or do not decode."""
     digests = recorded_digests(root_url, key, camera, storage_options)
     arr = open_array(root_url, f"{key}/{camera}", storage_options, write=False)
     rows = _rows_per_shard(arr)
-
-    def fails(i: int) -> bool:
-        try:
-            return rows_sha256(np.asarray(arr[i * rows:(i + 1) * rows])) != digests[i].tobytes()
-        except OSError:
-            raise
-        except Exception:  # does not decode: rewriting it is the repair
-            return True
-
-    return [i for i in shards if fails(i)]
+    return [i for i in shards if not _matches(_decoded(arr, i, rows), digests[i])]
 
 
-def _rows_per_shard(arr: Any) -> int:
+def _rows_per_shard(arr: zarr.Array) -> int:
     return int(arr.shards[0] if arr.shards else arr.chunks[0])
+
+
+def _matches(rows: np.ndarray | Exception, digest: np.ndarray) -> bool:
+    return not isinstance(rows, Exception) and rows_sha256(rows) == digest.tobytes()
+
+
+def _decoded(arr: zarr.Array, i: int, rows: int) -> np.ndarray | Exception:
+    """Shard ``i``'s rows, or the error that stopped them decoding."""
+    try:
+        return np.asarray(arr[i * rows:(i + 1) * rows])
+    except OSError:
+        raise  # the store is unreachable: that says nothing about the data
+    except Exception as exc:  # a codec error: the shard object is damaged
+        return exc
+
+
+def _shards(arr: zarr.Array, first: int, last: int,
+            rows: int) -> Iterator[tuple[int, np.ndarray | Exception]]:
+    """Shards ``first..last-1``, read together (zarr fetches them concurrently)."""
+    try:
+        block = np.asarray(arr[first * rows:last * rows])
+    except OSError:
+        raise
+    except Exception:  # one of them does not decode: read them one by one to say which
+        yield from ((i, _decoded(arr, i, rows)) for i in range(first, last))
+        return
+    yield from ((i, block[(i - first) * rows:(i - first + 1) * rows]) for i in range(first, last))
 
 
 def _check_small_arrays(root_url: str, key: str, sums: dict[str, Any], storage_options: Options,
@@ -178,31 +198,20 @@ def _check_camera(root_url: str, key: str, camera: str, shape: tuple[int, int],
     zero: list[np.ndarray] = []
     block = max(1, _READ_BYTES // max(rows * shape[1] * 2, 1))
     for first in range(0, count, block):
-        last = min(first + block, count)
-        try:
-            data: np.ndarray | None = np.asarray(arr[first * rows:min(last * rows, shape[0])])
-        except OSError:
-            raise  # the store is unreachable: that says nothing about the data
-        except Exception:  # a shard that does not decode; find it shard by shard below
-            data = None
-        for i in range(first, last):
-            try:
-                part = np.asarray(arr[i * rows:(i + 1) * rows]) if data is None else \
-                    data[(i - first) * rows:(i - first + 1) * rows]
-            except OSError:
-                raise
-            except Exception as exc:
-                report.problems.append(f"camera {camera!r} shard {i}: cannot be decoded "
-                                       f"({type(exc).__name__}: {exc})")
+        for i, part in _shards(arr, first, min(first + block, count), rows):
+            where = f"camera {camera!r} shard {i}"
+            if isinstance(part, Exception):
+                report.problems.append(f"{where}: cannot be decoded ({type(part).__name__}: "
+                                       f"{part})")
                 continue
             zero.append(np.flatnonzero(~part.any(axis=1)) + i * rows)
             if not digests[i].any():
-                report.problems.append(f"camera {camera!r} shard {i}: no checksum record "
-                                       "(never finished, or its marker was lost)")
-            elif rows_sha256(part) != digests[i].tobytes():
-                report.problems.append(f"camera {camera!r} shard {i} (rows {i * rows}.."
-                                       f"{i * rows + len(part) - 1}): rows do not match the "
-                                       "checksum recorded when it was written")
+                report.problems.append(f"{where}: no checksum record (never finished, or its "
+                                       "marker was lost)")
+            elif not _matches(part, digests[i]):
+                report.problems.append(f"{where} (rows {i * rows}..{i * rows + len(part) - 1}): "
+                                       "rows do not match the checksum recorded when it was "
+                                       "written")
             else:
                 report.shards_verified += 1
     zero_rows = np.concatenate(zero) if zero else np.empty(0, np.int64)
