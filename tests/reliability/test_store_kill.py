@@ -147,6 +147,8 @@ def test_a_worker_killed_mid_encode_still_ends_in_an_identical_verified_group(
             time.sleep(0.01)
         code = proc.wait(timeout=600)
     assert workers[killed].wait(timeout=10) == -signal.SIGKILL
+    print(f"worker {killed} killed mid-task; the encode "
+          f"{'completed on the other worker' if code == 0 else 'failed and is re-run'}")
     if code != 0:  # the run may fail; then a re-run on the surviving worker resumes
         assert not fs.is_complete(str(data / "features.zarr"), key)
         encode(data, external, log)
