@@ -24,7 +24,7 @@ export RRL_DEMOS := $(wildcard ../shared/data/adroit-demos/$(or $(TASK),door)-v0
 endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
-.PHONY: help install gl-deps demos render encode features bc dapg evaluate probe status cameras \
+.PHONY: help install gl-deps demos render encode features bc dapg evaluate probe status cameras distractors \
 	inspect options push pull experiment report test test-slow test-all lint bench e2e clean
 
 help: ## list targets and variables
@@ -79,6 +79,9 @@ options: $(INSTALLED) ## the variables (TASK=, ENCODER=, ...): CLI flag, config 
 
 status: $(INSTALLED) ## each stage: up to date / stale (why) / missing
 	@$(RRL) status
+
+distractors: $(INSTALLED) ## contact sheet of the visual distractor levels (TASK= for one task)
+	$(RRL) distractors $(if $(filter command line,$(origin TASK)),--task $(TASK))
 
 cameras: $(INSTALLED) ## cameras each task offers
 	@$(RRL) cameras

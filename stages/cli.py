@@ -174,6 +174,28 @@ def pull(key: Annotated[str, typer.Argument(help="full feature key (64 hex)")],
 
 
 @app.command()
+def distractors(
+    task: Annotated[list[str] | None, typer.Option(help="task(s); default: all four")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG path")] = None,
+    levels: Annotated[str, typer.Option(help="comma-separated levels")] = "0,1,2,3",
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1,2",
+    size: Annotated[int, typer.Option(help="pixels per frame")] = 128,
+) -> None:
+    """Contact sheet of the visual distractors: rows = levels, columns = seeds, one block per task."""
+    # Rendering first: nothing here may import torch before the GL context exists.
+    from pipeline.envs.distractor_sheet import write_distractor_sheet
+    from pipeline.envs.tasks import TASK_SPECS
+
+    tasks = task or list(TASK_SPECS)
+    path = out or State.data / "distractors" / f"{'_'.join(tasks)}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_distractor_sheet(tasks if len(tasks) > 1 else tasks[0], path,
+                           levels=[int(x) for x in levels.split(",")],
+                           seeds=[int(x) for x in seeds.split(",")], size=size)
+    typer.echo(f"distractor sheet: {path}")
+
+
+@app.command()
 def encoders() -> None:
     """List the registered encoders and their feature widths."""
     from pipeline.encoders import encoder_spec, list_encoders
