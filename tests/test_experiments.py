@@ -217,6 +217,28 @@ def test_status_says_missing_stale_and_running(tiny_door_demos: tuple[Path, str]
     assert cell_state(new[1], data).state == "missing"
 
 
+def test_a_shared_stage_running_elsewhere_is_waited_for(tiny_door_demos: tuple[Path, str],
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from pipeline.runner import stage_lock
+    from pipeline.study import execute
+
+    monkeypatch.setattr(execute, "LOCK_POLL_S", 0.05)
+    exp = load_experiment(tiny(tmp_path, tiny_door_demos))
+    data = tmp_path / "data"
+    plans = plan(exp, exp.cells("smoke"), STAGES, data)
+    logs: list[str] = []
+    worker = threading.Thread(target=execute.run_shared, args=(plans, STAGES, data, logs.append))
+    with stage_lock((data / "demos" / plans[0].keys["demos"][:12]).with_suffix(".lock"), "demos"):
+        worker.start()
+        time.sleep(1.0)  # another process's demos run, holding the lock
+        assert worker.is_alive() and any("waiting for it" in m for m in logs)
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert (data / "demos" / plans[0].keys["demos"][:12] / MANIFEST).exists()
+
+
 @pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_keeps_finished_cells(tiny_door_demos: tuple[Path, str],
                                                         tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.runner import Runner, Stage, stage_lock
+from pipeline.errors import ConfigError, PipelineError, StageLockedError
+from pipeline.runner import Runner, Stage, StageResult, stage_lock
 from pipeline.study.cells import (
     TARGET,
     CellPlan,
@@ -35,6 +35,7 @@ from pipeline.study.spec import Experiment
 
 CELL_RESOURCE = "CELL"
 SAMPLER_PROCESSES = 2  # worker processes of a cell's rollout sampler (make_sampler's default)
+LOCK_POLL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,26 @@ def run_shared(plans: list[CellPlan], stages: dict[str, Stage], data_dir: Path,
     """Each distinct upstream output (render per task, encode per encoder) once, upstream first."""
     for stage, p in shared_jobs(plans, stages):
         started = time.perf_counter()
-        result = Runner(p.cell.config, stages, data_dir, log=log).run(stage)
+        result = _run_waiting(Runner(p.cell.config, stages, data_dir, log=log), stage, log)
         verb = "cache hit" if result.cache_hit else f"done in {time.perf_counter() - started:.1f} s"
         log(f"shared {stage} {result.key[:12]}: {verb}")
+
+
+def _run_waiting(runner: Runner, stage: str, log: Callable[[str], None]) -> StageResult:
+    """Run a shared stage; if another process holds its lock, wait for that run, then reuse it.
+
+    A shared output is often in the making elsewhere (another experiment, or `make encode` of
+    the same encoder): failing would throw away a cache hit a few minutes away.
+    """
+    next_note = 0.0
+    while True:
+        try:
+            return runner.run(stage)
+        except StageLockedError as exc:
+            if time.monotonic() >= next_note:  # say so once a minute, not every poll
+                log(f"shared {stage}: {exc}; waiting for it (Ctrl-C stops waiting)")
+                next_note = time.monotonic() + 60
+            time.sleep(LOCK_POLL_S)
 
 
 def run_experiment(exp: Experiment, budget: str, base: PipelineConfig, stages: dict[str, Stage],
