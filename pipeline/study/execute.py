@@ -26,6 +26,7 @@ from pipeline.study.cells import (
     TARGET,
     CellPlan,
     is_done,
+    lock_holder,
     plan,
     record_dir,
     shared_jobs,
@@ -104,15 +105,14 @@ def _run_waiting(runner: Runner, stage: str, log: Callable[[str], None]) -> Stag
     A shared output is often in the making elsewhere (another experiment, or `make encode` of
     the same encoder): failing would throw away a cache hit a few minutes away.
     """
-    next_note = 0.0
+    lock = runner.out_dir(stage).with_suffix(".lock")
     while True:
         try:
             return runner.run(stage)
         except StageLockedError as exc:
-            if time.monotonic() >= next_note:  # say so once a minute, not every poll
-                log(f"shared {stage}: {exc}; waiting for it (Ctrl-C stops waiting)")
-                next_note = time.monotonic() + 60
-            time.sleep(LOCK_POLL_S)
+            log(f"shared {stage}: {exc}; waiting for it (Ctrl-C stops waiting)")
+            while lock_holder(lock):
+                time.sleep(LOCK_POLL_S)
 
 
 def run_experiment(exp: Experiment, budget: str, base: PipelineConfig, stages: dict[str, Stage],
