@@ -32,7 +32,9 @@ def bad_raw_values(dotted: str) -> list[str]:
     meta = f.metadata
     if typing.get_origin(tp) is tuple:
         item = typing.get_args(tp)[0]
-        return ["1,x"] if item is int else []  # names in tuples are checked by their stage
+        if item is str:
+            return []  # names in tuples (cameras) are checked by their stage
+        return [f"1,{bad}" for bad in _bad_numbers(item, meta, optional=True)]
     if tp is bool:
         return ["maybe", "2"]
     if tp is str:
@@ -42,6 +44,10 @@ def bad_raw_values(dotted: str) -> list[str]:
         if "pattern" in meta:
             out.append("not-hex")
         return out
+    return _bad_numbers(tp, meta, optional)
+
+
+def _bad_numbers(tp: type, meta: Any, optional: bool) -> list[str]:
     out = ["abc", "nan", "inf", "-inf"]
     if not optional:
         out.append("")
