@@ -127,7 +127,7 @@ class WorkerEnvs:
                 (kind, [local for _, local, _ in entries], [item for _, _, item in entries]))
         replies: dict[int, Any] = {}
         for worker, entries in per_worker.items():
-            reply = self.workers.conns[worker].recv()
+            reply = self.workers.recv(worker)
             items = reply if kind == "reset" else list(zip(*reply, strict=True))
             for (slot, _, _), item in zip(entries, items, strict=True):
                 replies[slot] = item

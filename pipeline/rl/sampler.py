@@ -68,11 +68,11 @@ class ProcessSampler:
                                                       len(self.workers.conns))
         state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
         busy = []
-        for conn, ids in zip(self.workers.conns, chunks, strict=True):
+        for index, (conn, ids) in enumerate(zip(self.workers.conns, chunks, strict=True)):
             if len(ids):
                 conn.send((policy.config(), state, ids.tolist(), horizon, seed, deterministic))
-                busy.append(conn)
-        return [rollout for conn in busy for rollout in conn.recv()]
+                busy.append(index)
+        return [rollout for index in busy for rollout in self.workers.recv(index)]
 
     def close(self) -> None:
         self.workers.close()
