@@ -29,6 +29,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.envs.replay import check_mode_supported, replay_parallel
     from pipeline.render_report import summarize_fidelity, write_contact_sheet
     from pipeline.store.episodes import EpisodeWriter
+    from pipeline.store.space import frames_bytes, require_free_space
 
     task, rcfg = ctx.config.task, ctx.config.render
     check_mode_supported(task, rcfg.replay)
@@ -43,11 +44,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if done:
         ctx.log(f"[render] resuming: {len(done)} of {len(demos)} episodes already written")
     jobs = [(i, d) for i, d in enumerate(demos) if i not in done]
-    total = sum(min(len(d), rcfg.max_steps or len(d)) for _, d in jobs)
+    steps = [min(len(d), rcfg.max_steps or len(d)) for _, d in jobs]
+    total = sum(steps)
+
+    def needed(frames: int) -> int:
+        return frames_bytes(frames, rcfg.height, rcfg.width, len(cameras))
+
+    require_free_space(ctx.out_dir, needed(total), f"{total} frames per camera")
     started = time.perf_counter()
     try:
         with tqdm(total=total, unit="step", desc=f"render {task} ({rcfg.replay})") as bar:
             for episode in replay_parallel(task, rcfg, jobs):
+                # Again per episode: the disk is shared, and a full one must stop us cleanly.
+                require_free_space(ctx.out_dir, needed(len(episode.actions)),
+                                   f"episode {episode.index}")
                 writer.write(episode.index, episode.to_episode())
                 bar.update(len(episode.actions))
     finally:
@@ -55,10 +65,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     fidelity = summarize_fidelity(ctx.out_dir / EPISODES, rcfg.replay)
     write_contact_sheet(ctx.out_dir / EPISODES, ctx.out_dir / SHEET)
-    steps = fidelity["steps"]
     return {
         "task": task, "replay": rcfg.replay, "cameras": list(cameras), "episodes": fidelity["episodes"],
-        "frames_per_camera": steps, "render_seconds": round(seconds, 2),
+        "frames_per_camera": fidelity["steps"], "render_seconds": round(seconds, 2),
         "frames_per_second": round(total * len(cameras) / seconds, 1) if total else None,
         # Absolute only until encode reads it as render.out_dir / name (the data folder may move).
         "fidelity": fidelity, "episodes_file": str(ctx.out_dir / EPISODES),
