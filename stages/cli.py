@@ -156,7 +156,7 @@ def inspect_group(key: Annotated[str | None, typer.Argument(help="feature key or
 def push(key: Annotated[str, typer.Argument(help="feature key or prefix")],
          url: Annotated[str, typer.Argument(help="destination root: path, s3://..., gs://...")]) -> None:
     """Copy a finished feature group to a shared folder or bucket."""
-    from pipeline.store.remote import copy_group
+    from pipeline.store.copy import copy_group
 
     full = _resolve_key(key)
     copy_group(store_url(), url, full)
@@ -167,7 +167,7 @@ def push(key: Annotated[str, typer.Argument(help="feature key or prefix")],
 def pull(key: Annotated[str, typer.Argument(help="full feature key (64 hex)")],
          url: Annotated[str, typer.Argument(help="source root: path, s3://..., gs://...")]) -> None:
     """Copy a feature group from a shared folder or bucket; `run encode` then finds it."""
-    from pipeline.store.remote import copy_group
+    from pipeline.store.copy import copy_group
 
     copy_group(url, store_url(), key)
     typer.echo(f"pulled {key[:12]} into {store_url()}")

@@ -66,12 +66,3 @@ def zarr_store(url: str, storage_options: Options = None, read_only: bool = Fals
 def location(root_url: str, key: str) -> str:
     return f"{root_url.rstrip('/')}/{key}"
 
-
-def __getattr__(name: str) -> Any:
-    # Until stages/cli.py imports copy_group from pipeline.store.copy: resolved on use, so this
-    # module's imports stay one-way (copy builds on remote, never the reverse at import time).
-    if name == "copy_group":
-        from pipeline.store.copy import copy_group
-
-        return copy_group
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
