@@ -25,7 +25,7 @@ endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
 .PHONY: help install gl-deps demos render encode features bc dapg evaluate probe status cameras distractors \
-	inspect options push pull experiment report test test-slow test-all lint bench e2e clean
+	inspect options verify push pull experiment report test test-slow test-all lint bench e2e clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
@@ -88,6 +88,9 @@ cameras: $(INSTALLED) ## cameras each task offers
 
 inspect: $(INSTALLED) ## summary of the feature store for the current config
 	@$(RRL) inspect
+
+verify: $(INSTALLED) ## check the current config's feature group against its checksums
+	@$(RRL) verify
 
 push: $(INSTALLED) ## copy the current config's feature store to URL=s3://bucket/prefix
 	$(RRL) push $$($(RRL) key encode) $(URL)

@@ -153,6 +153,19 @@ def inspect_group(key: Annotated[str | None, typer.Argument(help="feature key or
 
 
 @app.command()
+def verify(key: Annotated[str | None, typer.Argument(help="feature key or prefix")] = None,
+           store: Annotated[str | None, typer.Option(help="store root (default: local)")] = None) -> None:
+    """Check a feature group against its per-shard checksums; report all-zero rows. Exit 1 if bad."""
+    from pipeline.store.inspect import format_verify_report
+    from pipeline.store.verify import verify_group
+
+    report = verify_group(store or store_url(), _resolve_key(key))
+    typer.echo(format_verify_report(report.as_dict()))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def push(key: Annotated[str, typer.Argument(help="feature key or prefix")],
          url: Annotated[str, typer.Argument(help="destination root: path, s3://..., gs://...")]) -> None:
     """Copy a finished feature group to a shared folder or bucket."""

@@ -40,6 +40,14 @@ def default_root(ctx: StageContext) -> str:
     return str(ctx.data_dir / DEFAULT_STORE)
 
 
+def result_store(result: StageResult) -> str:
+    """The store an encode output lives in: the one configured, else its data folder's default.
+
+    Manifests record ``None`` for the default, so a workspace can be moved or shared.
+    """
+    return result.summary.get("store") or str(result.out_dir.parents[1] / DEFAULT_STORE)
+
+
 def check_done(ctx: StageContext) -> bool:
     """On a cache hit: whether the configured store holds the complete group (one small read)."""
     from pipeline.store.features import is_complete
@@ -66,7 +74,8 @@ def adopt(ctx: StageContext) -> dict[str, Any] | None:
         report = copy_group(local, root, ctx.key, progress=False)
     else:
         return None
-    return {"store": root, **summary(open_features(root, ctx.key)), "verified": report.as_dict()}
+    return {**_portable(summary(open_features(root, ctx.key))), "store": ctx.config.encode.store,
+            "verified": report.as_dict()}
 
 
 def _checked_inputs(ctx: StageContext) -> dict[str, Any]:
@@ -103,7 +112,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     e, root = ctx.config.encode, store_root(ctx)
     identity = _checked_inputs(ctx)["weights"]
-    episodes = str(Path(ctx.upstream["render"].summary["episodes_file"]))
+    render = ctx.upstream["render"]  # older manifests hold an absolute path: the join keeps it
+    episodes = str(render.out_dir / render.summary["episodes_file"])
     with EpisodeReader(episodes) as reader:
         cameras, num_rows, ends = tuple(reader.cameras), reader.num_rows, reader.episode_ends
         low_dim = {"proprio": reader.read_all("obs/proprio"), "actions": reader.read_all("actions"),
@@ -146,15 +156,23 @@ def run(ctx: StageContext) -> dict[str, Any]:
     for camera, count in report.zero_rows.items():
         ctx.log(f"[encode] warning: camera {camera!r} has {count} all-zero feature rows "
                 f"(episodes {report.zero_row_episodes.get(camera, [])[:10]})")
-    return {"store": root, **summary(store), "encode_seconds": round(seconds, 2),
+    return {**_portable(summary(store)), "store": e.store, "encode_seconds": round(seconds, 2),
             "frames_per_second": round(num_rows * len(cameras) / seconds, 1),
             "shards_written": written, "verified": report.as_dict()}
 
 
+def _portable(summary: dict[str, Any]) -> dict[str, Any]:
+    # Where the group is follows from the store and the key (`result_store`); a path in the
+    # manifest would go stale when the data folder moves.
+    return {k: v for k, v in summary.items() if k != "location"}
+
+
 def describe(result: StageResult) -> str:
     from pipeline.store.inspect import format_summary
+    from pipeline.store.remote import location
 
-    return format_summary(result.summary)
+    return format_summary({**result.summary,
+                           "location": location(result_store(result), result.key)})
 
 
 STAGE = Stage("encode", VERSION, ("render",), inputs, run, describe, adopt, check_done)

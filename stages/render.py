@@ -69,8 +69,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "task": task, "replay": rcfg.replay, "cameras": list(cameras), "episodes": fidelity["episodes"],
         "frames_per_camera": fidelity["steps"], "render_seconds": round(seconds, 2),
         "frames_per_second": round(total * len(cameras) / seconds, 1) if total else None,
-        # Absolute only until encode reads it as render.out_dir / name (the data folder may move).
-        "fidelity": fidelity, "episodes_file": str(ctx.out_dir / EPISODES),
+        "fidelity": fidelity, "episodes_file": EPISODES,  # in out_dir: the data folder may move
         "contact_sheet": SHEET,
     }
 

@@ -130,3 +130,17 @@ def test_os_errors_say_what_where_and_fix(code: int, words: list[str]) -> None:
 
     text = explain_os_error(OSError(code, os.strerror(code), "/store/x"))
     assert all(w in text for w in words) and "Fix:" in text
+
+
+def test_verify_command_exit_code_follows_the_check(tmp_path: Path) -> None:
+    import zarr
+
+    from tests.reliability.test_store_verify import KEY, build
+
+    build(tmp_path / "store")
+    ok = rrl("--data", str(tmp_path), "verify", KEY, "--store", str(tmp_path / "store"))
+    assert ok.returncode == 0 and "OK, 12 of 12 shards" in ok.stdout, ok.stderr
+    arr = zarr.open_array(str(tmp_path / "store"), path=f"{KEY}/top", mode="r+")
+    arr[0:10] = 0  # damage one shard behind the store's back
+    bad = rrl("--data", str(tmp_path), "verify", KEY, "--store", str(tmp_path / "store"))
+    assert bad.returncode == 1 and "FAILED" in bad.stdout

@@ -18,6 +18,7 @@ from pipeline.config import PipelineConfig
 from pipeline.runner import Runner, StageResult
 from pipeline.store.episodes import EpisodeReader
 from stages import STAGES
+from stages.encode import result_store
 
 pytestmark = pytest.mark.gl
 
@@ -43,7 +44,7 @@ def encoded(tiny_door_demos, tmp_path_factory):  # type: ignore[no-untyped-def]
 
 def test_store_opens_with_plain_zarr_and_dask(encoded) -> None:  # type: ignore[no-untyped-def]
     data, result = encoded
-    root, key = result.summary["store"], result.key
+    root, key = result_store(result), result.key
     group = zarr.open_group(root, path=key, mode="r")
     episodes = Runner(PipelineConfig(), STAGES, data).data_dir / "render"
     with EpisodeReader(next(episodes.glob("*/episodes.hdf5"))) as reader:
@@ -70,7 +71,7 @@ def test_features_equal_a_direct_forward_in_episode_order(encoded) -> None:  # t
         frames = reader.read_all("fixed")
     encoder = create_encoder("resnet10t", "random", resize=48, crop=40)
     direct = encoder.encode(frames)
-    stored = zarr.open_group(result.summary["store"], path=result.key, mode="r")["fixed"][:]
+    stored = zarr.open_group(result_store(result), path=result.key, mode="r")["fixed"][:]
     np.testing.assert_allclose(stored.astype(np.float32), direct, rtol=2e-3, atol=2e-3)
 
 
@@ -87,7 +88,7 @@ def test_pulled_store_is_a_cache_hit_without_rendering(tiny_door_demos, encoded,
 
     _, first = encoded
     url = "s3://rrl-test/shared-features"
-    copy_group(first.summary["store"], url, first.key, dst_options=s3)  # a teammate pushes
+    copy_group(result_store(first), url, first.key, dst_options=s3)  # a teammate pushes
     teammate = tmp_path / "teammate"
     copy_group(url, str(teammate / "features.zarr"), first.key, src_options=s3)  # we pull
     result = run(config(tiny_door_demos), teammate)
@@ -108,8 +109,8 @@ def test_weights_file_is_loaded_and_its_sha256_recorded(tiny_door_demos, encoded
     assert result.key != random_run.key  # weights are part of the key
     weights = result.summary["weights"]
     assert weights["kind"] == "file" and len(weights["sha256"]) == 64
-    same = zarr.open_group(result.summary["store"], path=result.key, mode="r")["top"][:]
-    ref = zarr.open_group(random_run.summary["store"], path=random_run.key, mode="r")["top"][:]
+    same = zarr.open_group(result_store(result), path=result.key, mode="r")["top"][:]
+    ref = zarr.open_group(result_store(random_run), path=random_run.key, mode="r")["top"][:]
     np.testing.assert_array_equal(same, ref)  # the file holds the very same weights
 
 
@@ -129,5 +130,5 @@ def test_crashed_encode_resumes_to_an_identical_store(tiny_door_demos, encoded, 
     assert not result.cache_hit and result.summary["shards_written"] == 1
     for cam in ("top", "fixed"):
         a = zarr.open_group(str(copy / "features.zarr"), path=first.key, mode="r")[cam][:]
-        b = zarr.open_group(first.summary["store"], path=first.key, mode="r")[cam][:]
+        b = zarr.open_group(result_store(first), path=first.key, mode="r")[cam][:]
         np.testing.assert_array_equal(a, b)

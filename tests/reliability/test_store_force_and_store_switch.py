@@ -19,6 +19,7 @@ from pipeline.runner import MANIFEST, Runner, Stage, StageContext, StageResult
 from pipeline.store import features as fs
 from pipeline.store.verify import verify_group
 from stages import STAGES
+from stages.encode import result_store
 
 TINY = {"render.width": "48", "render.height": "48", "render.cameras": "top,fixed",
         "render.workers": "1", "encode.encoder": "resnet10t", "encode.weights": "random",
@@ -46,7 +47,7 @@ def group_files(root: str, key: str) -> dict[str, bytes]:
 def encoded(tiny_door_demos, tmp_path_factory):  # type: ignore[no-untyped-def]
     data = tmp_path_factory.mktemp("data")
     result = run(config(tiny_door_demos), data)
-    return data, result, group_files(result.summary["store"], result.key)
+    return data, result, group_files(result_store(result), result.key)
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_switching_store_to_a_bucket_copies_the_local_group_there(
     assert not fs.is_complete(url, key)
     result = run(config(tiny_door_demos, **{"encode.store": url}), data)
     assert result.key == key and "shards_written" not in result.summary  # copied, not encoded
-    assert result.summary["store"] == url and result.summary["verified"]["ok"]
+    assert result_store(result) == url and result.summary["verified"]["ok"]
     manifest = json.loads((data / "encode" / key[:12] / MANIFEST).read_text())
     assert manifest["summary"]["store"] == url  # downstream stages read from the bucket
     assert verify_group(url, key).ok
