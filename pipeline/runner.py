@@ -9,6 +9,7 @@ an output that reads as done. A partially written folder is kept so the stage ca
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -211,6 +212,11 @@ class Runner:
     def _status(self, name: str) -> StageStatus:
         key = self.key(name)
         if self.result(name) is not None:
+            check = self.stage(name).check_done
+            if check is not None and not check(dataclasses.replace(self._context(name, {}),
+                                                                   log=lambda msg: None)):
+                return StageStatus(name, key, "stale", "its output is not where this config "
+                                   "expects it (e.g. STORE= changed); the next run copies or redoes it")
             return StageStatus(name, key, "up to date")
         previous = latest_manifest(self.data_dir / name)
         if previous is None:

@@ -118,6 +118,8 @@ def test_switching_store_to_a_bucket_copies_the_local_group_there(
 def test_a_manifest_whose_store_lost_the_group_is_not_a_cache_hit(tiny_door_demos, workspace) -> None:  # type: ignore[no-untyped-def]
     data, root, key, files = workspace
     shutil.rmtree(root)
+    status = {s.name: s for s in Runner(config(tiny_door_demos), STAGES, data).status()}
+    assert status["encode"].state == "stale" and "not where this config expects" in status["encode"].reason
     result = run(config(tiny_door_demos), data)
     assert not result.cache_hit and result.summary["shards_written"] == 2
     assert group_files(root, key) == files
