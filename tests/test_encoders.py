@@ -103,7 +103,7 @@ def test_frozen_module_and_metadata(tiny: FrozenEncoder) -> None:
     assert tiny.weights["kind"] == "random" and len(tiny.weights["state_dict_sha256"]) == 64
     assert tiny.preprocessing["resize"] == 64 and tiny.preprocessing["crop"] == 56
     assert tiny.preprocessing["mean"] == MEAN and tiny.preprocessing["std"] == STD
-    json.dumps(tiny.preprocessing)
+    assert json.loads(json.dumps(tiny.preprocessing)) == tiny.preprocessing  # JSON as it is keyed
     with pytest.raises(ConfigError):
         tiny.encode(frames().astype(np.float32))
     with pytest.raises(ConfigError):

@@ -131,4 +131,5 @@ def test_lock_refuses_a_second_concurrent_run(tmp_path: Path) -> None:
     finally:
         release.set()
         holder.join(10)
-    assert runner.run("b").key == runner.key("b")  # lock released with the process
+    result = runner.run("b")  # the lock went with the process: this run is not refused
+    assert not result.cache_hit and (result.out_dir / MANIFEST).exists()
