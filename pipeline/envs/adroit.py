@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import sys
+# Before anything that imports mujoco: this chooses the GL backend mujoco reads at import.
+from pipeline.envs.offscreen import CameraRenderer  # first: chooses the GL backend
 
-from pipeline.envs.gl import render_failure, select_gl_backend
+# isort: split
+import contextlib
+import io
+from typing import Any
 
-select_gl_backend()  # must precede the first `import mujoco` in this process
-# Mesa's software GL (llvmpipe) and triton each bring their own LLVM: importing triton after a GL
-# context exists crashes the process (torch imports it lazily, e.g. through timm). Nothing that
-# renders needs triton, so make `import triton` fail cleanly; torch then treats it as absent.
-sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
-
-import contextlib  # noqa: E402
-import io  # noqa: E402
-from typing import Any  # noqa: E402
-
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
+import mujoco
+import numpy as np
 
 # gymnasium_robotics prints a notice about its v1 dense rewards on import; we restore the
 # hand_dapg reward below, so the notice would only mislead.
 with contextlib.redirect_stderr(io.StringIO()):
     from gymnasium_robotics.envs import adroit_hand
 
-from pipeline.config import REWARDS  # noqa: E402
-from pipeline.envs.distractors import DistractorSpec, add_distractor_geoms, perturb_model  # noqa: E402
-from pipeline.envs.tasks import CameraPose, TaskSpec, resolve_cameras, task_spec  # noqa: E402
-from pipeline.errors import unknown_name  # noqa: E402
+from pipeline.config import REWARDS
+from pipeline.envs.distractors import DistractorSpec, add_distractor_geoms, perturb_model
+from pipeline.envs.tasks import CameraPose, TaskSpec, resolve_cameras, task_spec
+from pipeline.errors import unknown_name
 
 # gymnasium-robotics 1.4.2 ("v1") flipped the sign of the hand-to-object term of the dense reward
 # for door, hammer and relocate (it warns about this itself). RRL trained on hand_dapg's reward,
@@ -98,7 +92,8 @@ class AdroitEnv:
         )
         self.model: mujoco.MjModel = self.env.model
         self.data: mujoco.MjData = self.env.data
-        self._renderer: mujoco.Renderer | None = None
+        self._renderer = CameraRenderer(self.model, self.data, self.spec.cameras, task, width,
+                                        height, shadows, kinematics=True)
         self._seed = seed
         self.t = 0
 
@@ -154,32 +149,11 @@ class AdroitEnv:
     # --- rendering ----------------------------------------------------------------------------
     def render(self, camera: str) -> np.ndarray:
         """An (H, W, 3) uint8 frame of the current state from a named camera."""
-        if camera not in self.spec.cameras:
-            raise unknown_name(f"{self.task} camera", camera, self.spec.cameras)
-        renderer = self._get_renderer()
-        # After mj_step, body poses are those computed before the last integration substep;
-        # recompute them so the frame shows the current qpos (and equals a restored state's).
-        mujoco.mj_kinematics(self.model, self.data)
-        renderer.update_scene(self.data, camera=camera)
-        if not self.shadows:
-            # Software GL spends most of its time on shadow and reflection passes (4x slower).
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        return renderer.render().copy()
+        return self._renderer.render(camera)
 
     def render_all(self) -> dict[str, np.ndarray]:
         return {cam: self.render(cam) for cam in self.cameras}
 
-    def _get_renderer(self) -> mujoco.Renderer:
-        if self._renderer is None:
-            try:
-                self._renderer = mujoco.Renderer(self.model, self.height, self.width)
-            except Exception as exc:  # GL errors come as several unrelated types
-                raise render_failure(exc) from exc
-        return self._renderer
-
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._renderer.close()
         self.env.close()

@@ -8,20 +8,16 @@ the pixel-RL papers report episode return, so ``info["success"]`` is always Fals
 
 from __future__ import annotations
 
-import sys
+# Before anything that imports mujoco: this chooses the GL backend mujoco reads at import.
+from pipeline.envs.offscreen import CameraRenderer  # first: chooses the GL backend
 
-from pipeline.envs.gl import render_failure, select_gl_backend
+# isort: split
+import logging
+import os
+from typing import Any
 
-select_gl_backend()  # must precede the first `import mujoco` (dm_control imports it) in this process
-# Mesa's software GL and triton each bring their own LLVM; see pipeline/envs/adroit.py.
-sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
-
-import logging  # noqa: E402
-import os  # noqa: E402
-from typing import Any  # noqa: E402
-
-import mujoco  # noqa: E402  (reads MUJOCO_GL now, before the override below)
-import numpy as np  # noqa: E402
+import mujoco  # reads MUJOCO_GL now, before _import_suite overrides it
+import numpy as np
 
 
 def _import_suite() -> Any:
@@ -62,7 +58,7 @@ suite = _import_suite()
 logging.getLogger("absl").addFilter(_DropDeprecatedTotalMass())
 
 from pipeline.envs.dmc_tasks import dmc_task_spec, resolve_dmc_cameras, suite_task  # noqa: E402
-from pipeline.errors import invalid_value, unknown_name  # noqa: E402
+from pipeline.errors import invalid_value  # noqa: E402
 
 # Random-state entries of get_state(): numpy's MT19937 RandomState, which the suite tasks draw
 # initial states from (and would draw any noise from).
@@ -102,7 +98,9 @@ class DMCEnv:
         self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, width)
         self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, height)
         self._proprio_qpos, self._proprio_qvel = _actuated_joint_indices(self.model)
-        self._renderer: mujoco.Renderer | None = None
+        # The suite's step ends with mj_step1 and set_state with mj_forward: poses are current.
+        self._renderer = CameraRenderer(self.model, self.data, self.spec.cameras, task, width,
+                                        height, shadows, kinematics=False)
         self._started = False
         self.t = 0
 
@@ -190,33 +188,13 @@ class DMCEnv:
     # --- rendering ----------------------------------------------------------------------------
     def render(self, camera: str) -> np.ndarray:
         """An (H, W, 3) uint8 frame of the current state from a named camera."""
-        if camera not in self.spec.cameras:
-            raise unknown_name(f"{self.task} camera", camera, self.spec.cameras)
-        renderer = self._get_renderer()
-        # The suite's step ends with mj_step1 and set_state with mj_forward, so body poses already
-        # show the current qpos; no kinematics pass is needed here.
-        renderer.update_scene(self.data, camera=camera)
-        if not self.shadows:
-            # Software GL spends most of its time on shadow and reflection passes.
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        return renderer.render().copy()
+        return self._renderer.render(camera)
 
     def render_all(self) -> dict[str, np.ndarray]:
         return {cam: self.render(cam) for cam in self.cameras}
 
-    def _get_renderer(self) -> mujoco.Renderer:
-        if self._renderer is None:
-            try:
-                self._renderer = mujoco.Renderer(self.model, self.height, self.width)
-            except Exception as exc:  # GL errors come as several unrelated types
-                raise render_failure(exc) from exc
-        return self._renderer
-
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._renderer.close()
         self.env.close()
 
 
