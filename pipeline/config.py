@@ -26,6 +26,8 @@ REPLAY_MODES = ("states", "open_loop")
 PRECISIONS = ("fp32", "bf16")
 OBS_MODES = ("state", "vision+proprio", "vision", "noisy_proprio")
 REWARDS = ("dense", "sparse")
+ENCODE_SOURCES = ("demos", "rollouts")
+POLICY_STAGES = ("bc", "dapg")
 NOT_IN_KEY = {"key": False}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -68,6 +70,10 @@ class RenderConfig(_Validated):
     max_demos: int | None = setting(None, gt=0)  # render only the first N demos (tiny runs)
     max_steps: int | None = setting(None, gt=0)  # truncate each demo to N steps (tiny runs)
     workers: int = setting(2, key=False, gt=0, le=256)
+    # Demo i is rendered under DistractorSpec(level, seed + i). Not in key_dict: the render stage
+    # adds the spec (with its version) to the key when the level is above 0, whose frames differ.
+    distractor_level: int = setting(0, key=False, ge=0, le=3)
+    distractor_seed: int = setting(0, key=False, ge=0)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class EncodeConfig(_Validated):
     workers: int = setting(2, key=False, gt=0, le=256)
     # Not in the key: fp32 on CUDA runs without TF32 and agrees with the CPU (pipeline/devices.py).
     device: str = setting("auto", key=False, pattern=DEVICE_PATTERN)
+    # Which episode file is encoded: the rendered demos, or a policy's rollouts (rollouts stage).
+    source: str = setting("demos", key="if_set", choices=ENCODE_SOURCES)
 
     def _check(self) -> None:
         if self.crop > self.resize:
@@ -138,6 +146,37 @@ class EvaluateConfig(_Validated):
     episodes: int = setting(50, gt=0)
     seed: int = setting(10**7, ge=0)  # a seed range used neither by training nor by evaluation
     video_episodes: int = setting(2, ge=0)  # at most `episodes` are shown
+    # `episodes` per level; episode i at level L is scored in the scene DistractorSpec(L, seed + i).
+    distractors: tuple[int, ...] = setting((0,), key="if_set", ge=0, le=3)
+
+    def _check(self) -> None:
+        _check_levels("evaluate.distractors", self.distractors)
+
+
+@dataclass(frozen=True)
+class RolloutsConfig(_Validated):
+    # "bc" or "dapg": this config's checkpoint; else a checkpoint file (its sha256 is keyed).
+    policy: str = setting("dapg")
+    episodes: int = setting(50, gt=0)  # per distractor level
+    # Episode i of every level resets with seed + i, in the scene DistractorSpec(level, seed + i).
+    distractors: tuple[int, ...] = setting((0,), ge=0, le=3)
+    deterministic: bool = setting(True)  # the policy's mean action
+    seed: int = setting(2 * 10**7, ge=0)  # a range neither training nor evaluate.seed uses
+    envs: int = setting(8, key=False, gt=0, le=1024)  # envs stepped in parallel
+    workers: int = setting(2, key=False, gt=0, le=256)  # processes the envs render in
+
+    def _check(self) -> None:
+        _check_levels("rollouts.distractors", self.distractors)
+
+    @property
+    def policy_file(self) -> str | None:
+        """The checkpoint file to roll out, or None for this config's bc/dapg checkpoint."""
+        return None if self.policy in POLICY_STAGES else self.policy
+
+
+def _check_levels(name: str, levels: tuple[int, ...]) -> None:
+    if not levels or len(set(levels)) != len(levels):
+        raise invalid_value(name, levels, "one or more distinct distractor levels 0-3, e.g. 0,1,2,3")
 
 
 @dataclass(frozen=True)
@@ -163,11 +202,19 @@ class PipelineConfig:
     dapg: DAPGConfig = field(default_factory=DAPGConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    rollouts: RolloutsConfig = field(default_factory=RolloutsConfig)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             if not isinstance(getattr(self, f.name), SECTIONS[f.name]):
                 raise invalid_value(f.name, getattr(self, f.name), f"a {SECTIONS[f.name].__name__}")
+        if self.encode.source == "rollouts" and self.policy.obs_mode != "state":
+            # The rolled-out policy would need the features of its own rollouts: a circle.
+            raise ConfigError(
+                f"encode.source=rollouts with policy.obs_mode={self.policy.obs_mode}: a vision "
+                "policy reads the encode stage's features, which would then be made from its own "
+                "rollouts. Fix: encode the rollouts of a state policy (OBS_MODE=state), or use "
+                "`make rollouts` alone for a vision policy")
 
     @property
     def task(self) -> str:

@@ -74,6 +74,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("traj", ("dapg.trajectories",), "trajectories per DAPG iteration"),
     Option("reward", ("dapg.reward",), "reward of the environment"),
     Option("seed", ("policy.seed",), "policy seed"),
+    Option("policy", ("rollouts.policy",),
+           "policy to roll out: bc | dapg (this config's checkpoint) or a checkpoint file"),
+    Option("episodes", ("rollouts.episodes",), "rollout episodes per distractor level"),
+    Option("distractors", ("rollouts.distractors", "evaluate.distractors"),
+           "distractor levels 0-3, comma-separated: rollouts and evaluate run each level"),
+    Option("source", ("encode.source",),
+           "episodes encode reads: the rendered demos, or the rollouts stage's episodes "
+           "(bc and dapg then train on those rollouts)"),
 )
 BY_NAME = {o.param: o for o in OPTIONS}
 BY_MAKE_VAR = {o.make_var: o for o in OPTIONS}

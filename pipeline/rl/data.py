@@ -11,6 +11,7 @@ Nothing here imports MuJoCo; ``make_sampler`` imports the samplers when it is ca
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,14 +74,19 @@ def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
 
 
 def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
-                 workers: int = 2, record: bool = False) -> Sampler:
-    """A sampler whose observations match the training data of ``src``."""
+                 workers: int = 2, record: bool = False,
+                 env_factory: Callable[..., Any] | None = None) -> Sampler:
+    """A sampler whose observations match the training data of ``src``.
+
+    ``env_factory`` (vision modes) replaces ``adroit_env`` for the envs that render the frames.
+    """
     if src.obs_mode == "state":
         from pipeline.rl.sampler import ProcessSampler
 
         return ProcessSampler(src.task, workers=workers, n_envs=max(1, dapg.envs // workers),
                               reward=dapg.reward)
     from pipeline.encoders import create_encoder
+    from pipeline.rl.env_backends import adroit_env
     from pipeline.rl.vision import VisionSampler
     from pipeline.store.features import open_features
 
@@ -89,13 +95,13 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
     pre = attrs["preprocessing"]
     weights = attrs["weights"]
     encoder = create_encoder(attrs["encoder"], _weights_arg(weights), attrs["precision"],
-                             pre["resize"], pre["crop"])
+                             pre["resize"], pre["crop"], device=dapg.device)
     check_encoder_matches_store(encoder, attrs, f"{src.store}/{src.feature_key}")
     render = RenderConfig(**{k: src.render[k] for k in ("width", "height", "shadows")})
     return VisionSampler(src.task, encoder, ObsSpec(src.obs_mode, src.cameras, policy.proprio_noise),
                          n_envs=dapg.envs, workers=workers, reward=dapg.reward,
                          width=render.width, height=render.height, shadows=render.shadows,
-                         record=record)
+                         record=record, env_factory=env_factory or adroit_env)
 
 
 def _weights_arg(weights: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ float16 (the store's dtype), concatenated in camera order, then proprioception p
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -108,16 +108,18 @@ class VisionSampler(LoopSampler):
     """`n_envs` envs spread over `workers` processes; frames encoded in the main process.
 
     ``record=True`` keeps frames, states and the env's low-dimensional observation in each
-    rollout (``recorded_arrays``) for writing to an episode file.
+    rollout (``recorded_arrays``) for writing to an episode file. ``env_factory`` is called
+    like ``adroit_env`` (``pipeline.rl.distracted`` passes one that renders distractors).
     """
 
     def __init__(self, task: str, encoder: FrozenEncoder, obs_spec: ObsSpec, n_envs: int = 8,
                  workers: int = 2, reward: str = "dense", width: int = 256, height: int = 256,
-                 shadows: bool = False, encode_batch: int | None = None, record: bool = False) -> None:
+                 shadows: bool = False, encode_batch: int | None = None, record: bool = False,
+                 env_factory: Callable[..., Any] = adroit_env) -> None:
         if obs_spec.mode not in VISION_MODES:
             raise ConfigError(f"VisionSampler needs a vision mode ({', '.join(VISION_MODES)}), "
                               f"got {obs_spec.mode!r}")
-        make_env = partial(adroit_env, task, reward=reward, cameras=obs_spec.cameras, width=width,
+        make_env = partial(env_factory, task, reward=reward, cameras=obs_spec.cameras, width=width,
                            height=height, shadows=shadows)
         self.backend = WorkerEnvs(make_env, n_envs, workers,
                                   recorded_view if record else camera_view)
