@@ -52,6 +52,10 @@ STATE_KEYS = {
     "relocate": ("qpos", "qvel", "hand_qpos", "obj_pos", "target_pos", "palm_pos"),
 }
 
+# Sizes checked against the demos at hand (door); the other tasks' files are not available here,
+# so only their keys, finiteness and shape class are checked.
+STATE_SIZES: dict[str, dict[str, int]] = {"door": {"qpos": 30, "qvel": 30, "door_body_pos": 3}}
+
 
 @dataclass(frozen=True)
 class Demo:
@@ -108,6 +112,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"),
         ("_codecs", "encode"),  # protocol-2 pickles store bytes through it
+        ("__builtin__", "bytes"), ("builtins", "bytes"),  # ... and empty bytes through this
     })
 
     def find_class(self, module: str, name: str) -> Any:
@@ -127,11 +132,12 @@ def parse_demos(path: Path, data: bytes, task: str) -> list[Demo]:
         raise bad_demo(path, "<file>", f"expected a non-empty list of demos, got {type(raw).__name__}",
                        "use a hand_dapg *_demos.pickle file")
     spec = task_spec(task)
-    return [_parse_one(path, i, d, spec.obs_dim, spec.act_dim, STATE_KEYS[task]) for i, d in enumerate(raw)]
+    return [_parse_one(path, i, d, spec.obs_dim, spec.act_dim, STATE_KEYS[task],
+                       STATE_SIZES.get(task, {})) for i, d in enumerate(raw)]
 
 
 def _parse_one(path: Path, i: int, d: Any, obs_dim: int, act_dim: int,
-               state_keys: tuple[str, ...]) -> Demo:
+               state_keys: tuple[str, ...], task_sizes: dict[str, int]) -> Demo:
     where = f"demo[{i}]"
     if not isinstance(d, dict):
         raise bad_demo(path, where, f"expected a dict, got {type(d).__name__}", "use a hand_dapg demo file")
@@ -159,8 +165,23 @@ def _parse_one(path: Path, i: int, d: Any, obs_dim: int, act_dim: int,
     init = d.get("init_state_dict")
     if not isinstance(init, dict) or any(k not in init for k in state_keys):
         raise bad_demo(path, f"{where}.init_state_dict", f"must be a dict with keys {list(state_keys)}", fix)
-    state = {k: np.asarray(v, dtype=np.float64) for k, v in init.items()}
+    state = {k: _state_entry(path, f"{where}.init_state_dict.{k}", v, task_sizes.get(k), fix)
+             for k, v in init.items()}
     return Demo(arrays["observations"], arrays["actions"], arrays["rewards"], state)
+
+
+def _state_entry(path: Path, field: str, value: Any, size: int | None, fix: str) -> np.ndarray:
+    """A simulator-state entry: a finite 1-D float vector (of the known size, where known)."""
+    arr = np.asarray(value)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise bad_demo(path, field, f"has dtype {arr.dtype}, expected numbers", fix)
+    if arr.ndim != 1 or not len(arr) or (size is not None and len(arr) != size):
+        expected = f"({size},)" if size is not None else "a non-empty vector"
+        raise bad_demo(path, field, f"has shape {arr.shape}, expected {expected}",
+                       "check that the file belongs to the task (TASK=...)")
+    if not np.isfinite(arr).all():
+        raise bad_demo(path, field, "contains NaN or inf", fix)
+    return arr.astype(np.float64)
 
 
 def load_demos(path: str | Path, task: str, sha256: str | None = None) -> tuple[list[Demo], str]:

@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import bad_store
+from pipeline.store.episode_checks import check_episode_file
 
 IMAGE_SUFFIX = "_image"
 _GROUP_ATTRS = ("num_samples", "complete")  # written by the writer itself, not JSON
@@ -159,11 +160,21 @@ class EpisodeReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise bad_store(str(self.path), "episode file does not exist", "run `rrl run render` first")
-        self.file = h5py.File(self.path, "r")
-        root = self.file["data"]
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise bad_store(str(self.path), f"HDF5 cannot open it ({exc})",
+                            "re-run the stage that wrote it with FORCE=1") from None
+        root = self.file.get("data")
         self.names = sorted(
             (n for n, g in root.items() if g.attrs.get("complete", False)), key=_demo_index
-        )
+        ) if isinstance(root, h5py.Group) else []
+        try:
+            check_episode_file(self.path, self.file, self.names)
+        except BaseException:
+            self.file.close()
+            raise
+        assert isinstance(root, h5py.Group)
         self.groups = [root[n] for n in self.names]
         self.lengths = np.array([g.attrs["num_samples"] for g in self.groups], dtype=np.int64)
         self.episode_ends = np.cumsum(self.lengths)
