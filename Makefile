@@ -25,7 +25,7 @@ endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
 .PHONY: help install gl-deps demos render encode features bc dapg evaluate probe status cameras distractors \
-	inspect options verify push pull experiment report test test-slow test-all lint bench e2e clean
+	inspect options verify push pull experiment report test test-slow test-all test-gpu lint bench e2e clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
@@ -107,8 +107,14 @@ report: $(INSTALLED) ## curves and tables of an experiment's finished cells (NAM
 test: $(INSTALLED) ## fast test suite (the one CI runs)
 	$(PY) -m pytest -q
 
-test-slow: $(INSTALLED) ## heavy tests only (full door render, end-to-end runs)
+test-slow: $(INSTALLED) ## heavy tests only (kill -9 and cluster runs, moved workspace, full door data)
 	$(PY) -m pytest -q -m slow
+
+test-all: $(INSTALLED) ## every test: fast, slow, gpu and network (the last two skip without CUDA / RRL_NETWORK=1)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+test-gpu: $(INSTALLED) ## the CUDA tests only (on a machine with a GPU)
+	$(PY) -m pytest -q -m gpu
 
 lint: $(INSTALLED) ## ruff and mypy
 	$(VENV)/bin/ruff check pipeline stages tests bench

@@ -113,3 +113,17 @@ def s3() -> Iterator[dict[str, Any]]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests skip without CUDA and `network` tests without RRL_NETWORK=1, so that
+    `make test-all` runs everything that can run on the machine at hand."""
+    import torch
+
+    no_cuda = pytest.mark.skip(reason="needs a CUDA device")
+    no_net = pytest.mark.skip(reason="needs internet access (set RRL_NETWORK=1)")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_cuda)
+        if "network" in item.keywords and os.environ.get("RRL_NETWORK") != "1":
+            item.add_marker(no_net)
