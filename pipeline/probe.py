@@ -204,7 +204,10 @@ def probe_features(features: np.ndarray, state: np.ndarray, episode_ends: np.nda
     for t in targets:
         groups.append((t.name, list(range(start, start + len(t.dims)))))
         start += len(t.dims)
-    encoder = probe(features, state[:, cols], groups, rows_demo, split, cfg.alphas)
+    # Dims constant on every row (dead units: a third of a random MobileNetV3's) are zero in
+    # every fold once standardised; dropping them changes no prediction, only the eigh's cost.
+    varying = np.ptp(features, axis=0) > 0
+    encoder = probe(features[:, varying], state[:, cols], groups, rows_demo, split, cfg.alphas)
     ceiling = {}
     for t in targets:
         rest = np.delete(state, t.dims, axis=1)
@@ -217,7 +220,8 @@ def probe_features(features: np.ndarray, state: np.ndarray, episode_ends: np.nda
                     for t in targets],  # a list: JSON files sort keys, the table keeps this order
         "test_demos": list(split.test), "folds": [list(f) for f in split.folds],
         "rows": len(state), "train_rows": int((~in_test).sum()), "test_rows": int(in_test.sum()),
-        "input_dim": int(features.shape[1]), "alphas": list(cfg.alphas),
+        "input_dim": int(features.shape[1]), "constant_dims": int((~varying).sum()),
+        "alphas": list(cfg.alphas),
         "ceiling_inputs": "the task observation minus the target's own dims",
     }
 

@@ -71,6 +71,8 @@ def _r2(value: float | None) -> str:
 def describe(result: StageResult) -> str:
     s = result.summary
     inputs = "+".join(s["cameras"]) + (" + proprio" if s["include_proprio"] else "")
+    if s["constant_dims"]:
+        inputs += f"; {s['constant_dims']} constant on every row, left out"
     lines = [
         f"linear probe ({s['task']}): {s['encoder']} ({s['precision']}), {weights_label(s['weights'])}",
         f"  {s['input_dim']}-d inputs ({inputs}), {s['rows']} rows of {s['demos']} demos; R^2 on "

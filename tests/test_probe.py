@@ -90,8 +90,9 @@ def test_probe_recovers_a_planted_linear_signal() -> None:
     ends = _demo_ends(15, rng)
     n = int(ends[-1])
     state = rng.normal(size=(n, 39))
-    x = np.hstack([state @ rng.normal(size=(39, 39)), rng.normal(size=(n, 20))])
+    x = np.hstack([state @ rng.normal(size=(39, 39)), rng.normal(size=(n, 20)), np.ones((n, 3))])
     out = probe_features(x, state, ends, "door", ProbeConfig())
+    assert out["input_dim"] == 62 and out["constant_dims"] == 3
     for t in out["targets"]:
         assert t["features"]["r2"] > 0.99, t["name"]
     # Door observations here are independent noise, so the rest of the state explains nothing.
@@ -229,7 +230,7 @@ def test_store_and_episode_file_of_other_rows_are_refused(
 
 
 def test_probe_settings_are_checked() -> None:
-    with pytest.raises(ConfigError, match="probe.alphas"):
+    with pytest.raises(ConfigError, match=r"probe\.alphas"):
         ProbeConfig(alphas=())
     with pytest.raises(ConfigError, match=r"probe.test_fraction.*at most 0.5"):
         PipelineConfig().with_overrides({"probe.test_fraction": "0.9"})
