@@ -81,8 +81,9 @@ class EncodeConfig(_Validated):
     encoder: str = setting("resnet34")
     weights: str = setting("pretrained")  # "pretrained", "random", or a .pth/.safetensors path
     precision: str = setting("fp32", choices=PRECISIONS)
-    resize: int = setting(256, gt=0, le=4096)
-    crop: int = setting(224, gt=0, le=4096)
+    # Unset: the encoder's own input size (ImageNet models: RRL's Resize(256), CenterCrop(224)).
+    resize: int | None = setting(None, gt=0, le=4096)
+    crop: int | None = setting(None, gt=0, le=4096)
     batch_size: int = setting(32, key=False, gt=0)
     store: str | None = setting(None, key=False)  # local path or fsspec URL
     scheduler: str | None = setting(None, key=False)  # tcp://host:port
@@ -93,8 +94,32 @@ class EncodeConfig(_Validated):
     source: str = setting("demos", key="if_set", choices=ENCODE_SOURCES)
 
     def _check(self) -> None:
-        if self.crop > self.resize:
+        if self.crop is not None and self.resize is not None and self.crop > self.resize:
             raise invalid_value("encode.crop", self.crop, f"at most encode.resize={self.resize}")
+
+
+@dataclass(frozen=True)
+class VAEConfig(_Validated):
+    """The in-domain encoder (vae stage): a convolutional beta-VAE on the rendered frames."""
+
+    input_size: int = setting(64, ge=8, le=512)  # frames are resized to input_size x input_size
+    latent: int = setting(64, gt=0, le=4096)  # the feature width of the encoder
+    channels: tuple[int, ...] = setting((32, 64, 128, 256), gt=0, le=4096)  # one stride-2 conv each
+    beta: float = setting(1.0, ge=0)  # weight of the KL term
+    epochs: int = setting(20, gt=0, le=10_000)
+    batch_size: int = setting(64, gt=0)
+    lr: float = setting(1e-3, gt=0, le=1)
+    holdout: float = setting(0.2, gt=0, le=0.5)  # share of episodes held out (whole episodes)
+    seed: int = setting(0, ge=0)
+    threads: int | None = setting(None, key=False, gt=0, le=256)  # torch threads; None: torch's
+
+    def _check(self) -> None:
+        if not self.channels:
+            raise invalid_value("vae.channels", self.channels, "one or more channel counts")
+        if self.input_size >> len(self.channels) < 1:
+            raise invalid_value("vae.input_size", self.input_size,
+                                f"at least {2 ** len(self.channels)} for {len(self.channels)} "
+                                "stride-2 convolutions (vae.channels)")
 
 
 @dataclass(frozen=True)
@@ -203,6 +228,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     rollouts: RolloutsConfig = field(default_factory=RolloutsConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError, StoreError
 from stages import study_cli
 from stages.cli_errors import explain_os_error, is_remote_error
 from stages.options import OPTIONS, check_make_vars, overrides
+from stages.vae import resolve_weights
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Render, encode and learn Adroit tasks from cached frozen-encoder features.")
@@ -41,6 +42,7 @@ def configure(**values: Any) -> None:
     sets = values.pop("set_") or []
     State.data = values.pop("data")
     State.config = PipelineConfig().with_overrides(overrides(values, sets))
+    State.config = resolve_weights(State.config, State.data)  # ENCODER=vae WEIGHTS=<vae key>
 
 
 def _option_parameters() -> list[inspect.Parameter]:
@@ -215,7 +217,8 @@ def encoders() -> None:
 
     for name in list_encoders():
         spec = encoder_spec(name)
-        typer.echo(f"{name:<24} {spec.feature_dim:>5}-d  {spec.source}: {spec.pretrained_tag}")
+        tag = spec.pretrained_tag or "no pretrained weights (make vae, then WEIGHTS=<its key>)"
+        typer.echo(f"{name:<24} {spec.feature_dim:>5}-d  {spec.source}: {tag}")
 
 
 def main() -> None:

@@ -20,15 +20,18 @@ ROWS_PER_TASK = 256  # small enough to keep every worker busy on a single shard
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    from pipeline.encoders import encoder_spec, weights_identity
+    from pipeline.encoders import encoder_spec, input_size, weights_identity
 
     e = cfg.encode
     encoder_spec(e.encoder)  # unknown names fail here, listing the valid ones
+    # The encoder's own input size unless resize/crop are set (a VAE file stores its own).
+    spec = encoder_spec(e.encoder, e.weights)
+    resize, crop = input_size(spec, e.resize, e.crop)
     return {
         "encoder": e.encoder,
         "weights": weights_identity(e.encoder, e.weights),
         "precision": e.precision,
-        "preprocessing": {"resize": e.resize, "crop": e.crop, "normalize": "imagenet"},
+        "preprocessing": {"resize": resize, "crop": crop, "normalize": spec.normalize},
     }
 
 
@@ -111,14 +114,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.store.writer import delete_group, finalize
 
     e, root = ctx.config.encode, store_root(ctx)
-    identity = _checked_inputs(ctx)["weights"]
+    checked = _checked_inputs(ctx)
+    identity, size = checked["weights"], checked["preprocessing"]
     render = ctx.upstream["render"]  # older manifests hold an absolute path: the join keeps it
     episodes = str(render.out_dir / render.summary["episodes_file"])
     with EpisodeReader(episodes) as reader:
         cameras, num_rows, ends = tuple(reader.cameras), reader.num_rows, reader.episode_ends
         low_dim = {"proprio": reader.read_all("obs/proprio"), "actions": reader.read_all("actions"),
                    "rewards": reader.read_all("rewards")}
-    params = EncoderParams(e.encoder, e.weights, e.precision, e.resize, e.crop,
+    params = EncoderParams(e.encoder, e.weights, e.precision, size["resize"], size["crop"],
                            identity.get("sha256"))
     encoder = cached_encoder(params)  # fails early (bad weights) before any cluster starts
     weights = dict(encoder.weights)

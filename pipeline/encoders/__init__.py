@@ -1,4 +1,4 @@
-"""Frozen ImageNet encoders: registry, weights and preprocessing.
+"""Frozen encoders (ImageNet backbones and the project's VAE): registry, weights, preprocessing.
 
 Importing this package stays cheap (no torch): the registry and `weights_identity` feed cache
 keys and `rrl status`. `create_encoder` and `FrozenEncoder` load torch on first use.
@@ -12,6 +12,7 @@ from pipeline.encoders import models as _models  # noqa: F401  (registers the en
 from pipeline.encoders.registry import (
     EncoderSpec,
     encoder_spec,
+    input_size,
     list_encoders,
     register_encoder,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "FrozenEncoder",
     "create_encoder",
     "encoder_spec",
+    "input_size",
     "list_encoders",
     "register_encoder",
     "weights_identity",

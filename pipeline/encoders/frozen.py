@@ -1,4 +1,4 @@
-"""FrozenEncoder: a frozen ImageNet model plus its preprocessing, frames in, features out."""
+"""FrozenEncoder: a frozen model plus its preprocessing, frames in, features out."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 from pipeline.devices import fp32_exact, resolve_device
 from pipeline.encoders.loading import build_module
 from pipeline.encoders.preprocess import preprocess, preprocessing_description
-from pipeline.encoders.registry import encoder_spec
+from pipeline.encoders.registry import encoder_spec, input_size
 from pipeline.errors import invalid_value, unknown_name
 
 PRECISIONS = ("fp32", "bf16")
@@ -32,6 +32,7 @@ class FrozenEncoder:
         resize: int,
         crop: int,
         device: torch.device,
+        normalize: str = "imagenet",
     ) -> None:
         self.name = name
         self.module = module
@@ -41,7 +42,8 @@ class FrozenEncoder:
         self.resize = resize
         self.crop = crop
         self.device = device
-        self.preprocessing: dict[str, Any] = preprocessing_description(resize, crop)
+        self.normalize = normalize
+        self.preprocessing: dict[str, Any] = preprocessing_description(resize, crop, normalize)
 
     def __repr__(self) -> str:
         return (
@@ -83,7 +85,8 @@ class FrozenEncoder:
                 chunk = np.ascontiguousarray(frames[start : start + step])
                 if not chunk.flags.writeable:  # torch warns on read-only numpy memory
                     chunk = chunk.copy()
-                x = preprocess(torch.from_numpy(chunk), self.resize, self.crop, self.device)
+                x = preprocess(torch.from_numpy(chunk), self.resize, self.crop, self.device,
+                               self.normalize)
                 out[start : start + step] = self.forward_preprocessed(x).cpu().numpy()
         return out
 
@@ -92,20 +95,20 @@ def create_encoder(
     name: str,
     weights: str = "pretrained",
     precision: str = "fp32",
-    resize: int = 256,
-    crop: int = 224,
+    resize: int | None = None,
+    crop: int | None = None,
     device: str = "cpu",
 ) -> FrozenEncoder:
     """Build a frozen encoder. `weights`: "pretrained", "random" or a .pth/.safetensors path;
+    `resize`/`crop`: None for the encoder's own input size (ImageNet models: 256/224);
     `device`: "cpu", "cuda[:N]" or "auto" (CUDA when present)."""
-    spec = encoder_spec(name)
+    spec = encoder_spec(name, weights)
     if precision not in PRECISIONS:
         raise unknown_name("precision", precision, PRECISIONS)
     for field, value in (("resize", resize), ("crop", crop)):
-        if value <= 0:
+        if value is not None and value <= 0:
             raise invalid_value(field, value, "a positive integer")
-    if crop > resize:
-        raise invalid_value("crop", crop, f"at most resize={resize}")
+    resize, crop = input_size(spec, resize, crop)
     torch_device = torch.device(resolve_device(device))
     if torch_device.type == "cuda":
         fp32_exact()  # the device stays out of the keys only because fp32 is exact there
@@ -122,4 +125,5 @@ def create_encoder(
         resize=resize,
         crop=crop,
         device=torch_device,
+        normalize=spec.normalize,
     )

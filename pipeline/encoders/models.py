@@ -1,14 +1,21 @@
-"""The registered encoders: ImageNet classifiers with their classifier removed.
+"""The registered encoders: ImageNet classifiers with their classifier removed, and the VAE.
 
 The timm ResNets use the `tv_in1k` tags, which are torchvision's ImageNet weights, as in RRL;
 their key names match torchvision's, so a torchvision ResNet file loads into them directly.
+The `vae` encoder is the encoder half of the VAE the vae stage trains on a task's own frames.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
-from pipeline.encoders.registry import register_encoder
+from pipeline.encoders.registry import EncoderSpec, register_encoder
+from pipeline.encoders.vae_architecture import (
+    DEFAULT_ARCHITECTURE,
+    VAEArchitecture,
+    architecture_of_weights,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -76,3 +83,30 @@ def shufflenet_v2_x1_0(pretrained: bool) -> nn.Module:
     model: nn.Module = shufflenet_v2_x1_0(weights=weights)
     model.fc = nn.Identity()  # its forward ends in mean([2, 3]) then fc: pooled features remain
     return model
+
+
+def _vae_encoder(arch: VAEArchitecture) -> nn.Module:
+    from pipeline.encoders.vae import VAEEncoder
+
+    return VAEEncoder(arch)
+
+
+def _vae_spec_for_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:
+    # The shape is in the weights file: its latent is the feature width, its input the frame size.
+    arch = architecture_of_weights(spec.name, weights)
+    if arch == DEFAULT_ARCHITECTURE:
+        return spec
+    return dataclasses.replace(spec, feature_dim=arch.latent,
+                               input_size=(arch.input_size, arch.input_size),
+                               builder=lambda pretrained: _vae_encoder(arch))
+
+
+# Trained by the vae stage (`make vae`) on [0, 1] pixels: no ImageNet normalisation, and no
+# pretrained weights. The feature is the posterior mean.
+@register_encoder(
+    feature_dim=DEFAULT_ARCHITECTURE.latent, source="project", pretrained_tag=None, head_keys=(),
+    input_size=(DEFAULT_ARCHITECTURE.input_size, DEFAULT_ARCHITECTURE.input_size),
+    normalize="none", for_weights=_vae_spec_for_weights,
+)
+def vae(pretrained: bool) -> nn.Module:
+    return _vae_encoder(DEFAULT_ARCHITECTURE)

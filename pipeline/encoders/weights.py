@@ -26,6 +26,12 @@ _CHUNK = 1 << 20
 
 def weights_fix(name: str) -> str:
     """The sentence telling a user how to point at weights, shared by every weights error."""
+    if encoder_spec(name).pretrained_tag is None:
+        return (
+            f"Fix: train the {name} encoder with `make {name}` (same TASK=, SIZE=) and pass the "
+            f"key or the weights file it prints: WEIGHTS=<key> or WEIGHTS=data/{name}/<key12>/"
+            f"encoder.safetensors; WEIGHTS=random gives a random-init baseline, only when wanted"
+        )
     return (
         f"Fix: set WEIGHTS=pretrained, WEIGHTS=random (a random-init baseline, only when wanted) "
         f"or WEIGHTS=/path/to/file.pth (or .safetensors) holding a state dict for the {name} "
@@ -39,8 +45,16 @@ def weights_identity(name: str, weights: str) -> dict[str, str]:
     if weights == "random":
         return {"kind": "random"}
     if weights == "pretrained":
+        if spec.pretrained_tag is None:
+            raise no_pretrained_weights(name)
         return {"kind": "pretrained", "tag": spec.pretrained_tag}
+    encoder_spec(name, weights)  # a file whose architecture cannot be read fails here
     return {"kind": "file", "sha256": file_sha256(check_weights_file(name, weights))}
+
+
+def no_pretrained_weights(name: str) -> WeightsError:
+    return WeightsError(f"encoder {name!r} has no pretrained weights (none exist: this project "
+                        f"trains it), so WEIGHTS=pretrained cannot be used. {weights_fix(name)}")
 
 
 def check_weights_file(name: str, weights: str) -> Path:
