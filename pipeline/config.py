@@ -211,6 +211,7 @@ class ProbeConfig(_Validated):
     folds: int = setting(5, ge=2, le=100)  # group k-fold over the training demos picks alpha
     alphas: tuple[float, ...] = setting(tuple(10.0**k for k in range(-3, 7)), gt=0)
     seed: int = setting(0, ge=0)  # which demos are held out, how the rest are dealt into folds
+    threads: int = setting(1, key=False, gt=0, le=256)  # BLAS threads of the probe's worker
 
     def _check(self) -> None:
         if not self.alphas:

@@ -25,6 +25,7 @@ feature store). What the numbers in ``probe.json`` mean:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,3 +267,18 @@ def load_probe_data(store_url: str, feature_key: str, episodes_file: str, task: 
                                  "probed. Fix: re-encode with encode.precision=fp32, or check "
                                  "the encoder's weights")
     return ProbeData(features, state, ends, store.cameras, dict(store.attrs))
+
+
+def run_probe(store_url: str, feature_key: str, episodes_file: str, task: str,
+              cfg: ProbeConfig) -> dict[str, Any]:
+    """Load and probe: the whole job as one call, for a worker process to run."""
+    started = time.perf_counter()
+    data = load_probe_data(store_url, feature_key, episodes_file, task, cfg.include_proprio)
+    loaded = time.perf_counter()
+    result = probe_features(data.features, data.state, data.episode_ends, task, cfg)
+    a = data.store_attrs
+    return {"encoder": a.get("encoder"), "weights": a.get("weights") or {},
+            "precision": a.get("precision"), "preprocessing": a.get("preprocessing"),
+            "feature_dim": int(a.get("feature_dim", 0)), "cameras": list(data.cameras),
+            "demos": len(data.episode_ends), **result, "load_seconds": round(loaded - started, 2),
+            "probe_seconds": round(time.perf_counter() - loaded, 2)}

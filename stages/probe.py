@@ -24,31 +24,24 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    import time
-
-    from pipeline.probe import load_probe_data, probe_features
+    from pipeline.distributed import get_client
+    from pipeline.probe import run_probe
     from pipeline.runner import write_json_atomic
     from stages.encode import store_root
     from stages.render import EPISODES
 
-    started = time.perf_counter()
+    cfg = ctx.config.probe
     episodes = ctx.upstream["render"].out_dir / EPISODES  # the data folder may have moved
-    data = load_probe_data(store_root(ctx), ctx.upstream["encode"].key, str(episodes),
-                           ctx.config.task, ctx.config.probe.include_proprio)
-    loaded = time.perf_counter()
-    result = probe_features(data.features, data.state, data.episode_ends, ctx.config.task,
-                            ctx.config.probe)
-    a = data.store_attrs
-    weights = a.get("weights") or {}
-    summary = {
-        "task": ctx.config.task, "encoder": a.get("encoder"), "weights": weights,
-        "random_weights": weights.get("kind") == "random", "precision": a.get("precision"),
-        "preprocessing": a.get("preprocessing"), "feature_key": ctx.upstream["encode"].key,
-        "cameras": list(data.cameras), "feature_dim": int(a.get("feature_dim", 0)),
-        "include_proprio": ctx.config.probe.include_proprio, "demos": len(data.episode_ends),
-        **result, "load_seconds": round(loaded - started, 2),
-        "probe_seconds": round(time.perf_counter() - loaded, 2), "file": RESULT,
-    }
+    # In a worker process, whose BLAS uses probe.threads threads: on the 2 shared cores of the
+    # machine this was built on, OpenBLAS's default of one thread per core made the probe 7x
+    # slower under load (512-d: 10 s instead of 1.5 s; 2048-d: 135 s instead of 32 s).
+    with get_client(workers=1, threads_per_worker=cfg.threads) as client:
+        result = client.submit(run_probe, store_root(ctx), ctx.upstream["encode"].key,
+                               str(episodes), ctx.config.task, cfg).result()
+    summary = {"task": ctx.config.task, **result,
+               "random_weights": result["weights"].get("kind") == "random",
+               "feature_key": ctx.upstream["encode"].key, "include_proprio": cfg.include_proprio,
+               "file": RESULT}
     write_json_atomic(ctx.out_dir / RESULT, summary)
     ctx.log(f"[probe] {summary['rows']} rows x {summary['input_dim']}-d: loaded in "
             f"{summary['load_seconds']} s, probed in {summary['probe_seconds']} s")

@@ -212,6 +212,8 @@ def test_second_run_is_a_cache_hit_and_probe_settings_key_only_the_probe(
     other = Runner(_config(five_demos, **{"probe.folds": "2"}), STAGES, data)
     assert other.key("probe") != first.key
     assert other.key("encode") == first.manifest["upstream"]["encode"]
+    # BLAS threads change the speed, not the numbers: not in the key.
+    assert Runner(_config(five_demos, **{"probe.threads": "2"}), STAGES, data).key("probe") == first.key
 
 
 @pytest.mark.gl
