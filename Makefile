@@ -24,7 +24,7 @@ export RRL_DEMOS := $(wildcard ../shared/data/adroit-demos/$(or $(TASK),door)-v0
 endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
-.PHONY: help install gl-deps demos render vae encode features bc dapg evaluate probe status cameras distractors \
+.PHONY: help install gl-deps demos render vae encode features bc dapg evaluate rollouts probe status cameras distractors \
 	inspect options verify push pull experiment report test test-slow test-all test-gpu lint bench e2e clean
 
 help: ## list targets and variables
@@ -73,6 +73,9 @@ dapg: $(INSTALLED) ## DAPG from the BC checkpoint (ITERS=, TRAJ=)
 
 evaluate: $(INSTALLED) ## success rate of the trained policy
 	$(RRL) run evaluate $(RUN_FLAGS)
+
+rollouts: $(INSTALLED) ## a policy's episodes rendered under distractors (POLICY=dapg EPISODES=50 DISTRACTORS=0,1,2,3)
+	$(RRL) run rollouts $(RUN_FLAGS)
 
 probe: $(INSTALLED) ## linear probe: how well the features predict the simulator state (R^2)
 	$(RRL) run probe $(RUN_FLAGS)

@@ -235,13 +235,6 @@ class PipelineConfig:
         for f in dataclasses.fields(self):
             if not isinstance(getattr(self, f.name), SECTIONS[f.name]):
                 raise invalid_value(f.name, getattr(self, f.name), f"a {SECTIONS[f.name].__name__}")
-        if self.encode.source == "rollouts" and self.policy.obs_mode != "state":
-            # The rolled-out policy would need the features of its own rollouts: a circle.
-            raise ConfigError(
-                f"encode.source=rollouts with policy.obs_mode={self.policy.obs_mode}: a vision "
-                "policy reads the encode stage's features, which would then be made from its own "
-                "rollouts. Fix: encode the rollouts of a state policy (OBS_MODE=state), or use "
-                "`make rollouts` alone for a vision policy")
 
     @property
     def task(self) -> str:

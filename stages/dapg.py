@@ -38,7 +38,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.rl.checkpoints import load_policy, require_finite_policy, save_checkpoint
     from pipeline.rl.data import demo_arrays, make_sampler
     from pipeline.rl.policy import MLPBaseline
-    from pipeline.rl.recording import RolloutRecorder
+    from pipeline.rl.recording import RolloutRecorder, rollouts_info
     from pipeline.rl.trainer import train_dapg
     from stages.bc import policy_file, trained_source
 
@@ -52,8 +52,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     recorder = None
     record = d.record_every > 0 and src.obs_mode != "state"
     if record:
-        info = {"source": "dapg rollouts", "dapg_key": ctx.key, "obs_mode": src.obs_mode,
-                "policy_config": policy.config(), "seed": pcfg.seed}
+        info = rollouts_info({"stage": "dapg", "key": ctx.key, "training": True}, src.obs_mode,
+                             (0,), policy_config=policy.config(), seed=pcfg.seed)
         recorder = RolloutRecorder(ctx.out_dir / "rollouts", task, d.record_every, info)
     ctx.log(f"[dapg] {'DAPG' if d.use_demos else 'NPG'} on {task} ({src.obs_mode}): "
             f"{d.iterations} iterations x {d.trajectories} trajectories x {d.horizon} steps, "

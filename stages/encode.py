@@ -1,4 +1,8 @@
-"""encode: every rendered frame through a frozen encoder into the Zarr feature store (dask)."""
+"""encode: every rendered frame through a frozen encoder into the Zarr feature store (dask).
+
+The frames are the render stage's demos, or with ``SOURCE=rollouts`` the rollouts stage's
+episodes (under their own key).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,17 @@ DEFAULT_STORE = "features.zarr"
 BF16_MIN_COSINE = 0.999  # below this, bf16 features are not a stand-in for fp32 ones
 AGREEMENT_SAMPLE = 32
 ROWS_PER_TASK = 256  # small enough to keep every worker busy on a single shard
+# encode.source -> the stage whose episode file is encoded (each records `episodes_file`)
+EPISODE_STAGES = {"demos": "render", "rollouts": "rollouts"}
+
+
+def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
+    return (EPISODE_STAGES[cfg.encode.source],)
+
+
+def episodes_upstream(ctx: StageContext) -> StageResult:
+    """The upstream output whose episode file this encode reads (render or rollouts)."""
+    return ctx.upstream[EPISODE_STAGES[ctx.config.encode.source]]
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -31,6 +46,7 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
         "encoder": e.encoder,
         "weights": weights_identity(e.encoder, e.weights),
         "precision": e.precision,
+        **({"source": e.source} if e.source != "demos" else {}),  # old keys stay valid
         "preprocessing": {"resize": resize, "crop": crop, "normalize": spec.normalize},
     }
 
@@ -116,7 +132,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     e, root = ctx.config.encode, store_root(ctx)
     checked = _checked_inputs(ctx)
     identity, size = checked["weights"], checked["preprocessing"]
-    render = ctx.upstream["render"]  # older manifests hold an absolute path: the join keeps it
+    render = episodes_upstream(ctx)  # older manifests hold an absolute path: the join keeps it
     episodes = str(render.out_dir / render.summary["episodes_file"])
     with EpisodeReader(episodes) as reader:
         cameras, num_rows, ends = tuple(reader.cameras), reader.num_rows, reader.episode_ends
@@ -130,7 +146,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         weights["path"] = str(Path(e.weights).resolve())
     attrs: dict[str, Any] = {
         "encoder": e.encoder, "weights": weights, "precision": e.precision,
-        "preprocessing": encoder.preprocessing, "episodes_key": ctx.upstream["render"].key,
+        "preprocessing": encoder.preprocessing, "episodes_key": render.key,
         "versions": package_versions(),
     }
     if e.precision != "fp32":
@@ -179,4 +195,4 @@ def describe(result: StageResult) -> str:
                            "location": location(result_store(result), result.key)})
 
 
-STAGE = Stage("encode", VERSION, ("render",), inputs, run, describe, adopt, check_done)
+STAGE = Stage("encode", VERSION, upstream, inputs, run, describe, adopt, check_done)

@@ -1,4 +1,9 @@
-"""evaluate: success rate (hand_dapg's rule) and mean return over K seeded episodes, and a GIF."""
+"""evaluate: success rate (hand_dapg's rule) and mean return over K seeded episodes, and a GIF.
+
+With ``DISTRACTORS=0,1,2,3`` the K episodes are scored at every level, episode i in the seeded
+scene ``DistractorSpec(level, seed + i)`` (``pipeline.rl.distracted``); the GIF shows the first
+level.
+"""
 
 from __future__ import annotations
 
@@ -21,36 +26,67 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    import contextlib
-
     from pipeline.rl.checkpoints import load_policy
-    from pipeline.rl.data import make_sampler
-    from pipeline.rl.rollouts import require_finite_returns, summarize
     from stages.bc import policy_file, trained_source
 
     e, task = ctx.config.evaluate, ctx.config.task
     trained = ctx.upstream[e.policy]
     src = trained_source(trained, ctx)
     policy = load_policy(policy_file(trained))
-    with contextlib.closing(make_sampler(src, ctx.config.policy, ctx.config.dapg)) as sampler:
-        rollouts = sampler.sample(policy, e.episodes, ctx.config.dapg.horizon, e.seed,
-                                  deterministic=True)
-    result = summarize(rollouts, task)
-    require_finite_returns(result, f"{ctx.out_dir}: evaluation of the {e.policy} policy")
-    summary: dict[str, Any] = {"policy": e.policy, "obs_mode": src.obs_mode, **result,
-                               "weights": _weights_note(src)}
-    if e.video_episodes:
+    per_level: dict[str, dict[str, Any]] = {}
+    scored: dict[int, tuple[dict[str, Any], list[Any]]] = {}
+    for level in e.distractors:
+        # A state policy never sees a frame and distractors leave physics alone: the rollouts
+        # at every level are those of one run without rendering.
+        scene = level if src.obs_mode != "state" else 0
+        if scene not in scored:
+            scored[scene] = _evaluate_level(ctx, src, policy, scene)
+        result, rollouts = scored[scene]
+        per_level[str(level)] = {k: result[k] for k in ("success_rate", "mean_return", "episodes")}
+        if level == e.distractors[0]:
+            first, shown = result, rollouts[:e.video_episodes]
+    # The first level's numbers stay at the top, where readers of one level look for them.
+    summary: dict[str, Any] = {"policy": e.policy, "obs_mode": src.obs_mode, **first,
+                               "distractors": list(e.distractors), "per_level": per_level,
+                               "weights": weights_note(src)}
+    if src.obs_mode == "state" and len(e.distractors) > 1:
+        summary["distractors_note"] = ("state observations: distractors change what is rendered "
+                                       "only, so every level scores the same (unrendered) rollouts")
+    if shown:
         from pipeline.envs.tasks import task_spec
         from pipeline.rl.video import write_video
 
         camera = src.cameras[0] if src.cameras else task_spec(task).rrl_cameras[0]
-        shown = [(int(r["seed"]), r["actions"]) for r in rollouts[:e.video_episodes]]
-        write_video(task, shown, camera, ctx.out_dir / VIDEO)
+        write_video(task, [(int(r["seed"]), r["actions"]) for r in shown], camera,
+                    ctx.out_dir / VIDEO, distractors=e.distractors[0])
         summary["video"] = VIDEO
     return summary
 
 
-def _weights_note(src: Any) -> str:
+def _evaluate_level(ctx: StageContext, src: Any, policy: Any,
+                    level: int) -> tuple[dict[str, Any], list[Any]]:
+    """`summarize` of evaluate.episodes mean-action episodes at `level` (episode i in the scene
+    DistractorSpec(level, seed + i)), and the rollouts."""
+    import contextlib
+
+    from pipeline.rl.data import make_sampler
+    from pipeline.rl.distracted import env_factory
+    from pipeline.rl.rollouts import require_finite_returns, summarize
+
+    e, task = ctx.config.evaluate, ctx.config.task
+    factory = env_factory(level) if level else None
+    with contextlib.closing(make_sampler(src, ctx.config.policy, ctx.config.dapg,
+                                         env_factory=factory)) as sampler:
+        rollouts = sampler.sample(policy, e.episodes, ctx.config.dapg.horizon, e.seed,
+                                  deterministic=True)
+    result = summarize(rollouts, task)
+    require_finite_returns(result, f"{ctx.out_dir}: evaluation of the {e.policy} policy at "
+                           f"distractor level {level}")
+    return result, rollouts
+
+
+def weights_note(src: Any) -> str:
+    """What the policy's encoder weights are, with random weights flagged."""
     if src.obs_mode == "state":
         return "none (state observations)"
     from pipeline.store.features import open_features
@@ -63,6 +99,13 @@ def describe(result: StageResult) -> str:
     s = result.summary
     text = (f"{s['policy']} policy ({s['obs_mode']}, encoder weights: {s['weights']}): success "
             f"{s['success_rate']:.1f}% over {s['episodes']} episodes, mean return {s['mean_return']:.1f}")
+    levels = s.get("per_level", {})
+    if len(levels) > 1:
+        text += "\ndistractor level  success  mean return"
+        text += "".join(f"\n{level:>16}  {v['success_rate']:6.1f}%  {v['mean_return']:11.1f}"
+                        for level, v in levels.items())
+        if s.get("distractors_note"):
+            text += f"\n({s['distractors_note']})"
     return text + (f"\nvideo {result.out_dir / s['video']}" if s.get("video") else "")
 
 

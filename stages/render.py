@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from pipeline.config import PipelineConfig, key_dict
+from pipeline.envs.distractors import DistractorSpec
 from pipeline.envs.tasks import camera_key, resolve_cameras
 from pipeline.runner import Stage, StageContext, StageResult
 
@@ -16,8 +17,16 @@ SHEET = "contact_sheet.png"
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     cameras = resolve_cameras(cfg.task, cfg.render.cameras)
-    return {**key_dict(cfg.render), "task": cfg.task, "cameras": list(cameras),
-            "camera_poses": camera_key(cfg.task, cameras)}
+    out = {**key_dict(cfg.render), "task": cfg.task, "cameras": list(cameras),
+           "camera_poses": camera_key(cfg.task, cameras)}
+    if cfg.render.distractor_level:  # level 0 frames are those of a render without distractors
+        out["distractors"] = distractors(cfg).key()
+    return out
+
+
+def distractors(cfg: PipelineConfig) -> DistractorSpec:
+    """The render's distractors; demo i is rendered in the scene of seed ``seed + i``."""
+    return DistractorSpec(cfg.render.distractor_level, cfg.render.distractor_seed)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -71,6 +80,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "frames_per_second": round(total * len(cameras) / seconds, 1) if total else None,
         "fidelity": fidelity, "episodes_file": EPISODES,  # in out_dir: the data folder may move
         "contact_sheet": SHEET,
+        **({"distractors": {"level": rcfg.distractor_level, "seed": rcfg.distractor_seed,
+                            "per_demo": "seed + demo index"}} if rcfg.distractor_level else {}),
     }
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.config import RenderConfig
 from pipeline.demos import Demo
+from pipeline.envs.distractors import DistractorSpec
 from pipeline.envs.gl import select_gl_backend
 from pipeline.errors import ConfigError
 
@@ -161,17 +162,32 @@ def states_fidelity(diff: np.ndarray) -> dict[str, Any]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(task: str, cfg: RenderConfig) -> None:
+def demo_distractors(cfg: RenderConfig, index: int) -> DistractorSpec | None:
+    """The scene demo `index` is rendered in: ``DistractorSpec(level, seed + index)``, so each
+    demo is its own seeded scene; None at level 0 (the model untouched)."""
+    if cfg.distractor_level == 0:
+        return None
+    return DistractorSpec(cfg.distractor_level, cfg.distractor_seed + index)
+
+
+def _make_env(task: str, cfg: RenderConfig, distractors: DistractorSpec | None) -> Any:
     from pipeline.envs.adroit import AdroitEnv
 
-    _WORKER["env"] = AdroitEnv(task, cameras=cfg.cameras, width=cfg.width, height=cfg.height,
-                               shadows=cfg.shadows)
-    _WORKER["cfg"] = cfg
+    return AdroitEnv(task, cameras=cfg.cameras, width=cfg.width, height=cfg.height,
+                     shadows=cfg.shadows, distractors=distractors)
+
+
+def _init_worker(task: str, cfg: RenderConfig) -> None:
+    _WORKER.update(task=task, cfg=cfg, distractors=None, env=_make_env(task, cfg, None))
 
 
 def _replay_in_worker(job: tuple[int, Demo]) -> ReplayedEpisode:
     index, demo = job
     cfg: RenderConfig = _WORKER["cfg"]
+    scene = demo_distractors(cfg, index)
+    if scene != _WORKER["distractors"]:  # the scene is compiled into the model: a new env
+        _WORKER["env"].close()
+        _WORKER.update(distractors=scene, env=_make_env(_WORKER["task"], cfg, scene))
     return replay_demo(_WORKER["env"], demo, index, cfg.replay, cfg.max_steps)
 
 

@@ -12,10 +12,14 @@ from pathlib import Path
 import numpy as np
 
 
-def _render_episode(task: str, seed: int, actions: np.ndarray, camera: str, size: int) -> np.ndarray:
+def _render_episode(task: str, seed: int, actions: np.ndarray, camera: str, size: int,
+                    distractors: int) -> np.ndarray:
     from pipeline.envs.adroit import AdroitEnv
+    from pipeline.envs.distractors import DistractorSpec
 
-    env = AdroitEnv(task, horizon=10**9, cameras=(camera,), width=size, height=size)
+    scene = DistractorSpec(distractors, seed) if distractors else None  # as pipeline.rl.distracted
+    env = AdroitEnv(task, horizon=10**9, cameras=(camera,), width=size, height=size,
+                    distractors=scene)
     env.reset(seed=seed)
     frames = [env.render(camera)]
     for action in actions:
@@ -26,13 +30,15 @@ def _render_episode(task: str, seed: int, actions: np.ndarray, camera: str, size
 
 
 def write_video(task: str, episodes: list[tuple[int, np.ndarray]], camera: str, path: Path,
-                size: int = 192, fps: int = 25) -> Path:
-    """One GIF of the given (reset seed, actions) episodes, one after the other."""
+                size: int = 192, fps: int = 25, distractors: int = 0) -> Path:
+    """One GIF of the given (reset seed, actions) episodes, one after the other, each in its
+    scene at distractor level `distractors`."""
     import imageio.v3 as iio
 
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
-        clips = pool.starmap(_render_episode, [(task, s, a, camera, size) for s, a in episodes])
+        clips = pool.starmap(_render_episode, [(task, s, a, camera, size, distractors)
+                                               for s, a in episodes])
     frames = np.concatenate(clips)[::2]  # every other step keeps the file small
     iio.imwrite(path, frames, duration=1000 * 2 / fps, loop=0)
     return path
