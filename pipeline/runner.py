@@ -67,6 +67,14 @@ class StageResult:
     def summary(self) -> dict[str, Any]:
         return dict(self.manifest.get("summary", {}))
 
+    def file(self, field: str) -> Path:
+        """A file the summary names under ``field``: it lives in this output's folder.
+
+        Only the name is used, so manifests written when summaries held paths (absolute, or
+        relative to another working directory) still resolve after the data folder moved.
+        """
+        return self.out_dir / Path(str(self.summary[field])).name
+
 
 @dataclass(frozen=True)
 class Stage:
