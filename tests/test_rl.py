@@ -273,15 +273,21 @@ def test_process_sampler_matches_vector_sampler() -> None:
         np.testing.assert_allclose(x["rewards"], y["rewards"], atol=1e-9)
 
 
-def test_rollout_loop_equals_stepping_the_env_by_hand() -> None:
+@pytest.mark.parametrize("groups", [1, 2], ids=["one batch", "two groups pipelined"])
+def test_rollout_loop_equals_stepping_the_env_by_hand(groups: int) -> None:
     """The loop against a plain reference: one AdroitEnv per trajectory, reset with seed + i,
     noise from default_rng(seed + i), one policy call per step. Three trajectories on two envs
-    also covers a second wave reusing an env."""
+    also covers a second wave reusing an env; with two groups, the envs are stepped alternately
+    (the pipelined order) and the second wave's single env forms one group."""
+    from functools import partial
+
     from pipeline.envs.adroit import AdroitEnv
-    from pipeline.rl.sampler import VectorSampler
+    from pipeline.rl.env_backends import LocalEnvs, adroit_env
+    from pipeline.rl.rollout_loop import LoopSampler
 
     policy, seed, horizon = _door_policy(), 4, 12
-    with VectorSampler("door", n_envs=2) as sampler:
+    with LoopSampler(LocalEnvs(partial(adroit_env, "door"), 2), groups=groups,
+                     pipelined=groups > 1) as sampler:
         got = sampler.sample(policy, 3, horizon, seed)
     for i, rollout in enumerate(got):
         env = AdroitEnv("door", horizon=10**9)
@@ -340,3 +346,55 @@ def test_vision_rollouts_see_the_encoded_rendered_frames(tmp_path: Path) -> None
         assert attrs["seed"] == 10 and attrs["success"] == episode_success(got[1], "door")
         assert attrs["return"] == pytest.approx(float(got[1]["rewards"].sum()))
         np.testing.assert_array_equal(reader.read_rows("top", 4, 8), got[1]["frames"]["top"])
+
+
+def test_pipelined_vision_rollouts_equal_the_unpipelined_loop() -> None:
+    """Pipelining changes when work happens, not what: two groups of envs stepped alternately by
+    one render worker give bit for bit the rollouts of the same groups unpipelined on two
+    workers, and those of one batch per step but for the batch's last-bit rounding. Against a
+    plain reference: each frame is the env's own render after the recorded actions, and each
+    observation the float16 features of its group's batch plus proprioception with noise from
+    the trajectory's own generator. Five trajectories on four envs: a second wave of one env."""
+    from pipeline.encoders import create_encoder
+    from pipeline.envs.adroit import AdroitEnv
+    from pipeline.rl.vision import ObsSpec, VisionSampler, torch_threads
+
+    encoder = create_encoder("resnet10t", "random", resize=48, crop=48)
+    spec, dim = ObsSpec("noisy_proprio", ("top",), proprio_noise=0.1), encoder.feature_dim
+    policy = GaussianMLPPolicy(dim + 24, 28, hidden=(16,), seed=0)
+    runs = {}
+    for name, groups, pipelined, workers in (("pipelined", 2, True, 1), ("unpipelined", 2, False, 2),
+                                             ("one batch", 1, False, 2)):
+        with VisionSampler("door", encoder, spec, n_envs=4, workers=workers, width=48, height=48,
+                           record=True, groups=groups, pipelined=pipelined,
+                           encode_threads=1) as sampler:
+            runs[name] = sampler.sample(policy, 5, 4, seed=3)
+            assert sampler.timings["frames"] == 5 * 4  # none after the last step
+    for got, same, close in zip(runs["pipelined"], runs["unpipelined"], runs["one batch"],
+                                strict=True):
+        for key in ("observations", "actions", "rewards", "success", "proprio", "states"):
+            np.testing.assert_array_equal(got[key], same[key], err_msg=key)
+            np.testing.assert_allclose(got[key], close[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_array_equal(got["frames"]["top"], same["frames"]["top"])
+    got = runs["pipelined"]
+    assert [int(r["seed"]) for r in got] == [3, 4, 5, 6, 7]
+    for i, rollout in enumerate(got):
+        env = AdroitEnv("door", horizon=10**9, cameras=("top",), width=48, height=48)
+        env.reset(seed=3 + i)
+        frames = [env.render("top")]
+        for action in rollout["actions"][:-1]:
+            env.step(action)
+            frames.append(env.render("top"))
+        env.close()
+        np.testing.assert_array_equal(rollout["frames"]["top"], np.stack(frames))
+        noise = np.random.default_rng([3 + i, 1])
+        for t in range(4):
+            expected = (rollout["proprio"][t] + noise.standard_normal((1, 24)) * 0.1)[0]
+            np.testing.assert_array_equal(rollout["observations"][t, dim:],
+                                          expected.astype(np.float32))
+    for group in ([0, 1], [2, 3], [4]):
+        for t in range(4):
+            with torch_threads(1):
+                batch = encoder.encode(np.stack([got[k]["frames"]["top"][t] for k in group]))
+            np.testing.assert_array_equal(np.stack([got[k]["observations"][t, :dim] for k in group]),
+                                          batch.astype(np.float16).astype(np.float32))

@@ -1,7 +1,9 @@
 """Env backends for the rollout loop: envs in this process, or spread over worker processes.
 
 A backend is made from an env factory (``make_env()``, picklable: it is sent to workers) and a
-view (``view(env, obs)``, the raw observation the loop gets after each reset and step). Any env
+view (``view(env, obs)``, the raw observation the loop gets after each reset and step). A step is
+sent (``send_step``) and its results received later (``receive_step``), so the loop can encode
+one group of envs' frames while the workers render the next group's. Any env
 with ``reset(seed=) -> obs`` and ``step(action) -> (obs, reward, done, info)`` fits, so another
 task family needs only its factory. Neither MuJoCo nor torch is imported here: the Adroit env
 is imported when the first env is made, in whichever process makes it.
@@ -10,6 +12,7 @@ is imported when the first env is made, in whichever process makes it.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -20,6 +23,7 @@ from pipeline.rl.rollouts import Array
 from pipeline.rl.workers import PipeWorkers
 
 View = Callable[[Any, Array], Any]
+StepResult = tuple[list[Any], list[float], list[bool]]
 
 
 def adroit_env(task: str, **kwargs: Any) -> Any:
@@ -51,6 +55,7 @@ class LocalEnvs:
     def __init__(self, make_env: Callable[[], Any], size: int, view: View = env_vector) -> None:
         self.make_env, self.size, self.view = make_env, size, view
         self.envs: list[Any] = []
+        self._sent: deque[tuple[list[int], StepResult]] = deque()
 
     def _env(self, slot: int) -> Any:
         while len(self.envs) <= slot:
@@ -64,7 +69,7 @@ class LocalEnvs:
             out.append(self.view(env, env.reset(seed=seed)))
         return out
 
-    def step(self, slots: Sequence[int], actions: Array) -> tuple[list[Any], list[float], list[bool]]:
+    def step(self, slots: Sequence[int], actions: Array) -> StepResult:
         observations, rewards, success = [], [], []
         for slot, action in zip(slots, actions, strict=True):
             env = self.envs[slot]
@@ -73,6 +78,13 @@ class LocalEnvs:
             rewards.append(reward)
             success.append(bool(info.get("success", False)))
         return observations, rewards, success
+
+    def send_step(self, slots: Sequence[int], actions: Array) -> None:
+        """Step now (there is no one to overlap with); ``receive_step`` hands the results over."""
+        self._sent.append((list(slots), self.step(slots, actions)))
+
+    def receive_step(self, slots: Sequence[int]) -> StepResult:
+        return _oldest(self._sent, slots)
 
     def close(self) -> None:
         for env in self.envs:
@@ -91,11 +103,20 @@ def _serve(conn: Connection, make_env: Callable[[], Any], size: int, view: View)
         conn.close()
 
 
+def _oldest(sent: deque[tuple[list[int], Any]], slots: Sequence[int]) -> Any:
+    """The oldest step sent, which must be the one for ``slots``: results come back in order."""
+    if not sent or sent[0][0] != list(slots):
+        raise RuntimeError(f"receive_step({list(slots)}) but the oldest step sent is for "
+                           f"{sent[0][0] if sent else 'nothing'}. Fix: receive steps in the order they were sent")
+    return sent.popleft()[1]
+
+
 class WorkerEnvs:
-    """``size`` envs spread round-robin over ``workers`` processes, all stepped each call.
+    """``size`` envs spread round-robin over ``workers`` processes.
 
     Only actions go out and views come back, so the caller can batch its own per-step work
-    (encoding every env's frame at once) while the workers render in parallel.
+    (encoding every env's frame at once) while the workers render in parallel; with steps sent
+    for one group of slots and received later, that work overlaps the rendering too.
     ``seconds`` adds up the time spent waiting for the workers.
     """
 
@@ -107,17 +128,28 @@ class WorkerEnvs:
         counts = [sum(1 for w, _ in self.where if w == worker) for worker in range(workers)]
         self.workers = PipeWorkers(_serve, [(make_env, n, view) for n in counts])
         self.seconds = 0.0
+        # Per step sent and not yet received: its slots and which of them each worker holds.
+        self._sent: deque[tuple[list[int], dict[int, list[int]]]] = deque()
 
     def reset(self, slots: Sequence[int], seeds: Sequence[int]) -> list[Any]:
-        return self._exchange("reset", slots, seeds)
+        if self._sent:
+            raise RuntimeError("reset while steps are still to be received. Fix: receive "
+                               "every step sent before resetting")
+        return self._receive("reset", slots, self._send("reset", slots, seeds))
 
-    def step(self, slots: Sequence[int], actions: Array) -> tuple[list[Any], list[float], list[bool]]:
-        replies = self._exchange("step", slots, list(actions))
+    def step(self, slots: Sequence[int], actions: Array) -> StepResult:
+        self.send_step(slots, actions)
+        return self.receive_step(slots)
+
+    def send_step(self, slots: Sequence[int], actions: Array) -> None:
+        self._sent.append((list(slots), self._send("step", slots, list(actions))))
+
+    def receive_step(self, slots: Sequence[int]) -> StepResult:
+        replies = self._receive("step", slots, _oldest(self._sent, slots))
         return [r[0] for r in replies], [r[1] for r in replies], [r[2] for r in replies]
 
-    def _exchange(self, kind: str, slots: Sequence[int], payload: Sequence[Any]) -> list[Any]:
-        """Send each slot's item to its worker; the replies come back in slot order."""
-        started = time.perf_counter()
+    def _send(self, kind: str, slots: Sequence[int], payload: Sequence[Any]) -> dict[int, list[int]]:
+        """Send each slot's item to its worker; returns each worker's slots, in order."""
         per_worker: dict[int, list[tuple[int, int, Any]]] = {}
         for slot, item in zip(slots, payload, strict=True):
             worker, local = self.where[slot]
@@ -125,12 +157,16 @@ class WorkerEnvs:
         for worker, entries in per_worker.items():
             self.workers.conns[worker].send(
                 (kind, [local for _, local, _ in entries], [item for _, _, item in entries]))
+        return {worker: [slot for slot, _, _ in entries] for worker, entries in per_worker.items()}
+
+    def _receive(self, kind: str, slots: Sequence[int], per_worker: dict[int, list[int]]) -> list[Any]:
+        """The replies to one ``_send`` of ``slots``, in slot order (workers answer in order)."""
+        started = time.perf_counter()
         replies: dict[int, Any] = {}
-        for worker, entries in per_worker.items():
+        for worker, held in per_worker.items():
             reply = self.workers.recv(worker)
             items = reply if kind == "reset" else list(zip(*reply, strict=True))
-            for (slot, _, _), item in zip(entries, items, strict=True):
-                replies[slot] = item
+            replies.update(zip(held, items, strict=True))
         self.seconds += time.perf_counter() - started
         return [replies[slot] for slot in slots]
 

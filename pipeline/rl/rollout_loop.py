@@ -12,6 +12,14 @@ vary, and both are arguments:
   that returns the policy inputs of all of them at once: state mode stacks the env vectors,
   vision modes encode every env's frame as one batch (``pipeline.rl.vision``).
 
+``groups=2`` splits a wave's envs into two halves, each observed and acted for as one batch;
+``pipelined=True`` then receives a half's step only when its turn comes again, so while the
+backend's workers step and render one half, this process observes (encodes) and acts for the
+other. Pipelining changes only when work happens, never what is computed: the rollouts are bit
+for bit those of the same groups unpipelined. Groups change the batch sizes of the observation
+function and the policy, which (where a kernel's rounding depends on the batch) may change last
+bits, as the number of envs does.
+
 This module imports neither MuJoCo nor torch.
 """
 
@@ -39,7 +47,11 @@ class EnvBackend(Protocol):
 
     def reset(self, slots: Sequence[int], seeds: Sequence[int]) -> list[Any]: ...
 
-    def step(self, slots: Sequence[int], actions: Array) -> tuple[list[Any], list[float], list[bool]]:
+    def send_step(self, slots: Sequence[int], actions: Array) -> None:
+        """Start stepping ``slots``; steps are received in the order they were sent."""
+        ...
+
+    def receive_step(self, slots: Sequence[int]) -> tuple[list[Any], list[float], list[bool]]:
         """Raw observations after the step, rewards, and the env's per-step success signal."""
         ...
 
@@ -53,41 +65,63 @@ def stacked(raw: Sequence[Any], rngs: Sequence[np.random.Generator]) -> Array:
 
 def run_rollouts(envs: EnvBackend, observe: Observe, policy: GaussianMLPPolicy, ids: Sequence[int],
                  horizon: int, seed: int, deterministic: bool = False,
-                 record: Record | None = None) -> list[Rollout]:
+                 record: Record | None = None, groups: int = 1,
+                 pipelined: bool = False) -> list[Rollout]:
     """Rollouts of trajectories `ids`, in waves of ``envs.size``; see the module docstring."""
     out: list[Rollout] = []
     for start in range(0, len(ids), envs.size):
         out += _wave(envs, observe, policy, ids[start:start + envs.size], horizon, seed,
-                     deterministic, record)
+                     deterministic, record, groups, pipelined)
     return out
 
 
+def split_slots(count: int, groups: int) -> list[list[int]]:
+    """Slots ``0..count-1`` as at most ``groups`` contiguous, near-equal, non-empty groups."""
+    return [part.tolist() for part in np.array_split(np.arange(count), max(1, min(groups, count)))]
+
+
 def _wave(envs: EnvBackend, observe: Observe, policy: GaussianMLPPolicy, ids: Sequence[int],
-          horizon: int, seed: int, deterministic: bool, record: Record | None) -> list[Rollout]:
-    slots = list(range(len(ids)))
+          horizon: int, seed: int, deterministic: bool, record: Record | None,
+          groups: int, pipelined: bool) -> list[Rollout]:
     seeds = [seed + i for i in ids]
     action_rngs = [np.random.default_rng(s) for s in seeds]
     obs_rngs = [np.random.default_rng([s, 1]) for s in seeds]
-    raw = envs.reset(slots, seeds)
-    inputs = _inputs(observe, raw, obs_rngs)
+    parts = split_slots(len(ids), groups)
+    raw = envs.reset(list(range(len(ids))), seeds)
+    inputs = [_inputs(observe, [raw[k] for k in part], [obs_rngs[k] for k in part])
+              for part in parts]
     steps: list[dict[str, list[Any]]] = [
         {"observations": [], "actions": [], "rewards": [], "success": [], "raw": []} for _ in ids
     ]
-    for _ in range(horizon):
-        noise = None if deterministic else np.stack(
-            [rng.standard_normal(policy.act_dim) for rng in action_rngs])
-        actions = policy.act(inputs, noise)
-        next_raw, rewards, success = envs.step(slots, actions)
-        for k, s in enumerate(steps):
-            s["observations"].append(inputs[k])
-            s["actions"].append(actions[k])
-            s["rewards"].append(rewards[k])
-            s["success"].append(success[k])
-            if record is not None:
-                s["raw"].append(raw[k])
-        raw = next_raw
-        inputs = _inputs(observe, raw, obs_rngs)
+    for t in range(horizon):
+        for g, part in enumerate(parts):
+            if t:
+                if pipelined:  # this group's step t-1, stepped while the other was observed
+                    _receive(envs, part, steps, raw)
+                inputs[g] = _inputs(observe, [raw[k] for k in part], [obs_rngs[k] for k in part])
+            noise = None if deterministic else np.stack(
+                [action_rngs[k].standard_normal(policy.act_dim) for k in part])
+            actions = policy.act(inputs[g], noise)
+            for row, k in enumerate(part):
+                steps[k]["observations"].append(inputs[g][row])
+                steps[k]["actions"].append(actions[row])
+                if record is not None:
+                    steps[k]["raw"].append(raw[k])
+            envs.send_step(part, actions)
+            if not pipelined:
+                _receive(envs, part, steps, raw)
+    for part in parts if pipelined else ():  # the last step's; its observations are never used
+        _receive(envs, part, steps, raw)
     return [_rollout(s, seed_, record) for s, seed_ in zip(steps, seeds, strict=True)]
+
+
+def _receive(envs: EnvBackend, part: list[int], steps: list[dict[str, list[Any]]],
+             raw: list[Any]) -> None:
+    next_raw, rewards, success = envs.receive_step(part)
+    for k, obs, reward, ok in zip(part, next_raw, rewards, success, strict=True):
+        steps[k]["rewards"].append(reward)
+        steps[k]["success"].append(ok)
+        raw[k] = obs
 
 
 def _inputs(observe: Observe, raw: Sequence[Any], rngs: Sequence[np.random.Generator]) -> Array:
@@ -111,8 +145,9 @@ class LoopSampler:
     """A sampler (``pipeline.rl.rollouts.Sampler``): the rollout loop over one env backend."""
 
     def __init__(self, envs: EnvBackend, observe: Observe = stacked,
-                 record: Record | None = None) -> None:
+                 record: Record | None = None, groups: int = 1, pipelined: bool = False) -> None:
         self.envs, self.observe, self.record = envs, observe, record
+        self.groups, self.pipelined = groups, pipelined
 
     def sample(self, policy: GaussianMLPPolicy, n_trajectories: int, horizon: int, seed: int,
                deterministic: bool = False) -> list[Rollout]:
@@ -121,7 +156,7 @@ class LoopSampler:
     def sample_ids(self, policy: GaussianMLPPolicy, ids: Sequence[int], horizon: int, seed: int,
                    deterministic: bool = False) -> list[Rollout]:
         return run_rollouts(self.envs, self.observe, policy, ids, horizon, seed, deterministic,
-                            self.record)
+                            self.record, self.groups, self.pipelined)
 
     def close(self) -> None:
         self.envs.close()

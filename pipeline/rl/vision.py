@@ -8,8 +8,9 @@ float16 (the store's dtype), concatenated in camera order, then proprioception p
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -70,18 +71,23 @@ def _weights_id(w: dict[str, Any]) -> tuple[Any, ...]:
 
 class EncodedObservations:
     """The loop's observation function for vision modes: each camera's frames of all live envs
-    encoded as one batch (``encode_batch=1``: RRL's frame-at-a-time, kept for the benchmark)."""
+    encoded as one batch (``encode_batch=1``: RRL's frame-at-a-time, kept for the benchmark).
+
+    ``threads``: torch threads while encoding (restored after), None to leave them as they are.
+    """
 
     def __init__(self, encoder: FrozenEncoder, obs_spec: ObsSpec,
-                 encode_batch: int | None = None) -> None:
+                 encode_batch: int | None = None, threads: int | None = None) -> None:
         self.encoder, self.obs_spec, self.encode_batch = encoder, obs_spec, encode_batch
+        self.threads = threads
         self.seconds, self.frames = 0.0, 0
 
     def encode(self, frames: Array) -> Array:
         started = time.perf_counter()
         step = self.encode_batch or len(frames)
-        out = np.concatenate([self.encoder.encode(frames[i:i + step])
-                              for i in range(0, len(frames), step)])
+        with torch_threads(self.threads):
+            out = np.concatenate([self.encoder.encode(frames[i:i + step])
+                                  for i in range(0, len(frames), step)])
         self.seconds += time.perf_counter() - started
         self.frames += len(frames)
         return out
@@ -93,6 +99,35 @@ class EncodedObservations:
         rows = [self.obs_spec.assemble({c: f[k:k + 1] for c, f in feats.items()}, proprio[k:k + 1],
                                        rngs[k]) for k in range(len(raw))]
         return np.concatenate(rows)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run torch on ``threads`` threads inside the block (None: unchanged); restored after."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def vision_layout(cores: int, cuda: bool) -> tuple[int, int | None]:
+    """(render worker processes, torch threads while encoding) for a pipelined VisionSampler.
+
+    On the CPU the cores are shared between the two: while the workers render one group of
+    envs this process encodes the other, so together they should ask for about ``cores``.
+    With the encoder on CUDA every core but this process's renders.
+    """
+    if cuda:
+        return max(1, cores - 1), None
+    workers = max(1, cores // 2)
+    return workers, max(1, cores - workers)
 
 
 def recorded_arrays(raw: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -115,7 +150,8 @@ class VisionSampler(LoopSampler):
     def __init__(self, task: str, encoder: FrozenEncoder, obs_spec: ObsSpec, n_envs: int = 8,
                  workers: int = 2, reward: str = "dense", width: int = 256, height: int = 256,
                  shadows: bool = False, encode_batch: int | None = None, record: bool = False,
-                 env_factory: Callable[..., Any] = adroit_env) -> None:
+                 env_factory: Callable[..., Any] = adroit_env, groups: int = 1,
+                 pipelined: bool = False, encode_threads: int | None = None) -> None:
         if obs_spec.mode not in VISION_MODES:
             raise ConfigError(f"VisionSampler needs a vision mode ({', '.join(VISION_MODES)}), "
                               f"got {obs_spec.mode!r}")
@@ -123,9 +159,11 @@ class VisionSampler(LoopSampler):
                            height=height, shadows=shadows)
         self.backend = WorkerEnvs(make_env, n_envs, workers,
                                   recorded_view if record else camera_view)
-        self.encoded = EncodedObservations(encoder, obs_spec, encode_batch)
-        super().__init__(self.backend, self.encoded, recorded_arrays if record else None)
+        self.encoded = EncodedObservations(encoder, obs_spec, encode_batch, encode_threads)
+        super().__init__(self.backend, self.encoded, recorded_arrays if record else None, groups,
+                         pipelined)
         self.task = task
+        self.device = str(encoder.device)  # where the frames are encoded, for the summaries
 
     @property
     def timings(self) -> dict[str, float]:
