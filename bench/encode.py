@@ -7,7 +7,8 @@ Same frames, batch size and precision for both numbers:
 - encode stage: read frames from the episode file, preprocess, forward, write the Zarr store,
   on a dask LocalCluster (workers warmed: models built), timed until the store is finalised.
 Frames come from the newest rendered episode file under data/render/, else ``--episodes``.
-Runs on CUDA when a GPU is present (``--device``).
+Both numbers are on one device (``--device``, default auto: CUDA when present): the stage then
+runs one dask worker per GPU, as the encode stage does, and prints where its workers encoded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,15 @@ import torch
 from forward import forward_throughput  # type: ignore[import-not-found]
 
 from pipeline.distributed import get_client
-from pipeline.encode_job import EncoderParams, ShardEncoder, cached_encoder, threads_per_worker
+from pipeline.encode_job import (
+    EncoderParams,
+    Placement,
+    ShardEncoder,
+    cached_encoder,
+    encoder_devices,
+    placement,
+    threads_per_worker,
+)
 from pipeline.encoders import create_encoder
 from pipeline.encoders.preprocess import preprocess
 from pipeline.store.episodes import EpisodeReader
@@ -44,30 +54,36 @@ def newest_episodes() -> Path:
     return found[-1]
 
 
-def raw_forward(args: argparse.Namespace, frames: np.ndarray) -> float:
-    encoder = create_encoder(args.encoder, "random", args.precision, args.resize, args.crop, args.device)
+def raw_forward(args: argparse.Namespace, frames: np.ndarray, place: Placement) -> float:
+    encoder = create_encoder(args.encoder, "random", args.precision, args.resize, args.crop,
+                             place.device)
     x = preprocess(torch.from_numpy(frames[: args.batch].copy()), args.resize, args.crop, encoder.device)
     iters = max(2, len(frames) // args.batch)
     return forward_throughput(encoder, x.shape[0], iters) if x.shape[0] == args.batch else 0.0
 
 
-def stage_throughput(args: argparse.Namespace, episodes: Path, rows: int) -> tuple[float, float]:
+def stage_throughput(args: argparse.Namespace, episodes: Path, rows: int,
+                     place: Placement) -> tuple[float, float, list[str]]:
     with EpisodeReader(episodes) as reader:
         camera, ends = reader.cameras[0], reader.episode_ends
-    params = EncoderParams(args.encoder, "random", args.precision, args.resize, args.crop)
-    dim = cached_encoder(params).feature_dim
-    threads = threads_per_worker(args.workers)
-    with tempfile.TemporaryDirectory() as tmp, get_client(workers=args.workers) as client:
+    params = EncoderParams(args.encoder, "random", args.precision, args.resize, args.crop,
+                           device=place.worker_device)
+    dim = cached_encoder(replace(params, device=place.device)).feature_dim
+    threads = threads_per_worker(place.workers)
+    with tempfile.TemporaryDirectory() as tmp, \
+            get_client(workers=place.workers, gpus=place.gpus) as client:
         client.run(cached_encoder, params, threads)  # warm: each worker builds its model once
         ends = np.append(ends[ends < rows], rows)  # the first `rows` frames, as episodes
         spec = FeatureStoreSpec("b" * 64, (camera,), dim, rows, ends, {})
         job = ShardEncoder(str(episodes), camera, params, args.batch, threads)
         start = time.perf_counter()
-        write_shards_distributed(client, tmp, spec, camera, job, progress=False, rows_per_task=256)
+        write_shards_distributed(client, tmp, spec, camera, job, progress=False, rows_per_task=256,
+                                 resources=place.resources)
         finalize(tmp, spec.key)
         seconds = time.perf_counter() - start
         bytes_per_frame = open_features(tmp, spec.key).bytes_per_frame()
-    return rows / seconds, bytes_per_frame
+        ran = sorted({d for found in client.run(encoder_devices).values() for d in found})
+    return rows / seconds, bytes_per_frame, ran
 
 
 def cache_hit_seconds(args: argparse.Namespace) -> float | None:
@@ -97,19 +113,21 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--episodes", type=Path, default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args()
+    place = placement(args.device, args.workers, remote=False)
     episodes = args.episodes or newest_episodes()
     with EpisodeReader(episodes) as reader:
         rows = min(args.frames, reader.num_rows)
         frames = reader.read_rows(reader.cameras[0], 0, rows)
     print(f"{args.encoder} {args.precision} batch {args.batch}, {rows} frames of {frames.shape[1:]} "
-          f"from {episodes}, {os.cpu_count()} cores, device {args.device}")
-    raw = raw_forward(args, frames)
-    print(f"raw forward:        {raw:8.1f} frames/s (one process, {torch.get_num_threads()} threads)")
-    stage, bpf = stage_throughput(args, episodes, rows)
-    print(f"encode stage:       {stage:8.1f} frames/s ({args.workers} dask workers, read+preprocess"
-          "+forward+write)")
+          f"from {episodes}, {os.cpu_count()} cores, device {place.device}")
+    raw = raw_forward(args, frames, place)
+    print(f"raw forward:        {raw:8.1f} frames/s (one process on {place.device}, "
+          f"{torch.get_num_threads()} threads)")
+    stage, bpf, ran = stage_throughput(args, episodes, rows, place)
+    print(f"encode stage:       {stage:8.1f} frames/s ({place.workers} dask workers encoding on "
+          f"{', '.join(ran)}, read+preprocess+forward+write)")
     print(f"ratio stage/raw:    {stage / raw:8.2f}   (target >= 0.8)")
     print(f"bytes per frame:    {bpf:8.0f}   (target <= 1100 for 512-d; raw fp16 would be "
           f"{2 * cached_encoder(EncoderParams(args.encoder, 'random', args.precision, args.resize, args.crop)).feature_dim})")

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import dask
+from dask.typing import no_default
 from distributed import Client
+
+if TYPE_CHECKING:
+    from distributed import SpecCluster
 
 # dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also switches off glibc's adaptive
 # mmap threshold: every large tensor is then mmapped and unmapped again, and a frozen encoder ran
@@ -22,7 +28,7 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 def get_client(scheduler: str | None = None, workers: int = 2,
                threads_per_worker: int = 1, resources: dict[str, float] | None = None,
-               child_processes: bool = False) -> Client:
+               child_processes: bool = False, gpus: Sequence[int] = ()) -> Client:
     """A client of ``scheduler`` (``tcp://host:8786``), else of a new local cluster.
 
     The local cluster uses worker processes, not threads: encoders and zarr codecs hold the GIL
@@ -34,6 +40,10 @@ def get_client(scheduler: str | None = None, workers: int = 2,
     declare theirs when started (``dask worker ADDRESS --resources CELL=1``).
     ``child_processes``: tasks may start processes of their own (the rollout samplers do); a
     remote cluster's workers need ``DASK_DISTRIBUTED__WORKER__DAEMON=False`` for that.
+    ``gpus``: the local cluster gets one worker per listed GPU instead of ``workers``, each seeing
+    only its own (``CUDA_VISIBLE_DEVICES``, so it computes on ``cuda:0``) and declaring
+    ``{"GPU": 1}``; tasks that ask for a GPU then run one per GPU (see ``local_gpus``). A remote
+    cluster's GPU workers are started that way by hand (``--resources GPU=1``, one GPU each).
     """
     if child_processes:
         # Workers are daemonic by default, and a daemonic process may not have children. Set for
@@ -47,6 +57,50 @@ def get_client(scheduler: str | None = None, workers: int = 2,
         # The scheduler's HTTP endpoint moves to a free port when 8787 is taken (another cluster)
         # and warns; with no dashboard that port is never shown to anyone.
         warnings.filterwarnings("ignore", message="Port .* is already in use")
+        if gpus:
+            return _ClusterClient(_gpu_cluster(gpus, threads_per_worker, resources or {}))
         return Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                       dashboard_address=None, silence_logs=logging.WARNING,
                       **({"resources": resources} if resources else {}))
+
+
+def local_gpus(device: str) -> tuple[int, ...]:
+    """The GPUs a local cluster puts workers on for the device setting ``device``.
+
+    ``auto`` and ``cuda`` use every visible GPU, ``cuda:N`` only GPU N, the CPU none. The
+    setting is checked first, so ``cuda:7`` on a machine without it is a ConfigError here.
+    """
+    from pipeline.devices import cuda_device_count, resolve_device
+
+    resolved = resolve_device(device)
+    if not resolved.startswith("cuda"):
+        return ()
+    if device in ("auto", "cuda"):
+        return tuple(range(cuda_device_count()))
+    return (int(resolved.partition(":")[2]),)
+
+
+def _gpu_cluster(gpus: Sequence[int], threads: int, resources: dict[str, float]) -> SpecCluster:
+    # LocalCluster gives every worker the same options; CUDA_VISIBLE_DEVICES differs per worker.
+    from distributed import Nanny, Scheduler, SpecCluster
+    from distributed.system import MEMORY_LIMIT
+
+    host = "127.0.0.1"
+    scheduler = {"cls": Scheduler, "options": {"host": host, "dashboard": False,
+                                               "dashboard_address": None}}
+    workers = {f"gpu{gpu}": {"cls": Nanny, "options": {
+        "host": host, "nthreads": threads, "silence_logs": logging.WARNING,
+        "memory_limit": MEMORY_LIMIT // len(gpus), "resources": {**resources, "GPU": 1},
+        "env": {"CUDA_VISIBLE_DEVICES": str(gpu)}}} for gpu in gpus}
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
+
+
+class _ClusterClient(Client):
+    """A client that shuts its cluster down when closed, as ``Client(n_workers=...)`` does."""
+
+    def close(self, timeout: Any = no_default) -> Any:
+        cluster = self.cluster
+        out = super().close(timeout)
+        if cluster is not None:
+            cluster.close()
+        return out

@@ -4,6 +4,9 @@
 itself is built once per worker process and cached here, never shipped with a task. The cache is
 keyed by what the weights are (a file's sha256), never by their path: a long-lived worker must
 not keep encoding with the old weights after the file at that path was replaced.
+
+``EncoderParams.device`` is where the model runs, as the process that builds it names it: on a
+GPU worker (one GPU visible, ``CUDA_VISIBLE_DEVICES``) that is ``cuda:0`` whichever GPU it is.
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.errors import WeightsError
+from pipeline.errors import ConfigError, WeightsError
 from pipeline.store.episodes import EpisodeReader
 
 if TYPE_CHECKING:
@@ -38,12 +41,13 @@ class EncoderParams:
     crop: int
     # sha256 of the weights file the stage's key was computed from (None for pretrained/random).
     weights_sha256: str | None = None
+    device: str = "cpu"  # resolved by whoever builds the model: auto, cpu, cuda or cuda:N
 
     def build(self) -> FrozenEncoder:
         from pipeline.encoders import create_encoder
 
         return create_encoder(self.encoder, weights=self.weights, precision=self.precision,
-                              resize=self.resize, crop=self.crop)
+                              resize=self.resize, crop=self.crop, device=self.device)
 
     def identity(self) -> dict[str, str]:
         """What the weights are right now (a file is hashed, cached by path, size and mtime)."""
@@ -65,8 +69,8 @@ def cached_encoder(params: EncoderParams, threads: int | None = None) -> FrozenE
     """The encoder for ``params``, built on first use in this process for these weights."""
     identity = params.identity()
     _check_weights(params, identity, "the file now")
-    key = json.dumps([params.encoder, identity, params.precision, params.resize, params.crop],
-                     sort_keys=True)
+    key = json.dumps([params.encoder, identity, params.precision, params.resize, params.crop,
+                      params.device], sort_keys=True)
     if key not in _ENCODERS:
         import torch
 
@@ -106,6 +110,59 @@ class ShardEncoder:
             for s in range(start, stop, self.batch_size)
         ]
         return np.concatenate(out).astype(np.float16)
+
+
+def encoder_devices() -> list[str]:
+    """The devices of the encoders built in this process (run on each worker: where they ran)."""
+    return sorted({str(encoder.device) for encoder in _ENCODERS.values()})
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the encode stage computes, from the ``encode.device`` setting.
+
+    The stage process checks the weights and the precision on ``device``. The cluster has
+    ``workers`` workers: on a local one, one per GPU in ``gpus`` (each sees only its own, so its
+    model goes on ``cuda:0``), else CPU workers; encode tasks ask for ``resources``.
+    """
+
+    device: str
+    gpus: tuple[int, ...]
+    workers: int
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def worker_device(self) -> str:
+        return "cuda:0" if self.on_cuda else "cpu"
+
+    @property
+    def resources(self) -> dict[str, float] | None:
+        return {"GPU": 1} if self.on_cuda else None
+
+    def summary(self, worker_devices: dict[str, list[str]]) -> dict[str, Any]:
+        """What the stage records: the device, and where the workers' encoders really ran
+        (``client.run(encoder_devices)``)."""
+        from pipeline.devices import describe
+
+        ran = sorted({d for found in worker_devices.values() for d in found})
+        return {**describe(self.device), "gpus": list(self.gpus), "workers": ran}
+
+
+def placement(device: str, workers: int, remote: bool) -> Placement:
+    """The placement for the setting ``encode.device`` (a missing GPU is a ConfigError here,
+    before any work); ``remote``: a scheduler's workers bring their own GPUs, one each."""
+    from pipeline.devices import resolve_device
+    from pipeline.distributed import local_gpus
+
+    try:
+        resolved = resolve_device(device)
+    except ConfigError as exc:
+        raise ConfigError(f"encode.device: {exc}") from None
+    gpus = () if remote else local_gpus(device)
+    return Placement(resolved, gpus, len(gpus) or workers)
 
 
 def threads_per_worker(workers: int) -> int:

@@ -59,6 +59,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             f"{d.iterations} iterations x {d.trajectories} trajectories x {d.horizon} steps, "
             f"{d.envs} envs")
     with contextlib.closing(make_sampler(src, pcfg, d, record=record)) as sampler:
+        device = getattr(sampler, "device", None)  # where frames were encoded (vision modes)
         start = bc_start(ctx.out_dir, policy, sampler, task, d.eval_episodes, d.horizon, pcfg.seed)
         ctx.log(f"[dapg] BC start: {start['success_rate']:.1f}% success, return "
                 f"{start['mean_return']:.1f} over {d.eval_episodes} episodes (mean action)")
@@ -79,7 +80,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "best_success_rate": float(np.max([r["success_rate"] for r in rows])),
         "bc_start": start, "final_eval_success_rate": _last_eval(ctx.out_dir),
         "checkpoint": POLICY, "log": LOG, "learning_curve": CURVE,
-        "source": bc.summary["source"],
+        "source": bc.summary["source"], "device": device,
         "rrl_reference_final_success": {k: v[-1]["success_rate"] for k, v in refs.items()},
     }
 

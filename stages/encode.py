@@ -7,6 +7,7 @@ episodes (under their own key).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         EncoderParams,
         ShardEncoder,
         cached_encoder,
+        encoder_devices,
+        placement,
         precision_agreement,
         sample_frames,
         threads_per_worker,
@@ -130,6 +133,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.store.writer import delete_group, finalize
 
     e, root = ctx.config.encode, store_root(ctx)
+    place = placement(e.device, e.workers, remote=bool(e.scheduler))  # before any work
     checked = _checked_inputs(ctx)
     identity, size = checked["weights"], checked["preprocessing"]
     render = episodes_upstream(ctx)  # older manifests hold an absolute path: the join keeps it
@@ -139,7 +143,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         low_dim = {"proprio": reader.read_all("obs/proprio"), "actions": reader.read_all("actions"),
                    "rewards": reader.read_all("rewards")}
     params = EncoderParams(e.encoder, e.weights, e.precision, size["resize"], size["crop"],
-                           identity.get("sha256"))
+                           identity.get("sha256"), place.device)
     encoder = cached_encoder(params)  # fails early (bad weights) before any cluster starts
     weights = dict(encoder.weights)
     if weights["kind"] == "file":  # where it was, so rollouts can rebuild the same encoder
@@ -163,11 +167,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     spec = FeatureStoreSpec(ctx.key, cameras, encoder.feature_dim, num_rows, ends, attrs, low_dim)
     started = time.perf_counter()
     written = 0
-    with get_client(e.scheduler, e.workers) as client:
+    with get_client(e.scheduler, place.workers, gpus=place.gpus) as client:
         for camera in cameras:
-            job = ShardEncoder(episodes, camera, params, e.batch_size, threads_per_worker(e.workers))
+            job = ShardEncoder(episodes, camera, replace(params, device=place.worker_device),
+                               e.batch_size, threads_per_worker(place.workers))
             written += write_shards_distributed(client, root, spec, camera, job,
-                                                rows_per_task=ROWS_PER_TASK)
+                                                rows_per_task=ROWS_PER_TASK,
+                                                resources=place.resources)
+        device = place.summary(client.run(encoder_devices))
     report = finalize(root, ctx.key)
     seconds = time.perf_counter() - started
     store = open_features(root, ctx.key)
@@ -178,7 +185,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 f"(episodes {report.zero_row_episodes.get(camera, [])[:10]})")
     return {**_portable(summary(store)), "store": e.store, "encode_seconds": round(seconds, 2),
             "frames_per_second": round(num_rows * len(cameras) / seconds, 1),
-            "shards_written": written, "verified": report.as_dict()}
+            "shards_written": written, "verified": report.as_dict(), "device": device}
 
 
 def _portable(summary: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ Nothing here imports MuJoCo; ``make_sampler`` imports the samplers when it is ca
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,23 +75,33 @@ def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
 
 
 def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
-                 workers: int = 2, record: bool = False,
+                 workers: int | None = None, record: bool = False,
                  env_factory: Callable[..., Any] | None = None) -> Sampler:
     """A sampler whose observations match the training data of ``src``.
 
     ``env_factory`` (vision modes) replaces ``adroit_env`` for the envs that render the frames.
+    Vision modes encode on ``dapg.device``, pipelined (``pipeline.rl.rollout_loop``), with
+    render workers and encode threads matched to the cores (``vision_layout``) unless
+    ``workers`` is given; state mode uses 2 workers unless told.
     """
     if src.obs_mode == "state":
         from pipeline.rl.sampler import ProcessSampler
 
+        workers = workers or 2
         return ProcessSampler(src.task, workers=workers, n_envs=max(1, dapg.envs // workers),
                               reward=dapg.reward)
+    from pipeline.devices import resolve_device
     from pipeline.encoders import create_encoder
+    from pipeline.errors import ConfigError
     from pipeline.rl.env_backends import adroit_env
-    from pipeline.rl.vision import VisionSampler
+    from pipeline.rl.vision import VisionSampler, vision_layout
     from pipeline.store.features import open_features
 
     assert src.store and src.feature_key
+    try:  # before anything starts: a missing GPU named by its setting
+        resolve_device(dapg.device)
+    except ConfigError as exc:
+        raise ConfigError(f"dapg.device: {exc}") from None
     attrs = open_features(src.store, src.feature_key).attrs
     pre = attrs["preprocessing"]
     weights = attrs["weights"]
@@ -98,10 +109,13 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
                              pre["resize"], pre["crop"], device=dapg.device)
     check_encoder_matches_store(encoder, attrs, f"{src.store}/{src.feature_key}")
     render = RenderConfig(**{k: src.render[k] for k in ("width", "height", "shadows")})
+    cores = len(os.sched_getaffinity(0))
+    layout_workers, threads = vision_layout(cores, encoder.device.type == "cuda")
     return VisionSampler(src.task, encoder, ObsSpec(src.obs_mode, src.cameras, policy.proprio_noise),
-                         n_envs=dapg.envs, workers=workers, reward=dapg.reward,
+                         n_envs=dapg.envs, workers=workers or layout_workers, reward=dapg.reward,
                          width=render.width, height=render.height, shadows=render.shadows,
-                         record=record, env_factory=env_factory or adroit_env)
+                         record=record, env_factory=env_factory or adroit_env, groups=2,
+                         pipelined=True, encode_threads=threads)
 
 
 def _weights_arg(weights: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ def write_shards_distributed(
     client: distributed.Client, root_url: str, spec: FeatureStoreSpec, camera: str,
     compute_rows: Callable[[int, int], np.ndarray], storage_options: Options = None,
     progress: bool = True, rows_per_task: int | None = None,
+    resources: dict[str, float] | None = None,
 ) -> int:
     """Compute and write every shard of ``camera`` not yet done; returns how many were written.
 
@@ -42,6 +43,8 @@ def write_shards_distributed(
     (default: one chunk), so even a single shard keeps every worker busy. It is pickled to the
     workers, so it must be a module-level function or a picklable callable object; anything
     expensive it needs (a model) should be built once per worker process and cached there.
+    ``resources`` are what each ``compute_rows`` task asks of a worker (``{"GPU": 1}``); the
+    write tasks ask for nothing, so they never wait for a GPU.
 
     A failing shard does not stop the others: in-flight shards finish (and stay done, for
     resume), then the first failure's exception is raised.
@@ -61,7 +64,8 @@ def write_shards_distributed(
         pieces = []
         for a in range(start, stop, step):
             piece = client.submit(compute_rows, a, min(a + step, stop), pure=False,
-                                  key=f"rows-{spec.key[:8]}-{camera}-{a}-{run}")
+                                  key=f"rows-{spec.key[:8]}-{camera}-{a}-{run}",
+                                  resources=resources)
             piece_rows[piece] = min(a + step, stop) - a
             pieces.append(piece)
         write = client.submit(_write_pieces, root_url, spec.key, camera, i, storage_options,
