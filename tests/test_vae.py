@@ -62,7 +62,7 @@ def test_encoder_input_size_comes_from_the_encoder() -> None:
         "resize": 64, "crop": 64, "normalize": "none"}
     assert pre(**{"encode.encoder": "vae", "encode.weights": "random", "encode.resize": "80",
                   "encode.crop": "72"}) == {"resize": 80, "crop": 72, "normalize": "none"}
-    with pytest.raises(ConfigError, match="encode.crop"):
+    with pytest.raises(ConfigError, match=r"encode\.crop"):
         pre(**{"encode.resize": "100"})  # the encoder's crop 224 does not fit in 100
 
 
