@@ -57,7 +57,6 @@ def policy_identity(cfg: PipelineConfig) -> dict[str, Any]:
 def checkpoint_sha256(path: str) -> str:
     import hashlib
 
-
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"invalid rollouts.policy={path!r}: neither bc, dapg nor an existing "

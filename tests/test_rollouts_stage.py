@@ -151,6 +151,30 @@ def test_encode_source_rollouts_writes_a_verified_group_of_the_rollout_frames(ro
     assert run(cfg, data, "encode").cache_hit
 
 
+def test_a_checkpoint_file_is_keyed_by_its_bytes_not_its_path(rolled, tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    data, by_stage = rolled
+    bc = Runner(config(tiny_door_demos), STAGES, data).result("bc")
+    assert bc is not None
+    copies = [tmp_path / "a" / "policy.pt", tmp_path / "b.pt"]
+    for copy in copies:
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copy(bc.out_dir / "policy.pt", copy)
+    cfgs = [config(tiny_door_demos, **{"rollouts.policy": str(c), "rollouts.episodes": "1",
+                                       "rollouts.distractors": "0"}) for c in copies]
+    keys = [Runner(c, STAGES, data).key("rollouts") for c in cfgs]
+    assert keys[0] == keys[1] != by_stage.key
+    result = run(cfgs[1], data)
+    assert result.summary["policy"]["file_sha256"] == hashlib.sha256(copies[1].read_bytes()).hexdigest()
+    # The same policy on the same seed as the bc stage's episode 0 (alone in its wave here: the
+    # policy's batch of one may round the last bits differently).
+    np.testing.assert_allclose(result.summary["levels"]["0"]["per_episode_return"],
+                               by_stage.summary["levels"]["0"]["per_episode_return"][:1], rtol=1e-9)
+    copies[1].write_bytes(b"not the same policy")
+    assert Runner(cfgs[1], STAGES, data).key("rollouts") != keys[1]
+
+
 def test_encoding_rollouts_of_a_vision_policy_is_refused_up_front(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = PipelineConfig().with_overrides({"encode.source": "rollouts"})  # a vision policy
     with pytest.raises(ConfigError, match=r"encode\.source=rollouts.*Fix"):
