@@ -84,8 +84,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("distractors", ("rollouts.distractors", "evaluate.distractors"),
            "distractor levels 0-3, comma-separated: rollouts and evaluate run each level"),
     Option("source", ("encode.source",),
-           "episodes encode reads: the rendered demos, or the rollouts stage's episodes "
-           "(bc and dapg then train on those rollouts)"),
+           "episodes encode reads: the rendered demos, or the rollouts stage's episodes (a "
+           "state policy's: with a vision OBS_MODE, bc and dapg would train on the features of "
+           "their own rollouts, a circle that is refused)"),
 )
 BY_NAME = {o.param: o for o in OPTIONS}
 BY_MAKE_VAR = {o.make_var: o for o in OPTIONS}
