@@ -1,65 +1,145 @@
-"""Vision rollout throughput: the batched sampler against RRL-style per-step, per-frame encoding.
+"""Vision rollout throughput against the limit set by the cost of rendering and encoding a frame.
 
-    python bench/rollout.py --encoder resnet34 --envs 8 --steps 25
+    python bench/rollout.py --encoder resnet34 --precision bf16 --sizes 256,84 --envs 8 --steps 25
 
-- batched: `envs` envs stepping and rendering in `workers` processes, the main process encoding
-  all frames of a step as one batch (this project's VisionSampler);
-- RRL-style: one env at a time, each frame encoded on its own (batch 1), as RRL's sampler did;
-- in between: the same parallel envs but per-frame encoding, to separate the two effects.
-Samples/s counts env steps (one frame per step with one camera). Random weights: the speed of a
-network does not depend on its weight values. Runs on CUDA when present.
+For each frame size, in one run and on one device:
+- render: core-seconds per frame of the envs stepping and rendering alone (one process, no
+  encoder; process CPU time, which counts the software rasteriser's threads too);
+- encode: core-seconds per frame of the encoder alone at the sampler's batch size (one group's
+  frames), one torch thread on the CPU (its most efficient use of a core) or the device's time;
+- limit: what the machine could do if every core always had work: on the CPU
+  ``cores / (render + encode)`` samples/s; with the encoder on CUDA ``min(cores / render,
+  1 / encode)``;
+- samplers: samples/s (env steps, one camera) and the ratio to the limit of
+  the pipelined sampler (two groups of envs stepped alternately, so encoding one group overlaps
+  rendering the other), the unpipelined one (one batch per step; the layout before pipelining),
+  and RRL-style one env with frame-at-a-time encoding. Each line shows where the main process's
+  time went: encoding, waiting for the render workers, the rest (policy and loop).
+Random weights: the speed of a network does not depend on its weight values. The load average
+is printed before and after: other jobs on the machine take cores from every number here.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from functools import partial
+from typing import Any
 
+import numpy as np
 import torch
 
-from pipeline.encoders import create_encoder
+from pipeline.encoders import FrozenEncoder, create_encoder
+from pipeline.rl.env_backends import LocalEnvs, adroit_env, camera_view
 from pipeline.rl.policy import GaussianMLPPolicy
-from pipeline.rl.vision import ObsSpec, VisionSampler
+from pipeline.rl.rollout_loop import split_slots
+from pipeline.rl.vision import ObsSpec, VisionSampler, torch_threads, vision_layout
+
+TASK, CAMERA = "door", "top"
 
 
-def samples_per_second(encoder, args: argparse.Namespace, envs: int, workers: int,  # type: ignore[no-untyped-def]
-                       encode_batch: int | None) -> tuple[float, dict[str, float]]:
-    spec = ObsSpec("vision+proprio", ("top",))
+def render_seconds(size: int, envs: int, steps: int) -> tuple[float, float]:
+    """(core-seconds, wall seconds) per frame of `envs` envs stepping and rendering in one process."""
+    backend = LocalEnvs(partial(adroit_env, TASK, cameras=(CAMERA,), width=size, height=size),
+                        envs, camera_view)
+    rng = np.random.default_rng(0)
+    try:
+        backend.reset(list(range(envs)), list(range(envs)))
+        backend.step(list(range(envs)), rng.uniform(-1, 1, (envs, 28)))  # warm-up
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(steps):
+            backend.step(list(range(envs)), rng.uniform(-1, 1, (envs, 28)))
+        frames = envs * steps
+        return (time.process_time() - cpu) / frames, (time.perf_counter() - wall) / frames
+    finally:
+        backend.close()
+
+
+def encode_seconds(encoder: FrozenEncoder, size: int, batch: int, repeats: int) -> float:
+    """Seconds per frame of the encoder alone on batches of `batch` frames: core-seconds on
+    one torch thread on the CPU, wall seconds on CUDA."""
+    frames = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    cuda = encoder.device.type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time
+    with torch_threads(None if cuda else 1):
+        encoder.encode(frames)  # warm-up: allocator, kernel selection
+        _sync(encoder)
+        start = clock()
+        for _ in range(repeats):
+            encoder.encode(frames)
+        _sync(encoder)
+    return (clock() - start) / (batch * repeats)
+
+
+def _sync(encoder: FrozenEncoder) -> None:
+    if encoder.device.type == "cuda":
+        torch.cuda.synchronize(encoder.device)
+
+
+def sampler_rate(encoder: FrozenEncoder, size: int, envs: int, steps: int,
+                 **layout: Any) -> tuple[float, dict[str, float]]:
+    """Samples/s of a VisionSampler, and seconds spent per phase in the main process."""
     policy = GaussianMLPPolicy(encoder.feature_dim + 24, 28)
-    with VisionSampler("door", encoder, spec, n_envs=envs, workers=workers, width=args.size,
-                       height=args.size, encode_batch=encode_batch) as sampler:
+    with VisionSampler(TASK, encoder, ObsSpec("vision+proprio", (CAMERA,)), n_envs=envs,
+                       width=size, height=size, **layout) as sampler:
         sampler.sample(policy, envs, 2, seed=0)  # warm-up: spawn workers, build envs, first kernels
         before = sampler.timings
         start = time.perf_counter()
-        rollouts = sampler.sample(policy, envs, args.steps, seed=1)
+        rollouts = sampler.sample(policy, envs, steps, seed=1)
         seconds = time.perf_counter() - start
-        spent = {k: v - before[k] for k, v in sampler.timings.items()}
-    spent["policy+loop"] = max(seconds - spent["encode"] - spent["envs"], 0.0)
-    steps = sum(len(r["rewards"]) for r in rollouts)
-    return steps / seconds, {k: round(v, 1) for k, v in spent.items()}
+        spent = {k: v - before[k] for k, v in sampler.timings.items() if k != "frames"}
+    spent["rest"] = max(seconds - spent["encode"] - spent["envs"], 0.0)
+    samples = sum(len(r["rewards"]) for r in rollouts)
+    return samples / seconds, {k: round(v, 2) for k, v in spent.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="resnet34")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     parser.add_argument("--envs", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=25, help="steps per trajectory")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", default="256,84", help="comma-separated frame sizes (pixels)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=None, help="render workers (default: "
+                        "the sampler's layout for this machine)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads while encoding")
+    parser.add_argument("--no-rrl", action="store_true", help="skip the slow RRL-style line")
     args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
     encoder = create_encoder(args.encoder, "random", args.precision, device=args.device)
-    print(f"{args.encoder} {args.precision} on {args.device}, {args.size}px frames, door, "
-          f"{args.envs} envs x {args.steps} steps")
-    batched, t1 = samples_per_second(encoder, args, args.envs, args.workers, None)
-    print(f"batched ({args.envs} envs, {args.workers} render workers, one encode per step): "
-          f"{batched:7.1f} samples/s  {t1}")
-    between, t2 = samples_per_second(encoder, args, args.envs, args.workers, 1)
-    print(f"parallel envs, per-frame encode:                     {between:7.1f} samples/s  {t2}")
-    rrl, t3 = samples_per_second(encoder, args, 1, 1, 1)
-    print(f"RRL-style (one env, per-frame encode):               {rrl:7.1f} samples/s  {t3}")
-    print(f"ratio batched / RRL-style: {batched / rrl:.2f}x   (target >= 5x)")
+    cuda = encoder.device.type == "cuda"
+    workers, threads = vision_layout(cores, cuda)
+    workers, threads = args.workers or workers, args.threads or threads
+    batch = len(split_slots(args.envs, 2)[0])
+    print(f"{args.encoder} {args.precision} on {encoder.device}, {cores} cores, {TASK}, "
+          f"{args.envs} envs x {args.steps} steps; load average {os.getloadavg()[0]:.2f}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        render, render_wall = render_seconds(size, args.envs, max(4, args.steps // 3))
+        encode = encode_seconds(encoder, size, batch, max(3, args.steps // 4))
+        limit = min(cores / render, 1 / encode) if cuda else cores / (render + encode)
+        print(f"\n{size} px: render {1e3 * render:.1f} ms/frame core time ({1e3 * render_wall:.1f} "
+              f"wall), encode {1e3 * encode:.1f} ms/frame (batch {batch}); limit {limit:.1f} "
+              "samples/s")
+        runs = [(f"pipelined ({workers} render workers, {threads} encode threads)",
+                 {"groups": 2, "pipelined": True, "workers": workers, "encode_threads": threads}),
+                ("unpipelined (2 render workers, one batch per step)",
+                 {"groups": 1, "workers": 2, "encode_threads": None})]
+        if not args.no_rrl:
+            runs += [("parallel envs, frame-at-a-time encode",
+                      {"groups": 1, "workers": 2, "encode_batch": 1, "encode_threads": None}),
+                     ("RRL-style (one env, frame-at-a-time encode)",
+                      {"groups": 1, "workers": 1, "encode_batch": 1, "encode_threads": None})]
+        rates = {}
+        for name, layout in runs:
+            envs = 1 if name.startswith("RRL") else args.envs
+            rates[name], spent = sampler_rate(encoder, size, envs, args.steps, **layout)
+            print(f"  {name:<52} {rates[name]:6.1f} samples/s  {rates[name] / limit:5.2f} of "
+                  f"limit  {spent}")
+        if not args.no_rrl:
+            print(f"  pipelined / RRL-style: {rates[runs[0][0]] / rates[runs[-1][0]]:.1f}x")
+    print(f"\nload average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -351,10 +351,11 @@ def test_vision_rollouts_see_the_encoded_rendered_frames(tmp_path: Path) -> None
 def test_pipelined_vision_rollouts_equal_the_unpipelined_loop() -> None:
     """Pipelining changes when work happens, not what: two groups of envs stepped alternately by
     one render worker give bit for bit the rollouts of the same groups unpipelined on two
-    workers, and those of one batch per step but for the batch's last-bit rounding. Against a
+    workers, and those of one batch per step but for rounding (batch sizes differ). Against a
     plain reference: each frame is the env's own render after the recorded actions, and each
-    observation the float16 features of its group's batch plus proprioception with noise from
-    the trajectory's own generator. Five trajectories on four envs: a second wave of one env."""
+    observation the float16 features of its group's frames (encoded in two parts, one per
+    encode thread) plus proprioception with noise from the trajectory's own generator. Five
+    trajectories on four envs: a second wave of one env."""
     from pipeline.encoders import create_encoder
     from pipeline.envs.adroit import AdroitEnv
     from pipeline.rl.vision import ObsSpec, VisionSampler, torch_threads
@@ -363,18 +364,20 @@ def test_pipelined_vision_rollouts_equal_the_unpipelined_loop() -> None:
     spec, dim = ObsSpec("noisy_proprio", ("top",), proprio_noise=0.1), encoder.feature_dim
     policy = GaussianMLPPolicy(dim + 24, 28, hidden=(16,), seed=0)
     runs = {}
-    for name, groups, pipelined, workers in (("pipelined", 2, True, 1), ("unpipelined", 2, False, 2),
-                                             ("one batch", 1, False, 2)):
+    for name, groups, pipelined, workers, threads in (
+            ("pipelined", 2, True, 1, 2), ("unpipelined", 2, False, 2, 2),
+            ("one batch", 1, False, 2, None)):
         with VisionSampler("door", encoder, spec, n_envs=4, workers=workers, width=48, height=48,
                            record=True, groups=groups, pipelined=pipelined,
-                           encode_threads=1) as sampler:
+                           encode_threads=threads) as sampler:
             runs[name] = sampler.sample(policy, 5, 4, seed=3)
             assert sampler.timings["frames"] == 5 * 4  # none after the last step
     for got, same, close in zip(runs["pipelined"], runs["unpipelined"], runs["one batch"],
                                 strict=True):
         for key in ("observations", "actions", "rewards", "success", "proprio", "states"):
             np.testing.assert_array_equal(got[key], same[key], err_msg=key)
-            np.testing.assert_allclose(got[key], close[key], rtol=1e-5, atol=1e-6, err_msg=key)
+            # a feature's last-bit difference can flip its float16 rounding: one step, 2^-11
+            np.testing.assert_allclose(got[key], close[key], rtol=1e-3, atol=1e-5, err_msg=key)
         np.testing.assert_array_equal(got["frames"]["top"], same["frames"]["top"])
     got = runs["pipelined"]
     assert [int(r["seed"]) for r in got] == [3, 4, 5, 6, 7]
@@ -394,7 +397,9 @@ def test_pipelined_vision_rollouts_equal_the_unpipelined_loop() -> None:
                                           expected.astype(np.float32))
     for group in ([0, 1], [2, 3], [4]):
         for t in range(4):
+            frames = np.stack([got[k]["frames"]["top"][t] for k in group])
             with torch_threads(1):
-                batch = encoder.encode(np.stack([got[k]["frames"]["top"][t] for k in group]))
+                features = np.concatenate([encoder.encode(part) for part in
+                                           np.array_split(frames, min(2, len(group)))])
             np.testing.assert_array_equal(np.stack([got[k]["observations"][t, :dim] for k in group]),
-                                          batch.astype(np.float16).astype(np.float32))
+                                          features.astype(np.float16).astype(np.float32))

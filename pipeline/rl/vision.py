@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -20,10 +21,11 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.rl.env_backends import WorkerEnvs, adroit_env, camera_view, recorded_view
 from pipeline.rl.rollout_loop import LoopSampler
-from pipeline.rl.rollouts import Array
+from pipeline.rl.rollouts import Array, Rollout
 
 if TYPE_CHECKING:
     from pipeline.encoders.frozen import FrozenEncoder
+    from pipeline.rl.policy import GaussianMLPPolicy
 
 VISION_MODES = ("vision+proprio", "vision", "noisy_proprio")
 
@@ -73,24 +75,39 @@ class EncodedObservations:
     """The loop's observation function for vision modes: each camera's frames of all live envs
     encoded as one batch (``encode_batch=1``: RRL's frame-at-a-time, kept for the benchmark).
 
-    ``threads``: torch threads while encoding (restored after), None to leave them as they are.
+    ``threads`` (CPU): the batch is cut into that many contiguous parts, each encoded on its own
+    thread by single-threaded torch. Torch's own threads meet at a barrier after every layer and
+    spin there while a render worker holds a core; independent parts never wait for each other,
+    so encoding takes whatever cores rendering leaves free. None: one call, torch as it is set.
     """
 
     def __init__(self, encoder: FrozenEncoder, obs_spec: ObsSpec,
                  encode_batch: int | None = None, threads: int | None = None) -> None:
         self.encoder, self.obs_spec, self.encode_batch = encoder, obs_spec, encode_batch
         self.threads = threads
+        self.pool = ThreadPoolExecutor(threads) if threads and threads > 1 else None
         self.seconds, self.frames = 0.0, 0
 
     def encode(self, frames: Array) -> Array:
         started = time.perf_counter()
         step = self.encode_batch or len(frames)
-        with torch_threads(self.threads):
-            out = np.concatenate([self.encoder.encode(frames[i:i + step])
-                                  for i in range(0, len(frames), step)])
+        batches = [frames[i:i + step] for i in range(0, len(frames), step)]
+        with torch_threads(None if self.threads is None else 1):
+            out = np.concatenate([self._encode_batch(batch) for batch in batches])
         self.seconds += time.perf_counter() - started
         self.frames += len(frames)
         return out
+
+    def _encode_batch(self, frames: Array) -> Array:
+        if self.pool is None or self.threads is None or len(frames) < 2:
+            return self.encoder.encode(frames)
+        # Threads started here take torch's thread count (1, set by the caller) on first use.
+        parts = np.array_split(frames, min(len(frames), self.threads))
+        return np.concatenate(list(self.pool.map(self.encoder.encode, parts)))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
     def __call__(self, raw: Sequence[dict[str, Any]], rngs: Sequence[np.random.Generator]) -> Array:
         feats = {c: self.encode(np.stack([o["frames"][c] for o in raw])) for c in self.obs_spec.cameras}
@@ -117,7 +134,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def vision_layout(cores: int, cuda: bool) -> tuple[int, int | None]:
+def vision_layout(cores: int, cuda: bool) -> tuple[int, int]:
     """(render worker processes, torch threads while encoding) for a pipelined VisionSampler.
 
     On the CPU the cores are shared between the two: while the workers render one group of
@@ -125,7 +142,7 @@ def vision_layout(cores: int, cuda: bool) -> tuple[int, int | None]:
     With the encoder on CUDA every core but this process's renders.
     """
     if cuda:
-        return max(1, cores - 1), None
+        return max(1, cores - 1), 1
     workers = max(1, cores // 2)
     return workers, max(1, cores - workers)
 
@@ -142,9 +159,13 @@ def recorded_arrays(raw: Sequence[dict[str, Any]]) -> dict[str, Any]:
 class VisionSampler(LoopSampler):
     """`n_envs` envs spread over `workers` processes; frames encoded in the main process.
 
-    ``record=True`` keeps frames, states and the env's low-dimensional observation in each
-    rollout (``recorded_arrays``) for writing to an episode file. ``env_factory`` is called
-    like ``adroit_env`` (``pipeline.rl.distracted`` passes one that renders distractors).
+    ``groups=2, pipelined=True`` encodes one half of the envs while the workers render the
+    other (``pipeline.rl.rollout_loop``); ``vision_layout`` gives workers and ``encode_threads``
+    for the machine. With ``encode_threads`` set, the policy runs on one torch thread too: a
+    few rows per call, where a second thread only waits. ``record=True`` keeps frames, states
+    and the env's low-dimensional observation in each rollout (``recorded_arrays``) for writing
+    to an episode file. ``env_factory`` is called like ``adroit_env``
+    (``pipeline.rl.distracted`` passes one that renders distractors).
     """
 
     def __init__(self, task: str, encoder: FrozenEncoder, obs_spec: ObsSpec, n_envs: int = 8,
@@ -164,6 +185,15 @@ class VisionSampler(LoopSampler):
                          pipelined)
         self.task = task
         self.device = str(encoder.device)  # where the frames are encoded, for the summaries
+
+    def sample_ids(self, policy: GaussianMLPPolicy, ids: Sequence[int], horizon: int, seed: int,
+                   deterministic: bool = False) -> list[Rollout]:
+        with torch_threads(1 if self.encoded.threads else None):
+            return super().sample_ids(policy, ids, horizon, seed, deterministic)
+
+    def close(self) -> None:
+        super().close()
+        self.encoded.close()
 
     @property
     def timings(self) -> dict[str, float]:
