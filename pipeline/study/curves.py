@@ -37,6 +37,7 @@ class CellRun:
     eval_success: float | None  # last per-iteration evaluation (mean action), percent
     evaluate: dict[str, Any] | None  # the evaluate stage's summary
     seconds: float | None  # bc + DAPG iterations + evaluate
+    commit: str | None = None  # the git commit the evaluate stage ran at
 
 
 def curve_of(rows: list[dict[str, float]]) -> Curve:
@@ -61,7 +62,8 @@ def collect(p: CellPlan, data_dir: Path) -> CellRun:
             float(m["seconds"]) for s, m in manifests.items() if m and s != "dapg")
     return CellRun(p, state, curve_of(rows) if rows else None,
                    evals[-1]["eval_success_rate"] if evals else None,
-                   target["summary"] if target is not None else None, seconds)
+                   target["summary"] if target is not None else None, seconds,
+                   target.get("git_commit") if target is not None else None)
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:

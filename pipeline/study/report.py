@@ -106,6 +106,11 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
               "samples to 90% | wall time | key (evaluate) |",
               "| " + " | ".join(["---"] * 14) + " |"]
     lines += [_cell_row(r) for r in runs]
+    commits = sorted({r.commit[:10] for r in runs if r.commit})
+    if commits:
+        shown = ", ".join(f"`{c}`" for c in commits)
+        lines += ["", f"The finished cells' manifests record git commit {shown} (HEAD when each "
+                  "stage finished)."]
     lines += ["", "Keys: `data/evaluate/<key>/`; the cell's DAPG logs are in `data/dapg/<dapg key>/` "
               "(`rrl experiment status` lists them). Wall time: bc + DAPG iterations (from its log, "
               "which survives resumes) + evaluate.", ""]
