@@ -73,6 +73,7 @@ def test_vae_weights_pretrained_is_refused_and_random_is_flagged() -> None:
     assert random.inputs("encode")["weights"] == {"kind": "random"}
 
 
+@pytest.mark.gl
 def test_training_lowers_the_heldout_loss_and_draws_figures(trained) -> None:  # type: ignore[no-untyped-def]
     _, result = trained
     s, out = result.summary, result.out_dir
@@ -86,12 +87,14 @@ def test_training_lowers_the_heldout_loss_and_draws_figures(trained) -> None:  #
     assert s["architecture"] == {"input_size": 32, "latent": 8, "channels": [8, 16]}
 
 
+@pytest.mark.gl
 def test_second_run_is_a_cache_hit(tiny_door_demos, trained) -> None:  # type: ignore[no-untyped-def]
     data, first = trained
     again = run(config(tiny_door_demos), data, "vae")
     assert again.cache_hit and again.key == first.key
 
 
+@pytest.mark.gl
 def test_killed_run_resumes_and_ends_with_the_same_weights(  # type: ignore[no-untyped-def]
         tiny_door_demos, trained, tmp_path, monkeypatch) -> None:
     import pipeline.vae.train as train
@@ -116,6 +119,7 @@ def test_killed_run_resumes_and_ends_with_the_same_weights(  # type: ignore[no-u
     assert resumed.summary["encoder_sha256"] == uninterrupted.summary["encoder_sha256"]
 
 
+@pytest.mark.gl
 def test_encode_with_the_vae_key_like_any_encoder(tiny_door_demos, trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from pipeline.encoders import create_encoder
     from pipeline.encoders.preprocess import normalize_pixels, resize_crop
@@ -169,6 +173,7 @@ def _metadata(path: Path) -> dict[str, str]:
     return safetensors_metadata(path)
 
 
+@pytest.mark.gl
 def test_weights_key_must_name_one_intact_vae_output(tiny_door_demos, trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     data, vae = trained
     with pytest.raises(WeightsError, match=r"names 0 finished vae outputs.*make vae"):
