@@ -91,7 +91,7 @@ def cache_hit_seconds(args: argparse.Namespace) -> float | None:
     if not SHARED_DEMOS.is_file():
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pipeline", "--data", tmp, "--demos", str(SHARED_DEMOS),
+        cmd = [sys.executable, "-m", "stages", "--data", tmp, "--demos", str(SHARED_DEMOS),
                "--max-demos", "1", "--size", "64", "--encoder", args.encoder, "--weights", "random",
                "--set", "render.max_steps=40", "--set", "encode.resize=64", "--set", "encode.crop=56",
                "run", "encode"]

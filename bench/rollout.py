@@ -14,7 +14,10 @@ For each frame size, in one run and on one device:
   the pipelined sampler (two groups of envs stepped alternately, so encoding one group overlaps
   rendering the other), the unpipelined one (one batch per step; the layout before pipelining),
   and RRL-style one env with frame-at-a-time encoding. Each line shows where the main process's
-  time went: encoding, waiting for the render workers, the rest (policy and loop).
+  time went (encoding, waiting for the render workers, the rest: policy and loop) and the
+  core-seconds the sampler used per sample, to set against render + encode: what is above it
+  is overhead (spinning threads, pickling frames), and a ratio to the limit below
+  (render + encode) / (cpu per sample) is cores left idle, or taken by other jobs.
 Random weights: the speed of a network does not depend on its weight values. The load average
 is printed before and after: other jobs on the machine take cores from every number here.
 """
@@ -77,20 +80,34 @@ def _sync(encoder: FrozenEncoder) -> None:
         torch.cuda.synchronize(encoder.device)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of this process and of ``pids`` (all their threads), Linux."""
+    total = time.process_time()
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def sampler_rate(encoder: FrozenEncoder, size: int, envs: int, steps: int,
                  **layout: Any) -> tuple[float, dict[str, float]]:
-    """Samples/s of a VisionSampler, and seconds spent per phase in the main process."""
+    """Samples/s of a VisionSampler; seconds per phase in the main process and core-seconds
+    used per sample by it and its render workers together ("cpu/sample")."""
     policy = GaussianMLPPolicy(encoder.feature_dim + 24, 28)
     with VisionSampler(TASK, encoder, ObsSpec("vision+proprio", (CAMERA,)), n_envs=envs,
                        width=size, height=size, **layout) as sampler:
         sampler.sample(policy, envs, 2, seed=0)  # warm-up: spawn workers, build envs, first kernels
-        before = sampler.timings
+        pids = [proc.pid for proc in sampler.backend.workers.procs]
+        before, cpu = sampler.timings, cpu_seconds(pids)
         start = time.perf_counter()
         rollouts = sampler.sample(policy, envs, steps, seed=1)
         seconds = time.perf_counter() - start
+        cpu = cpu_seconds(pids) - cpu
         spent = {k: v - before[k] for k, v in sampler.timings.items() if k != "frames"}
     spent["rest"] = max(seconds - spent["encode"] - spent["envs"], 0.0)
     samples = sum(len(r["rewards"]) for r in rollouts)
+    spent["cpu/sample ms"] = 1e3 * cpu / samples
     return samples / seconds, {k: round(v, 2) for k, v in spent.items()}
 
 

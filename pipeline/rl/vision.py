@@ -135,16 +135,17 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def vision_layout(cores: int, cuda: bool) -> tuple[int, int]:
-    """(render worker processes, torch threads while encoding) for a pipelined VisionSampler.
+    """(render worker processes, encode threads) for a pipelined VisionSampler on ``cores``.
 
-    On the CPU the cores are shared between the two: while the workers render one group of
-    envs this process encodes the other, so together they should ask for about ``cores``.
-    With the encoder on CUDA every core but this process's renders.
+    On the CPU, rendering one group and encoding the other share the cores, and whichever
+    finishes first should leave them all to the other: half as many workers as cores (each
+    software-rendered frame is itself spread over threads) and an encode thread per core (their
+    parts of a batch never wait for each other, so oversubscribing costs little). With the
+    encoder on CUDA every core but this process's renders.
     """
     if cuda:
         return max(1, cores - 1), 1
-    workers = max(1, cores // 2)
-    return workers, max(1, cores - workers)
+    return max(1, cores // 2), cores
 
 
 def recorded_arrays(raw: Sequence[dict[str, Any]]) -> dict[str, Any]:
