@@ -1,5 +1,9 @@
 """bc: behaviour cloning from the cached demo features (or the demo states in state mode).
 
+With ``dapg.use_demos=false`` (plain NPG, the paper's no-demos baseline) nothing is cloned: the
+stage writes the freshly initialised policy, with identity input normalisation, so that no
+demonstration reaches the learner through its starting point (mjrl's NPG starts the same way).
+
 The summary names files relative to the stage's folder and the data folder (never absolute
 paths), so a data folder can be moved; later stages resolve them with ``trained_source`` and
 ``StageResult.out_dir``.
@@ -20,7 +24,14 @@ def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
     return ("demos",) if cfg.policy.obs_mode == "state" else ("encode",)
 
 
+def clones(cfg: PipelineConfig) -> bool:
+    """Whether the policy is cloned from the demos (DAPG) or starts fresh (NPG)."""
+    return cfg.dapg.use_demos
+
+
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
+    if not clones(cfg):  # a different output: in the key (DAPG keys stay as they were)
+        return {"task": cfg.task, "policy": key_dict(cfg.policy), "clone": False}
     return {"task": cfg.task, "policy": key_dict(cfg.policy), "bc": key_dict(cfg.bc)}
 
 
@@ -76,12 +87,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     pcfg, bcfg = ctx.config.policy, ctx.config.bc
     src = data_source(ctx)
-    obs, act = demo_arrays(locate(src, ctx), pcfg)
+    obs, act = demo_arrays(locate(src, ctx), pcfg)  # NPG needs only the input width
     policy = GaussianMLPPolicy(obs.shape[1], task_spec(ctx.config.task).act_dim, hidden=pcfg.hidden,
                                seed=pcfg.seed)
     torch.set_num_threads(1)  # minibatches of 32: a second thread only waits
     losses = behaviour_clone(policy, obs, act, epochs=bcfg.epochs, batch_size=bcfg.batch_size,
-                             lr=bcfg.lr, seed=pcfg.seed)
+                             lr=bcfg.lr, seed=pcfg.seed) if clones(ctx.config) else []
     fix = "lower bc.lr, and check the demo data for NaN or infinite values"
     if not all(math.isfinite(x) for x in losses):
         raise NonFiniteError(f"{ctx.out_dir}: BC losses per epoch {losses} are not all finite; "
@@ -89,14 +100,21 @@ def run(ctx: StageContext) -> dict[str, Any]:
     require_finite_policy(policy, f"{ctx.out_dir}: BC", fix)
     save_checkpoint(ctx.out_dir / CHECKPOINT, {"policy": policy.state_dict(),
                                                "policy_config": policy.config()})
-    ctx.log(f"[bc] {len(obs)} samples of {obs.shape[1]}-d ({pcfg.obs_mode}); loss per epoch "
-            + ", ".join(f"{x:.4f}" for x in losses))
-    return {"obs_mode": pcfg.obs_mode, "obs_dim": int(obs.shape[1]), "samples": len(obs),
-            "losses": losses, "checkpoint": CHECKPOINT, "source": src.to_json()}
+    if losses:
+        ctx.log(f"[bc] {len(obs)} samples of {obs.shape[1]}-d ({pcfg.obs_mode}); loss per epoch "
+                + ", ".join(f"{x:.4f}" for x in losses))
+    else:
+        ctx.log("[bc] dapg.use_demos=false: no cloning, NPG starts from a fresh policy")
+    return {"obs_mode": pcfg.obs_mode, "obs_dim": int(obs.shape[1]),
+            "samples": len(obs) if losses else 0, "cloned": bool(losses), "losses": losses,
+            "checkpoint": CHECKPOINT, "source": src.to_json()}
 
 
 def describe(result: StageResult) -> str:
     s = result.summary
+    if not s["losses"]:
+        return (f"fresh policy for NPG ({s['obs_mode']}, {s['obs_dim']}-d input, not cloned: "
+                f"dapg.use_demos=false); checkpoint {policy_file(result)}")
     return (f"BC policy ({s['obs_mode']}, {s['obs_dim']}-d input, {s['samples']} demo samples): "
             f"loss {s['losses'][0]:.4f} -> {s['losses'][-1]:.4f}; checkpoint {policy_file(result)}")
 
