@@ -151,6 +151,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "encoder": e.encoder, "weights": weights, "precision": e.precision,
         "preprocessing": encoder.preprocessing, "episodes_key": render.key,
+        "episodes_stage": EPISODE_STAGES[e.source],
         "versions": package_versions(),
     }
     if e.precision != "fp32":

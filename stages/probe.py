@@ -2,7 +2,8 @@
 
 A ranking of encoders in seconds, before any policy is trained: how well each target (door: hinge,
 latch, handle, palm) is read linearly off the features of held-out demos, beside the state
-ceiling. Upstream is render as well as encode: the targets come from the episode file.
+ceiling. Upstream is the encode stage's episode source (render, or rollouts with SOURCE=rollouts) as
+well as encode: the targets come from that episode file.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 from pipeline.config import PipelineConfig, key_dict
 from pipeline.runner import Stage, StageContext, StageResult
+from stages.encode import EPISODE_STAGES
+from stages.encode import upstream as encode_upstream
 
 VERSION = "1"
 RESULT = "probe.json"
@@ -28,10 +31,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.probe import run_probe
     from pipeline.runner import write_json_atomic
     from stages.encode import store_root
-    from stages.render import EPISODES
 
     cfg = ctx.config.probe
-    episodes = ctx.upstream["render"].out_dir / EPISODES  # the data folder may have moved
+    episodes = ctx.upstream[EPISODE_STAGES[ctx.config.encode.source]].file("episodes_file")
     # In a worker process, whose BLAS uses probe.threads threads: on the 2 shared cores of the
     # machine this was built on, OpenBLAS's default of one thread per core made the probe 7x
     # slower under load (512-d: 10 s instead of 1.5 s; 2048-d: 135 s instead of 32 s).
@@ -85,4 +87,9 @@ def describe(result: StageResult) -> str:
     return "\n".join(lines)
 
 
-STAGE = Stage("probe", VERSION, ("render", "encode"), inputs, run, describe)
+def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The episode file the features were made from (render or rollouts), and the features."""
+    return (*encode_upstream(cfg), "encode")
+
+
+STAGE = Stage("probe", VERSION, upstream, inputs, run, describe)

@@ -20,7 +20,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"feature store: {s['location']}",
         f"  key        {s['key']}",
         f"  encoder    {s['encoder']} ({s.get('precision')}), weights {_weights_text(s['weights'])}",
-        f"  episodes   {s['episodes']} ({s['rows']} frames), from render {str(s['episodes_key'])[:12]}",
+        f"  episodes   {s['episodes']} ({s['rows']} frames), from {s.get('episodes_stage') or 'render'} {str(s['episodes_key'])[:12]}",
     ]
     for cam, info in s["cameras"].items():
         lines.append(f"  {cam:<10} {info['dtype']} {tuple(info['shape'])}, chunks {tuple(info['chunks'])}, "
