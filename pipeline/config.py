@@ -21,13 +21,19 @@ from typing import Any
 from pipeline.devices import DEVICE_PATTERN
 from pipeline.errors import ConfigError, invalid_value, unknown_name
 
-TASKS = ("door", "hammer", "pen", "relocate")
+# Adroit, then DeepMind Control; pipeline/envs/families.py holds each task's facts (a test checks
+# that it knows exactly these).
+TASKS = ("door", "hammer", "pen", "relocate", "cartpole-swingup", "finger-spin", "walker-walk",
+         "cheetah-run")
 REPLAY_MODES = ("states", "open_loop")
 PRECISIONS = ("fp32", "bf16")
 OBS_MODES = ("state", "vision+proprio", "vision", "noisy_proprio")
 REWARDS = ("dense", "sparse")
-ENCODE_SOURCES = ("demos", "rollouts")
+ENCODE_SOURCES = ("auto", "demos", "rollouts")
 POLICY_STAGES = ("bc", "dapg")
+# rollouts.policy names that are not checkpoint files: auto (dapg where the task has demos, else
+# random), random (uniform over the action box), or this config's bc/dapg checkpoint.
+ROLLOUT_POLICIES = ("auto", "random", *POLICY_STAGES)
 NOT_IN_KEY = {"key": False}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -90,8 +96,10 @@ class EncodeConfig(_Validated):
     workers: int = setting(2, key=False, gt=0, le=256)
     # Not in the key: fp32 on CUDA runs without TF32 and agrees with the CPU (pipeline/devices.py).
     device: str = setting("auto", key=False, pattern=DEVICE_PATTERN)
-    # Which episode file is encoded: the rendered demos, or a policy's rollouts (rollouts stage).
-    source: str = setting("demos", key="if_set", choices=ENCODE_SOURCES)
+    # Which episode file is encoded: the rendered demos, or a policy's rollouts (rollouts stage);
+    # auto: the demos where the task has them, else the rollouts (pipeline/envs/families.py).
+    # The encode stage keys the resolved source, so "auto" and what it resolves to share a key.
+    source: str = setting("auto", key="if_set", choices=ENCODE_SOURCES)
 
     def _check(self) -> None:
         if self.crop is not None and self.resize is not None and self.crop > self.resize:
@@ -147,7 +155,9 @@ class BCConfig(_Validated):
 class DAPGConfig(_Validated):
     iterations: int = setting(300, gt=0)
     trajectories: int = setting(200, gt=0)
-    horizon: int = setting(200, gt=0)
+    # Env steps per episode; None: the task's own (Adroit 200, DMC 1000 // action repeat). The
+    # stages key the resolved value, so an unset horizon and the same value set share a key.
+    horizon: int | None = setting(None, gt=0)
     reward: str = setting("dense", choices=REWARDS)
     use_demos: bool = setting(True)  # False: plain NPG
     lam0: float = setting(1e-2, ge=0)
@@ -181,12 +191,13 @@ class EvaluateConfig(_Validated):
 
 @dataclass(frozen=True)
 class RolloutsConfig(_Validated):
-    # "bc" or "dapg": this config's checkpoint; else a checkpoint file (its sha256 is keyed).
-    policy: str = setting("dapg")
+    # "bc" or "dapg": this config's checkpoint; "random": uniform random actions; "auto": dapg
+    # where the task has demos, else random; else a checkpoint file (its sha256 is keyed).
+    policy: str = setting("auto")
     episodes: int = setting(50, gt=0)  # per distractor level
     # Episode i of every level resets with seed + i, in the scene DistractorSpec(level, seed + i).
     distractors: tuple[int, ...] = setting((0,), ge=0, le=3)
-    deterministic: bool = setting(True)  # the policy's mean action
+    deterministic: bool = setting(True)  # the policy's mean action (random: always drawn)
     seed: int = setting(2 * 10**7, ge=0)  # a range neither training nor evaluate.seed uses
     envs: int = setting(8, key=False, gt=0, le=1024)  # envs stepped in parallel
     workers: int = setting(2, key=False, gt=0, le=256)  # processes the envs render in
@@ -196,8 +207,8 @@ class RolloutsConfig(_Validated):
 
     @property
     def policy_file(self) -> str | None:
-        """The checkpoint file to roll out, or None for this config's bc/dapg checkpoint."""
-        return None if self.policy in POLICY_STAGES else self.policy
+        """The checkpoint file to roll out, or None for a named policy (ROLLOUT_POLICIES)."""
+        return None if self.policy in ROLLOUT_POLICIES else self.policy
 
 
 def _check_levels(name: str, levels: tuple[int, ...]) -> None:

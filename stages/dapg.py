@@ -1,7 +1,8 @@
 """dapg: DAPG (NPG with demo-augmented gradient; plain NPG when demos are off) from the BC policy.
 
 Checkpoints every iteration; a killed run resumes from the last one (same result, seeded).
-Writes RRL's log.csv columns, eval.csv and a learning curve beside RRL's own logs.
+Writes RRL's log.csv columns, eval.csv and a learning curve beside RRL's own logs. On DeepMind
+Control tasks (no demos, no success) only NPG runs, and the result is the episode return.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig, key_dict
+from pipeline.config import DAPGConfig, PipelineConfig, key_dict
+from pipeline.envs.families import check_task_config, horizon, task_facts
 from pipeline.runner import Stage, StageContext, StageResult
 
 VERSION = "2"  # 2: portable summary (relative names), stops on non-finite iterations
@@ -19,7 +21,16 @@ REFERENCE_LOGS = Path(__file__).resolve().parents[2] / "shared/data/rrl-referenc
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    return {"task": cfg.task, "dapg": key_dict(cfg.dapg)}
+    check_task_config(cfg)
+    # The horizon as resolved: unset is the task's default (Adroit's 200: old keys stay valid).
+    return {"task": cfg.task, "dapg": {**key_dict(cfg.dapg), "horizon": horizon(cfg)}}
+
+
+def resolved(cfg: PipelineConfig) -> DAPGConfig:
+    """cfg.dapg with the horizon resolved, as the trainer and its checkpoints take it."""
+    import dataclasses
+
+    return dataclasses.replace(cfg.dapg, horizon=horizon(cfg))
 
 
 def reference_logs(task: str) -> dict[str, list[dict[str, float]]]:
@@ -42,11 +53,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.rl.trainer import train_dapg
     from stages.bc import policy_file, trained_source
 
-    d, pcfg, task = ctx.config.dapg, ctx.config.policy, ctx.config.task
+    d, pcfg, task = resolved(ctx.config), ctx.config.policy, ctx.config.task
+    assert d.horizon is not None
     bc = ctx.upstream["bc"]
     src = trained_source(bc, ctx)
     policy = load_policy(policy_file(bc))
-    demo_obs, demo_act = demo_arrays(src, pcfg)
+    # NPG (use_demos=false) never reads the demos; a task without demos has none to read.
+    demo_obs, demo_act = demo_arrays(src, pcfg) if d.use_demos else (None, None)
     baseline = MLPBaseline(policy.obs_dim, batch_size=d.vf_batch, epochs=d.vf_epochs, lr=d.vf_lr,
                            seed=pcfg.seed)
     recorder = None
@@ -61,7 +74,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with contextlib.closing(make_sampler(src, pcfg, d, record=record)) as sampler:
         device = getattr(sampler, "device", None)  # where frames were encoded (vision modes)
         start = bc_start(ctx.out_dir, policy, sampler, task, d.eval_episodes, d.horizon, pcfg.seed)
-        ctx.log(f"[dapg] BC start: {start['success_rate']:.1f}% success, return "
+        success = f"{start['success_rate']:.1f}% success, " if task_facts(task).has_success else ""
+        ctx.log(f"[dapg] {'BC' if d.use_demos else 'fresh policy'} start: {success}return "
                 f"{start['mean_return']:.1f} over {d.eval_episodes} episodes (mean action)")
         rows = train_dapg(policy, baseline, sampler, d, ctx.out_dir, task, demo_obs, demo_act,
                           seed=pcfg.seed, eval_episodes=d.eval_episodes, log=ctx.log,
@@ -71,12 +85,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
     save_checkpoint(ctx.out_dir / POLICY, {"policy": policy.state_dict(),
                                            "policy_config": policy.config()})
     refs = reference_logs(task)
+    scored = task_facts(task).has_success
     learning_curve(ctx.out_dir / LOG, ctx.out_dir / EVAL_LOG, ctx.out_dir / CURVE,
-                   f"{task}, {src.obs_mode}: success", refs, start["success_rate"])
+                   f"{task}, {src.obs_mode}: " + ("success" if scored else "no success signal, "
+                                                   "see the return"),
+                   refs, start["success_rate"] if scored else None)
     last = rows[-1]
     return {
         "obs_mode": src.obs_mode, "iterations": len(rows), "samples": int(sum(r["num_samples"] for r in rows)),
         "final_success_rate": last["success_rate"], "final_eval_score": last["eval_score"],
+        "final_return": last["stoc_pol_mean"], "horizon": d.horizon,
         "best_success_rate": float(np.max([r["success_rate"] for r in rows])),
         "bc_start": start, "final_eval_success_rate": _last_eval(ctx.out_dir),
         "checkpoint": POLICY, "log": LOG, "learning_curve": CURVE,
@@ -112,6 +130,13 @@ def _last_eval(out_dir: Path) -> float | None:
 
 def describe(result: StageResult) -> str:
     s = result.summary
+    if "final_return" in s and not task_facts(result.manifest["inputs"]["task"]).has_success:
+        ev = s["final_eval_score"]
+        return (f"NPG ({s['obs_mode']}): {s['iterations']} iterations, {s['samples']} samples of "
+                f"{s['horizon']} steps per episode; start return {s['bc_start']['mean_return']:.1f}; "
+                f"last iteration: sampled return {s['final_return']:.1f}"
+                + (f", evaluation (mean action) {ev:.1f}" if ev == ev else "")  # NaN: no eval
+                + f"\nlog {result.out_dir / s['log']}\ncurve {result.out_dir / s['learning_curve']}")
     ref = ", ".join(f"{v:.1f}%" for v in s["rrl_reference_final_success"].values()) or "none found"
     ev = s.get("final_eval_success_rate")
     ev_text = f", evaluation {ev:.1f}%" if ev is not None else ""

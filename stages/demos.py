@@ -1,4 +1,7 @@
-"""demos: locate the hand_dapg demonstrations, verify their checksum, validate, keep a copy."""
+"""demos: locate the hand_dapg demonstrations, verify their checksum, validate, keep a copy.
+
+DeepMind Control tasks have none: their key is computed (so status works), running it is refused.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,12 @@ OUTPUT = "demos.pickle"
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     from pipeline.demos import PINS, expected_sha256, sha256_file
+    from pipeline.envs.families import check_task_config, task_facts
 
     d = cfg.demos
+    check_task_config(cfg)
+    if not task_facts(d.task).has_demos:
+        return {"task": d.task, "source": None}
     if d.path:
         source = sha256_file(d.path) if Path(d.path).is_file() else f"missing file {d.path}"
     else:
@@ -26,8 +33,10 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.demos import load_demos, resolve_demo_file
+    from pipeline.envs.families import require_demos
 
     d = ctx.config.demos
+    require_demos(d.task, "the demos stage was asked to find and check them")
     path = resolve_demo_file(d.task, d.path, d.sha256)
     demos, sha = load_demos(path, d.task, d.sha256)
     shutil.copyfile(path, ctx.out_dir / OUTPUT)

@@ -1,7 +1,9 @@
 """encode: every rendered frame through a frozen encoder into the Zarr feature store (dask).
 
 The frames are the render stage's demos, or with ``SOURCE=rollouts`` the rollouts stage's
-episodes (under their own key).
+episodes (under their own key). ``SOURCE=auto`` (the default) is the demos where the task has
+them and the rollouts stage's episodes where it has none (DeepMind Control: random-policy
+rollouts, ``pipeline.envs.families``); the key holds the resolved source.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.envs.families import check_task_config, encode_source
 from pipeline.runner import Stage, StageContext, StageResult
 
 # 2: low_dim arrays (proprio, actions, rewards) beside the features
@@ -26,19 +29,25 @@ ROWS_PER_TASK = 256  # small enough to keep every worker busy on a single shard
 EPISODE_STAGES = {"demos": "render", "rollouts": "rollouts"}
 
 
+def episodes_stage(cfg: PipelineConfig) -> str:
+    """The stage whose episode file encode reads under ``cfg`` (render or rollouts)."""
+    return EPISODE_STAGES[encode_source(cfg)]
+
+
 def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
-    return (EPISODE_STAGES[cfg.encode.source],)
+    return (episodes_stage(cfg),)
 
 
 def episodes_upstream(ctx: StageContext) -> StageResult:
     """The upstream output whose episode file this encode reads (render or rollouts)."""
-    return ctx.upstream[EPISODE_STAGES[ctx.config.encode.source]]
+    return ctx.upstream[episodes_stage(ctx.config)]
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     from pipeline.encoders import encoder_spec, input_size, weights_identity
 
     e = cfg.encode
+    check_task_config(cfg)
     encoder_spec(e.encoder)  # unknown names fail here, listing the valid ones
     # The encoder's own input size unless resize/crop are set (a VAE file stores its own).
     spec = encoder_spec(e.encoder, e.weights)
@@ -47,7 +56,8 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
         "encoder": e.encoder,
         "weights": weights_identity(e.encoder, e.weights),
         "precision": e.precision,
-        **({"source": e.source} if e.source != "demos" else {}),  # old keys stay valid
+        # Resolved ("auto" is what it stands for); the demos leave it out: old keys stay valid.
+        **({"source": source} if (source := encode_source(cfg)) != "demos" else {}),
         "preprocessing": {"resize": resize, "crop": crop, "normalize": spec.normalize},
     }
 
@@ -151,7 +161,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "encoder": e.encoder, "weights": weights, "precision": e.precision,
         "preprocessing": encoder.preprocessing, "episodes_key": render.key,
-        "episodes_stage": EPISODE_STAGES[e.source],
+        "episodes_stage": render.name,
         "versions": package_versions(),
     }
     if e.precision != "fp32":

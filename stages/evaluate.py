@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import PipelineConfig, key_dict
+from pipeline.envs.families import check_task_config, horizon, task_facts
 from pipeline.runner import Stage, StageContext, StageResult
 
 VERSION = "2"  # 2: portable summary (relative names), per-episode returns, refuses non-finite
@@ -21,7 +22,8 @@ def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    return {"task": cfg.task, "evaluate": key_dict(cfg.evaluate), "horizon": cfg.dapg.horizon,
+    check_task_config(cfg)
+    return {"task": cfg.task, "evaluate": key_dict(cfg.evaluate), "horizon": horizon(cfg),
             "reward": cfg.dapg.reward}
 
 
@@ -53,10 +55,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         summary["distractors_note"] = ("state observations: distractors change what is rendered "
                                        "only, so every level scores the same (unrendered) rollouts")
     if shown:
-        from pipeline.envs.tasks import task_spec
         from pipeline.rl.video import write_video
 
-        camera = src.cameras[0] if src.cameras else task_spec(task).rrl_cameras[0]
+        camera = src.cameras[0] if src.cameras else task_facts(task).default_cameras[0]
         write_video(task, [(int(r["seed"]), r["actions"]) for r in shown], camera,
                     ctx.out_dir / VIDEO, distractors=e.distractors[0])
         summary["video"] = VIDEO
@@ -77,7 +78,7 @@ def _evaluate_level(ctx: StageContext, src: Any, policy: Any,
     factory = env_factory(level) if level else None
     with contextlib.closing(make_sampler(src, ctx.config.policy, ctx.config.dapg,
                                          env_factory=factory)) as sampler:
-        rollouts = sampler.sample(policy, e.episodes, ctx.config.dapg.horizon, e.seed,
+        rollouts = sampler.sample(policy, e.episodes, horizon(ctx.config), e.seed,
                                   deterministic=True)
     result = summarize(rollouts, task)
     require_finite_returns(result, f"{ctx.out_dir}: evaluation of the {e.policy} policy at "
@@ -97,8 +98,11 @@ def weights_note(src: Any) -> str:
 
 def describe(result: StageResult) -> str:
     s = result.summary
-    text = (f"{s['policy']} policy ({s['obs_mode']}, encoder weights: {s['weights']}): success "
-            f"{s['success_rate']:.1f}% over {s['episodes']} episodes, mean return {s['mean_return']:.1f}")
+    scored = task_facts(result.manifest["inputs"]["task"]).has_success
+    text = (f"{s['policy']} policy ({s['obs_mode']}, encoder weights: {s['weights']}): "
+            + (f"success {s['success_rate']:.1f}% over {s['episodes']} episodes, mean return "
+               if scored else f"over {s['episodes']} episodes (no success signal), mean return ")
+            + f"{s['mean_return']:.1f}")
     levels = s.get("per_level", {})
     if len(levels) > 1:
         text += "\ndistractor level  success  mean return"

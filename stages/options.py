@@ -52,7 +52,7 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("task", ("demos.task",), "Adroit task"),
+    Option("task", ("demos.task",), "Adroit or DeepMind Control task"),
     Option("demos", ("demos.path",), "local demo pickle (else downloaded and checked)"),
     Option("demos-sha256", ("demos.sha256",), "accept a demo file with this sha256"),
     Option("replay", ("render.replay",), "how demos are replayed for rendering"),
@@ -76,17 +76,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("obs-mode", ("policy.obs_mode",), "what the policy sees"),
     Option("iters", ("dapg.iterations",), "DAPG iterations"),
     Option("traj", ("dapg.trajectories",), "trajectories per DAPG iteration"),
+    Option("horizon", ("dapg.horizon",),
+           "env steps per episode (unset: the task's own, Adroit 200, DMC 1000 // action repeat)"),
     Option("reward", ("dapg.reward",), "reward of the environment"),
     Option("seed", ("policy.seed",), "policy seed"),
     Option("policy", ("rollouts.policy",),
-           "policy to roll out: bc | dapg (this config's checkpoint) or a checkpoint file"),
+           "policy to roll out: bc | dapg (this config's checkpoint), random (uniform actions), "
+           "a checkpoint file, or auto (dapg; random on DMC tasks, which have no demos)"),
     Option("episodes", ("rollouts.episodes",), "rollout episodes per distractor level"),
     Option("distractors", ("rollouts.distractors", "evaluate.distractors"),
            "distractor levels 0-3, comma-separated: rollouts and evaluate run each level"),
     Option("source", ("encode.source",),
-           "episodes encode reads: the rendered demos, or the rollouts stage's episodes (a "
-           "state policy's: with a vision OBS_MODE, bc and dapg would train on the features of "
-           "their own rollouts, a circle that is refused)"),
+           "episodes encode reads: the rendered demos, or the rollouts stage's episodes (random "
+           "actions', or a state policy's: with a vision OBS_MODE, bc and dapg would train on the "
+           "features of their own rollouts, a circle that is refused); auto: the demos, or on DMC "
+           "tasks (no demos) the rollouts"),
 )
 BY_NAME = {o.param: o for o in OPTIONS}
 BY_MAKE_VAR = {o.make_var: o for o in OPTIONS}

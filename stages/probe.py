@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.config import PipelineConfig, key_dict
 from pipeline.runner import Stage, StageContext, StageResult
-from stages.encode import EPISODE_STAGES
+from stages.encode import episodes_stage
 from stages.encode import upstream as encode_upstream
 
 VERSION = "1"
@@ -33,7 +33,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from stages.encode import store_root
 
     cfg = ctx.config.probe
-    episodes = ctx.upstream[EPISODE_STAGES[ctx.config.encode.source]].file("episodes_file")
+    episodes = ctx.upstream[episodes_stage(ctx.config)].file("episodes_file")
     # In a worker process, whose BLAS uses probe.threads threads: on the 2 shared cores of the
     # machine this was built on, OpenBLAS's default of one thread per core made the probe 7x
     # slower under load (512-d: 10 s instead of 1.5 s; 2048-d: 135 s instead of 32 s).

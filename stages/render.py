@@ -7,7 +7,12 @@ from typing import Any
 
 from pipeline.config import PipelineConfig, key_dict
 from pipeline.envs.distractors import DistractorSpec
-from pipeline.envs.tasks import camera_key, resolve_cameras
+from pipeline.envs.families import (
+    check_task_config,
+    require_demos,
+    resolve_task_cameras,
+    task_camera_key,
+)
 from pipeline.runner import Stage, StageContext, StageResult
 
 VERSION = "1"
@@ -16,9 +21,10 @@ SHEET = "contact_sheet.png"
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    cameras = resolve_cameras(cfg.task, cfg.render.cameras)
+    check_task_config(cfg)
+    cameras = resolve_task_cameras(cfg.task, cfg.render.cameras)
     out = {**key_dict(cfg.render), "task": cfg.task, "cameras": list(cameras),
-           "camera_poses": camera_key(cfg.task, cameras)}
+           "camera_poses": task_camera_key(cfg.task, cameras)}
     if cfg.render.distractor_level:  # level 0 frames are those of a render without distractors
         out["distractors"] = distractors(cfg).key()
     return out
@@ -41,8 +47,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.store.space import frames_bytes, require_free_space
 
     task, rcfg = ctx.config.task, ctx.config.render
+    require_demos(task, "the render stage replays them")
     check_mode_supported(task, rcfg.replay)
-    cameras = resolve_cameras(task, rcfg.cameras)
+    cameras = resolve_task_cameras(task, rcfg.cameras)
     rcfg = dataclasses.replace(rcfg, cameras=cameras)
     demos_res = ctx.upstream["demos"]
     demos, sha = load_demos(demos_res.out_dir / "demos.pickle", task, demos_res.summary["sha256"])

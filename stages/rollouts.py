@@ -1,8 +1,11 @@
-"""rollouts: a trained policy's episodes under distractor levels, rendered into an episode file.
+"""rollouts: a policy's episodes under distractor levels, rendered into an episode file.
 
-The policy is this config's bc or dapg checkpoint, or a checkpoint file (``POLICY=path``: its
+The policy is this config's bc or dapg checkpoint, a checkpoint file (``POLICY=path``: its
 sha256, not its path, enters the key; it observes what ``OBS_MODE=`` says, through this config's
-encoder). Every step is rendered from the task's cameras at the render settings, the frames an
+encoder), or ``POLICY=random``: actions uniform over the action box, drawn from each episode's
+seed (``pipeline.rl.random_policy``), which needs no trained policy. ``POLICY=auto`` (the
+default) is dapg where the task has demos and random where it has none (DeepMind Control: the
+episodes its features are encoded from, ``SOURCE=auto``). Every step is rendered from the task's cameras at the render settings, the frames an
 encoder would see, and written in the render stage's layout, so ``SOURCE=rollouts`` encodes
 them into the feature store. Episode i of level L resets with ``rollouts.seed + i`` in the scene
 ``DistractorSpec(L, rollouts.seed + i)`` (``pipeline.rollout_episodes``).
@@ -14,42 +17,58 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig, key_dict
-from pipeline.envs.tasks import camera_key, resolve_cameras
+from pipeline.config import POLICY_STAGES, PipelineConfig, key_dict
+from pipeline.envs.families import (
+    check_task_config,
+    encode_source,
+    horizon,
+    resolve_task_cameras,
+    rollouts_policy,
+    task_camera_key,
+    task_facts,
+)
 from pipeline.errors import ConfigError
 from pipeline.runner import Stage, StageContext, StageResult
 from stages import bc
 
 VERSION = "1"
 EPISODES = "episodes.hdf5"
-PROPRIO_DIM = 24  # the hand's joints (RRL's proprioception), for every task
+RANDOM = "random"
+NO_OBSERVATION = "none (uniform random actions)"
 
 
 def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
-    r = cfg.rollouts
-    if cfg.encode.source == "rollouts" and cfg.policy.obs_mode != "state":
+    policy = rollouts_policy(cfg)
+    if policy == RANDOM:
+        return ()  # no trained policy, no features: the actions come from the seeds alone
+    if encode_source(cfg) == "rollouts" and cfg.policy.obs_mode != "state":
         # rollouts -> policy -> encode -> rollouts: the policy would read its own rollouts.
+        auto = f" ({cfg.task} has no demos)" if cfg.encode.source == "auto" else ""
         raise ConfigError(
-            f"encode.source=rollouts with policy.obs_mode={cfg.policy.obs_mode}: a vision policy "
-            "reads the encode stage's features, which would then be made from its own rollouts. "
-            "Fix: encode the rollouts of a state policy (OBS_MODE=state), or run `make rollouts` "
-            "without SOURCE=rollouts for a vision policy")
+            f"encode.source={cfg.encode.source} reads the rollouts stage's episodes{auto}, and "
+            f"policy.obs_mode={cfg.policy.obs_mode}: a vision policy reads the encode stage's "
+            "features, which would then be made from its own rollouts. Fix: roll out a state "
+            "policy (OBS_MODE=state) or random actions (POLICY=random); for an Adroit vision "
+            "policy run `make rollouts` without SOURCE=rollouts; a DeepMind Control vision "
+            "policy is scored by `make evaluate`")
     # A checkpoint file observes through this config's data: the demos (state) or the encoder.
-    return (r.policy,) if r.policy_file is None else bc.upstream(cfg)
+    return (policy,) if policy in POLICY_STAGES else bc.upstream(cfg)
 
 
 def frames(cfg: PipelineConfig) -> dict[str, Any]:
     """How the rollouts are rendered: the render stage's cameras, size and shadows."""
-    cameras = resolve_cameras(cfg.task, cfg.render.cameras)
+    cameras = resolve_task_cameras(cfg.task, cfg.render.cameras)
     r = cfg.render
-    return {"cameras": list(cameras), "camera_poses": camera_key(cfg.task, cameras),
+    return {"cameras": list(cameras), "camera_poses": task_camera_key(cfg.task, cameras),
             "width": r.width, "height": r.height, "shadows": r.shadows}
 
 
 def policy_identity(cfg: PipelineConfig) -> dict[str, Any]:
-    r = cfg.rollouts
+    r, policy = cfg.rollouts, rollouts_policy(cfg)
+    if policy == RANDOM:
+        return {"random": "uniform over the action box", "low": -1.0, "high": 1.0}
     if r.policy_file is None:
-        return {"stage": r.policy}
+        return {"stage": policy}
     return {"file_sha256": checkpoint_sha256(r.policy_file), "obs_mode": cfg.policy.obs_mode,
             "proprio_noise": cfg.policy.proprio_noise}
 
@@ -65,18 +84,21 @@ def checkpoint_sha256(path: str) -> str:
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    rollouts = {k: v for k, v in key_dict(cfg.rollouts).items() if k != "policy"}
+    check_task_config(cfg)
+    # Random actions are always drawn: `deterministic` does not change them.
+    dropped = ("policy", "deterministic") if rollouts_policy(cfg) == RANDOM else ("policy",)
+    rollouts = {k: v for k, v in key_dict(cfg.rollouts).items() if k not in dropped}
     return {"task": cfg.task, "policy": policy_identity(cfg), "rollouts": rollouts,
-            "horizon": cfg.dapg.horizon, "reward": cfg.dapg.reward, "frames": frames(cfg)}
+            "horizon": horizon(cfg), "reward": cfg.dapg.reward, "frames": frames(cfg)}
 
 
 def _policy(ctx: StageContext) -> tuple[Path, Any, dict[str, Any]]:
     """(checkpoint, located DataSource, the policy's identity in the file attrs)."""
-    r = ctx.config.rollouts
+    r, name = ctx.config.rollouts, rollouts_policy(ctx.config)
     if r.policy_file is None:
-        trained = ctx.upstream[r.policy]
+        trained = ctx.upstream[name]
         return (Path(bc.policy_file(trained)), bc.trained_source(trained, ctx),
-                {"stage": r.policy, "key": trained.key})
+                {"stage": name, "key": trained.key})
     return Path(r.policy_file), bc.locate(bc.data_source(ctx), ctx), policy_identity(ctx.config)
 
 
@@ -93,12 +115,11 @@ def _require_key_holds(ctx: StageContext) -> None:
 
 
 def _check_obs_dim(policy: Any, src: Any, ctx: StageContext) -> None:
-    from pipeline.envs.tasks import task_spec
-
+    facts = task_facts(ctx.config.task)
     if src.obs_mode == "state":
-        expected = task_spec(ctx.config.task).obs_dim
+        expected = facts.obs_dim
     elif "encode" in ctx.upstream:  # a checkpoint file, read through this config's encoder
-        proprio = PROPRIO_DIM if src.obs_mode in ("vision+proprio", "noisy_proprio") else 0
+        proprio = facts.proprio_dim if src.obs_mode in ("vision+proprio", "noisy_proprio") else 0
         expected = int(ctx.upstream["encode"].summary["feature_dim"]) * len(src.cameras) + proprio
     else:
         return  # this config's bc/dapg checkpoint, trained on these very features
@@ -116,20 +137,28 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.store.space import frames_bytes, require_free_space
 
     cfg, r = ctx.config, ctx.config.rollouts
-    checkpoint, src, identity = _policy(ctx)
-    policy = load_policy(checkpoint)
-    sha = checkpoint_sha256(str(checkpoint))
-    if r.policy_file is not None:
-        _require_key_holds(ctx)
-    _check_obs_dim(policy, src, ctx)
-    cameras = tuple(src.cameras) or resolve_cameras(cfg.task, cfg.render.cameras)
-    plan = RolloutPlan(tuple(r.distractors), r.episodes, r.seed, cfg.dapg.horizon, r.deterministic)
+    src: Any = None  # the data a trained policy observes through; None for random actions
+    if rollouts_policy(cfg) == RANDOM:
+        policy, sha, identity = _random_policy(cfg)
+        obs_mode = NO_OBSERVATION
+    else:
+        checkpoint, src, identity = _policy(ctx)
+        policy = load_policy(checkpoint)
+        sha = checkpoint_sha256(str(checkpoint))
+        if r.policy_file is not None:
+            _require_key_holds(ctx)
+        _check_obs_dim(policy, src, ctx)
+        obs_mode = src.obs_mode
+    cameras = (tuple(src.cameras) if src is not None else ()) or resolve_task_cameras(
+        cfg.task, cfg.render.cameras)
+    plan = RolloutPlan(tuple(r.distractors), r.episodes, r.seed, horizon(cfg),
+                       r.deterministic and src is not None)
     frame_spec = frames(cfg)
     require_free_space(ctx.out_dir, frames_bytes(plan.total * plan.horizon, cfg.render.height,
                                                  cfg.render.width, len(cameras)),
                        f"{plan.total} rollout episodes")
-    info = rollouts_info(identity, src.obs_mode, plan.levels, rollouts_key=ctx.key,
-                         episodes_per_level=r.episodes, seed=r.seed, deterministic=r.deterministic,
+    info = rollouts_info(identity, obs_mode, plan.levels, rollouts_key=ctx.key,
+                         episodes_per_level=r.episodes, seed=r.seed, deterministic=plan.deterministic,
                          horizon=plan.horizon, reward=cfg.dapg.reward,
                          policy_config=policy.config())
     env_kwargs = {**frame_spec, "reward": cfg.dapg.reward, "horizon": plan.horizon}
@@ -140,7 +169,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             ctx.log(f"[rollouts] resuming: {done} of {plan.total} episodes already written")
         costs = record_rollouts(plan, policy, _samplers(ctx, src, cameras), out, ctx.log)
     levels = level_results(path, plan)
-    return {"policy": identity, "obs_mode": src.obs_mode, "cameras": list(cameras),
+    return {"policy": identity, "obs_mode": obs_mode, "cameras": list(cameras),
             "episodes_per_level": r.episodes, "horizon": plan.horizon,
             "frames_per_camera": plan.total * plan.horizon,
             "levels": {str(level): v for level, v in levels.items()},
@@ -148,12 +177,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "weights": _weights_note(src), "episodes_file": EPISODES}
 
 
+def _random_policy(cfg: PipelineConfig) -> tuple[Any, str, dict[str, Any]]:
+    """(the policy, a sha256 naming it in the episode file, its identity)."""
+    import hashlib
+
+    from pipeline.rl.random_policy import UniformRandomPolicy
+    from pipeline.runner import canonical_json
+
+    facts, identity = task_facts(cfg.task), policy_identity(cfg)
+    policy = UniformRandomPolicy(facts.obs_dim, facts.act_dim, identity["low"], identity["high"])
+    return policy, hashlib.sha256(canonical_json(identity).encode()).hexdigest(), identity
+
+
 def _samplers(ctx: StageContext, src: Any, cameras: tuple[str, ...]) -> Any:
     """level -> a recording sampler whose envs render that level's scenes."""
     cfg, r = ctx.config, ctx.config.rollouts
 
     def sampler_for(level: int) -> Any:
-        if src.obs_mode == "state":
+        if src is None or src.obs_mode == "state":  # the policy reads the env's state (or nothing)
             from pipeline.rl.distracted import RenderingStateSampler
 
             return RenderingStateSampler(cfg.task, level, cameras, n_envs=r.envs,
@@ -172,12 +213,15 @@ def _samplers(ctx: StageContext, src: Any, cameras: tuple[str, ...]) -> Any:
 def _weights_note(src: Any) -> str:
     from stages.evaluate import weights_note
 
+    if src is None:
+        return NO_OBSERVATION
     return str(weights_note(src))
 
 
 def describe(result: StageResult) -> str:
     s = result.summary
-    who = s["policy"].get("stage") or f"checkpoint sha256 {s['policy']['file_sha256'][:12]}"
+    who = (s["policy"].get("stage") or ("uniform random" if "random" in s["policy"] else
+                                        f"checkpoint sha256 {s['policy']['file_sha256'][:12]}"))
     lines = [f"{who} policy ({s['obs_mode']}, encoder weights: {s['weights']}): "
              f"{s['episodes_per_level']} episodes x {s['horizon']} steps per level, cameras "
              f"{', '.join(s['cameras'])}",

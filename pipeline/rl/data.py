@@ -79,7 +79,7 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
                  env_factory: Callable[..., Any] | None = None) -> Sampler:
     """A sampler whose observations match the training data of ``src``.
 
-    ``env_factory`` (vision modes) replaces ``adroit_env`` for the envs that render the frames.
+    ``env_factory`` (vision modes) replaces ``task_env`` for the envs that render the frames.
     Vision modes encode on ``dapg.device``, pipelined (``pipeline.rl.rollout_loop``), with
     render workers and encode threads matched to the cores (``vision_layout``) unless
     ``workers`` is given; state mode uses 2 workers unless told.
@@ -93,7 +93,7 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
     from pipeline.devices import resolve_device
     from pipeline.encoders import create_encoder
     from pipeline.errors import ConfigError
-    from pipeline.rl.env_backends import adroit_env
+    from pipeline.rl.env_backends import task_env
     from pipeline.rl.vision import VisionSampler, vision_layout
     from pipeline.store.features import open_features
 
@@ -114,7 +114,7 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
     return VisionSampler(src.task, encoder, ObsSpec(src.obs_mode, src.cameras, policy.proprio_noise),
                          n_envs=dapg.envs, workers=workers or layout_workers, reward=dapg.reward,
                          width=render.width, height=render.height, shadows=render.shadows,
-                         record=record, env_factory=env_factory or adroit_env, groups=2,
+                         record=record, env_factory=env_factory or task_env, groups=2,
                          pipelined=True, encode_threads=threads)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.rl.env_backends import WorkerEnvs, adroit_env, recorded_view
+from pipeline.rl.env_backends import WorkerEnvs, recorded_view, task_env
 from pipeline.rl.rollout_loop import LoopSampler
 from pipeline.rl.rollouts import Array
 from pipeline.rl.vision import recorded_arrays
@@ -43,7 +43,8 @@ def scene(level: int, seed: int | None) -> DistractorSpec | None:
 
 
 class DistractedEnv:
-    """An AdroitEnv (sampling settings: ``adroit_env``) rebuilt at reset when its scene changes."""
+    """The task's env (sampling settings: ``task_env``) rebuilt at reset when its scene changes
+    (Adroit only: DeepMind Control tasks have no distractors, level 0 never rebuilds)."""
 
     def __init__(self, task: str, level: int, **env_kwargs: Any) -> None:
         scene(level, 0)  # a bad level fails here, in the process that asked for it
@@ -57,7 +58,7 @@ class DistractedEnv:
         if self.env is None or spec != self.spec:
             if self.env is not None:
                 self.env.close()
-            self.env = adroit_env(self.task, distractors=spec, **self.env_kwargs)
+            self.env = task_env(self.task, distractors=spec, **self.env_kwargs)
             self.spec = spec
             self.rebuilds += 1
         return np.asarray(self.env.reset(seed=seed))
@@ -95,12 +96,12 @@ class DistractedEnv:
 
 
 def distracted_env(task: str, level: int = 0, **env_kwargs: Any) -> DistractedEnv:
-    """A picklable env factory with ``adroit_env``'s signature (workers call it to make envs)."""
+    """A picklable env factory with ``task_env``'s signature (workers call it to make envs)."""
     return DistractedEnv(task, level, **env_kwargs)
 
 
 def env_factory(level: int) -> Any:
-    """``distracted_env`` at `level`, for samplers that take an ``adroit_env``-like factory."""
+    """``distracted_env`` at `level`, for samplers that take a ``task_env``-like factory."""
     return partial(distracted_env, level=level)
 
 

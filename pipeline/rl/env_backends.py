@@ -5,8 +5,9 @@ view (``view(env, obs)``, the raw observation the loop gets after each reset and
 sent (``send_step``) and its results received later (``receive_step``), so the loop can encode
 one group of envs' frames while the workers render the next group's. Any env
 with ``reset(seed=) -> obs`` and ``step(action) -> (obs, reward, done, info)`` fits, so another
-task family needs only its factory. Neither MuJoCo nor torch is imported here: the Adroit env
-is imported when the first env is made, in whichever process makes it.
+task family needs only its factory (``task_env`` makes both families' envs). Neither MuJoCo nor
+torch is imported here: the task's env module is imported when the first env is made, in
+whichever process makes it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,26 @@ View = Callable[[Any, Array], Any]
 StepResult = tuple[list[Any], list[float], list[bool]]
 
 
-def adroit_env(task: str, **kwargs: Any) -> Any:
-    """An AdroitEnv for sampling: the loop owns the horizon, so the env's own limit is off."""
+def task_env(task: str, distractors: Any = None, **kwargs: Any) -> Any:
+    """The task's env (AdroitEnv or DMCEnv) for sampling: the loop owns the horizon, so the
+    env's own limit is off. Distractors (a DistractorSpec) exist for Adroit scenes only."""
+    from pipeline.envs.families import DMC, family
+
+    if family(task) == DMC:
+        if distractors is not None:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(f"{task}: visual distractors exist for the Adroit tasks only. "
+                              "Fix: DISTRACTORS=0")
+        from pipeline.envs.dmc import DMCEnv
+
+        return DMCEnv(task, horizon=10**9, **kwargs)
     from pipeline.envs.adroit import AdroitEnv
 
-    return AdroitEnv(task, horizon=10**9, **kwargs)
+    return AdroitEnv(task, horizon=10**9, distractors=distractors, **kwargs)
+
+
+adroit_env = task_env  # its former name, for callers written when Adroit was the only family
 
 
 def env_vector(env: Any, obs: Array) -> Array:

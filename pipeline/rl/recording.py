@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.envs.families import family
 from pipeline.rl.rollouts import Rollout, episode_return, episode_success
 from pipeline.store.episodes import Episode, EpisodeWriter
 
@@ -42,7 +43,7 @@ class RolloutFile:
                  env_kwargs: Mapping[str, Any] | None = None, source_sha256: str = "",
                  log: Callable[[str], None] | None = None) -> None:
         self.task = task
-        env_args = {"env_name": task, "type": "adroit", "env_kwargs": dict(env_kwargs or {})}
+        env_args = {"env_name": task, "type": family(task), "env_kwargs": dict(env_kwargs or {})}
         self.writer = EpisodeWriter(path, env_args, source_sha256, cameras, info=info, log=log)
 
     def completed(self) -> set[int]:

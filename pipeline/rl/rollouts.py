@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from pipeline.envs.families import task_facts
 from pipeline.errors import NonFiniteError
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 Array = np.ndarray
 Rollout = dict[str, Array]
 
-# hand_dapg's evaluate_success: an episode succeeds if the goal holds for more than this many steps.
-SUCCESS_STEPS = {"door": 25, "hammer": 25, "relocate": 25, "pen": 20}
 # Evaluation episodes start this far above the training seed, so that the initial states the
 # policy is scored on are never ones it was trained on (training uses seed + k * trajectories + i).
 EVAL_SEED_OFFSET = 1_000_000
@@ -40,7 +39,10 @@ def evaluation_seed(seed: int) -> int:
 
 
 def episode_success(rollout: Rollout, task: str) -> bool:
-    return int(np.sum(rollout["success"])) > SUCCESS_STEPS[task]
+    """hand_dapg's rule (the goal held for more than the task's ``success_steps``); always False
+    for a family without success (DeepMind Control: its results are returns)."""
+    steps = task_facts(task).success_steps
+    return steps is not None and int(np.sum(rollout["success"])) > steps
 
 
 def success_rate(rollouts: Sequence[Rollout], task: str) -> float:
@@ -53,7 +55,7 @@ def episode_return(rollout: Rollout) -> float:
 
 
 def summarize(rollouts: Sequence[Rollout], task: str) -> dict[str, Any]:
-    """Success rate (percent, hand_dapg's rule), mean return and the per-episode values."""
+    """Success rate (percent, hand_dapg's rule; 0 for DMC), mean return and per-episode values."""
     returns = [episode_return(r) for r in rollouts]
     return {"success_rate": success_rate(rollouts, task),
             "mean_return": float(np.mean(returns)) if returns else float("nan"),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.rl.env_backends import LocalEnvs, adroit_env, env_vector
+from pipeline.rl.env_backends import LocalEnvs, env_vector, task_env
 from pipeline.rl.policy import GaussianMLPPolicy
 from pipeline.rl.rollout_loop import LoopSampler
 from pipeline.rl.rollouts import Rollout, Sampler, summarize
@@ -28,7 +28,7 @@ class VectorSampler(LoopSampler):
 
     def __init__(self, task: str, n_envs: int = 8, reward: str = "dense",
                  env_kwargs: dict[str, Any] | None = None) -> None:
-        make_env = partial(adroit_env, task, reward=reward, **(env_kwargs or {}))
+        make_env = partial(task_env, task, reward=reward, **(env_kwargs or {}))
         super().__init__(LocalEnvs(make_env, n_envs, env_vector))
         self.task = task
 

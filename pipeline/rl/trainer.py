@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.config import DAPGConfig
+from pipeline.envs.families import task_facts
 from pipeline.errors import ConfigError, NonFiniteError
 from pipeline.rl.checkpoints import non_finite_tensors, save_checkpoint
 from pipeline.rl.npg import discounted_returns, gae, npg_step
@@ -109,6 +110,10 @@ def train_dapg(
     the same `eval_seed` every iteration, as mjrl does, so eval_score compares like with like.
     `on_rollouts(iteration, rollouts)` is called with each training batch (e.g. to store it).
     """
+    # Unset: the task's own episode length. Resolved in the checkpointed config too, so a run
+    # and its resumption agree whether the horizon was set or left to the task.
+    horizon = cfg.horizon if cfg.horizon is not None else task_facts(task).default_horizon
+    cfg = dataclasses.replace(cfg, horizon=horizon)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -136,7 +141,7 @@ def train_dapg(
 
     for it in range(start, cfg.iterations):
         t0 = time.perf_counter()
-        batch = sampler.sample(policy, cfg.trajectories, cfg.horizon,
+        batch = sampler.sample(policy, cfg.trajectories, horizon,
                                seed + it * cfg.trajectories, deterministic=False)
         time_sampling = time.perf_counter() - t0
         if on_rollouts is not None:
@@ -172,7 +177,7 @@ def train_dapg(
         if eval_episodes > 0:
             t0 = time.perf_counter()
             ev = summarize((eval_sampler or sampler).sample(
-                policy, eval_episodes, cfg.horizon, eval_seed, deterministic=True), task)
+                policy, eval_episodes, horizon, eval_seed, deterministic=True), task)
             row["eval_score"] = ev["mean_return"]
             eval_rows.append({"iteration": it, "eval_score": ev["mean_return"],
                               "eval_success_rate": ev["success_rate"],

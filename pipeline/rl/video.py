@@ -14,12 +14,11 @@ import numpy as np
 
 def _render_episode(task: str, seed: int, actions: np.ndarray, camera: str, size: int,
                     distractors: int) -> np.ndarray:
-    from pipeline.envs.adroit import AdroitEnv
     from pipeline.envs.distractors import DistractorSpec
+    from pipeline.rl.env_backends import task_env
 
     scene = DistractorSpec(distractors, seed) if distractors else None  # as pipeline.rl.distracted
-    env = AdroitEnv(task, horizon=10**9, cameras=(camera,), width=size, height=size,
-                    distractors=scene)
+    env = task_env(task, cameras=(camera,), width=size, height=size, distractors=scene)
     env.reset(seed=seed)
     frames = [env.render(camera)]
     for action in actions:

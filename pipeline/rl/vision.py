@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.rl.env_backends import WorkerEnvs, adroit_env, camera_view, recorded_view
+from pipeline.rl.env_backends import WorkerEnvs, camera_view, recorded_view, task_env
 from pipeline.rl.rollout_loop import LoopSampler
 from pipeline.rl.rollouts import Array, Rollout
 
@@ -165,14 +165,14 @@ class VisionSampler(LoopSampler):
     for the machine. With ``encode_threads`` set, the policy runs on one torch thread too: a
     few rows per call, where a second thread only waits. ``record=True`` keeps frames, states
     and the env's low-dimensional observation in each rollout (``recorded_arrays``) for writing
-    to an episode file. ``env_factory`` is called like ``adroit_env``
+    to an episode file. ``env_factory`` is called like ``task_env``
     (``pipeline.rl.distracted`` passes one that renders distractors).
     """
 
     def __init__(self, task: str, encoder: FrozenEncoder, obs_spec: ObsSpec, n_envs: int = 8,
                  workers: int = 2, reward: str = "dense", width: int = 256, height: int = 256,
                  shadows: bool = False, encode_batch: int | None = None, record: bool = False,
-                 env_factory: Callable[..., Any] = adroit_env, groups: int = 1,
+                 env_factory: Callable[..., Any] = task_env, groups: int = 1,
                  pipelined: bool = False, encode_threads: int | None = None) -> None:
         if obs_spec.mode not in VISION_MODES:
             raise ConfigError(f"VisionSampler needs a vision mode ({', '.join(VISION_MODES)}), "

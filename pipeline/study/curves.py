@@ -1,8 +1,10 @@
 """Learning curves from cached logs: ours per cell and per group of seeds, and RRL's.
 
-The curve is the success rate of the trajectories sampled at each DAPG iteration (the stochastic
-policy), the column RRL logs as ``success_rate``, against the environment samples used so far
-(the cumulative ``num_samples``; RRL's logs record 40,000 per iteration).
+The curve is a score of the trajectories sampled at each DAPG iteration (the stochastic policy)
+against the environment samples used so far (the cumulative ``num_samples``; RRL's logs record
+40,000 per iteration). The score follows the task's family (``Metric``): the success rate for
+Adroit, the column RRL logs as ``success_rate``; the episode return for DeepMind Control, which
+defines no success and whose papers report returns (``stoc_pol_mean``, the mean sampled return).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.envs.families import task_facts
 from pipeline.plots import read_csv_rows
 from pipeline.runner import MANIFEST
 from pipeline.study.cells import TARGET, CellPlan
@@ -22,9 +25,38 @@ RRL_OBS_MODE = "vision+proprio"
 
 
 @dataclass(frozen=True)
+class Metric:
+    """What a task's curves and tables show, and where the logs keep it."""
+
+    name: str  # "success" | "return"
+    column: str  # log.csv column (sampled trajectories of each iteration)
+    eval_column: str  # eval.csv column (mean-action evaluation)
+    summary_field: str  # the evaluate stage's summary field
+    axis: str  # y-axis label
+    ylim: tuple[float, float]
+    thresholds: tuple[float, float]  # "samples to" columns of the tables
+    unit: str  # printed after a value
+
+    def format(self, value: float) -> str:
+        return f"{value:.1f}{self.unit}"
+
+
+SUCCESS = Metric("success", "success_rate", "eval_success_rate", "success_rate",
+                 "sampled success rate (%)", (-2, 102), (50.0, 90.0), "%")
+# DeepMind Control returns lie in [0, 1000] for every suite task; 800 is where the pixel-RL
+# papers' swing-up, spin and walk curves count as solved.
+RETURN = Metric("return", "stoc_pol_mean", "eval_score", "mean_return",
+                "sampled return per episode", (-20, 1020), (500.0, 800.0), "")
+
+
+def metric_for(task: str) -> Metric:
+    return SUCCESS if task_facts(task).has_success else RETURN
+
+
+@dataclass(frozen=True)
 class Curve:
     samples: np.ndarray  # cumulative environment samples after each iteration
-    success: np.ndarray  # percent
+    values: np.ndarray  # the task's metric: success percent, or return
 
 
 @dataclass(frozen=True)
@@ -34,15 +66,15 @@ class CellRun:
     plan: CellPlan
     state: str  # "done" | "partial" | "missing"
     curve: Curve | None
-    eval_success: float | None  # last per-iteration evaluation (mean action), percent
+    eval_value: float | None  # last per-iteration evaluation (mean action), in the task's metric
     evaluate: dict[str, Any] | None  # the evaluate stage's summary
     seconds: float | None  # bc + DAPG iterations + evaluate
     commit: str | None = None  # the git commit the evaluate stage ran at
 
 
-def curve_of(rows: list[dict[str, float]]) -> Curve:
+def curve_of(rows: list[dict[str, float]], metric: Metric = SUCCESS) -> Curve:
     return Curve(np.cumsum([r["num_samples"] for r in rows]),
-                 np.array([r["success_rate"] for r in rows]))
+                 np.array([r[metric.column] for r in rows]))
 
 
 def collect(p: CellPlan, data_dir: Path) -> CellRun:
@@ -54,14 +86,15 @@ def collect(p: CellPlan, data_dir: Path) -> CellRun:
     done = target is not None
     state = "done" if done else "partial" if rows else "missing"
     seconds = None
+    metric = metric_for(p.cell.config.task)
     if done:
         # DAPG's time from its per-iteration log, which survives a resume (its manifest would
         # count only the last run); bc and evaluate from their manifests.
         dapg_time = sum(r["time_sampling"] + r["time_vpg"] + r["time_npg"] + r["time_VF"] for r in rows)
         seconds = dapg_time + sum(r["time_eval"] for r in evals) + sum(
             float(m["seconds"]) for s, m in manifests.items() if m and s != "dapg")
-    return CellRun(p, state, curve_of(rows) if rows else None,
-                   evals[-1]["eval_success_rate"] if evals else None,
+    return CellRun(p, state, curve_of(rows, metric) if rows else None,
+                   evals[-1][metric.eval_column] if evals else None,
                    target["summary"] if target is not None else None, seconds,
                    target.get("git_commit") if target is not None else None)
 
@@ -85,15 +118,15 @@ class Band:
 
 
 def band(curves: list[Curve]) -> Band:
-    n = min(len(c.success) for c in curves)
-    ys = np.stack([c.success[:n] for c in curves])
+    n = min(len(c.values) for c in curves)
+    ys = np.stack([c.values[:n] for c in curves])
     xs = np.stack([c.samples[:n] for c in curves])
     return Band(xs.mean(0), ys.mean(0), ys.min(0), ys.max(0), len(curves))
 
 
 def samples_to(curve: Curve | Band, threshold: float) -> float | None:
-    """Environment samples when the success first reached `threshold` percent, else None."""
-    y = curve.mean if isinstance(curve, Band) else curve.success
+    """Environment samples when the curve first reached `threshold`, else None."""
+    y = curve.mean if isinstance(curve, Band) else curve.values
     hits = np.nonzero(y >= threshold)[0]
     return float(curve.samples[hits[0]]) if len(hits) else None
 

@@ -1,4 +1,5 @@
-"""The report's figure: one panel per experiment and task, success against samples."""
+"""The report's figure: one panel per experiment and task, the task's metric against samples
+(success for Adroit, return for DeepMind Control)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.study.curves import Band
+from pipeline.study.curves import SUCCESS, Band, Metric
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -20,6 +21,7 @@ class Panel:
     title: str
     curves: dict[str, Band]  # legend label -> mean and spread over seeds
     reference: Band | None  # RRL's logs, when they ran this setting
+    metric: Metric = SUCCESS  # the y axis: the task's metric
 
 
 def draw_panels(panels: list[Panel], png: Path, subtitle: str, warning: str = "") -> Path:
@@ -36,7 +38,8 @@ def draw_panels(panels: list[Panel], png: Path, subtitle: str, warning: str = ""
         _draw(ax, panel)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    title = f"success rate vs environment samples ({subtitle})"
+    shown = sorted({p.metric.name for p in panels}, reverse=True) or [SUCCESS.name]
+    title = f"{' and '.join(shown)} vs environment samples ({subtitle})"
     fig.suptitle(title + (f"\n{warning}" if warning else ""), fontsize=10,
                  color="firebrick" if warning else "black")
     fig.tight_layout()
@@ -62,6 +65,6 @@ def _draw(ax: Axes, panel: Panel) -> None:
             ax.set_xscale("log")
     if not panel.curves:
         ax.text(0.5, 0.5, "no finished cells yet", ha="center", transform=ax.transAxes)
-    ax.set(title=panel.title, xlabel="environment samples", ylabel="sampled success rate (%)",
-           ylim=(-2, 102))
+    ax.set(title=panel.title, xlabel="environment samples", ylabel=panel.metric.axis,
+           ylim=panel.metric.ylim)
     ax.legend(fontsize=7, loc="best")

@@ -14,10 +14,12 @@ from pipeline.runner import Stage
 from pipeline.study.cells import CellPlan, plan
 from pipeline.study.curves import (
     CellRun,
+    Metric,
     band,
     collect,
     is_random,
     matches_reference,
+    metric_for,
     reference_curves,
     samples_to,
     weights_label,
@@ -25,13 +27,16 @@ from pipeline.study.curves import (
 from pipeline.study.figure import Panel, draw_panels
 from pipeline.study.spec import Experiment
 
-THRESHOLDS = (50.0, 90.0)
 CURVE_NOTE = (
     "Curves: success rate (%) of the trajectories sampled at each DAPG iteration (stochastic "
     "policy), the `success_rate` column of RRL's logs, against the environment samples used so "
     "far; line = mean over seeds, band = min-max over seeds, on the iterations all seeds reached. "
     "Only finished cells are drawn. RRL's own logs (ResNet34, ImageNet weights, 3 seeds) are drawn "
     "where the task, encoder and observation match.")
+RETURN_NOTE = (
+    "DeepMind Control tasks define no success: their panels and tables show the mean return of "
+    "the sampled trajectories (`stoc_pol_mean`, at most 1000 per episode) instead, and the "
+    "evaluation columns the mean-action return.")
 
 
 def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineConfig,
@@ -41,18 +46,21 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     png, md = prefix.with_suffix(".png"), prefix.with_suffix(".md")
-    panels, sections, random = [], [], False
+    panels, sections, random, returns = [], [], False, False
     for exp in experiments:
         runs = [collect(p, data_dir) for p in plan(exp, exp.cells(budget, base), stages, data_dir)]
         for task in dict.fromkeys(r.plan.cell.config.task for r in runs):
             in_task = [r for r in runs if r.plan.cell.config.task == task]
             panels.append(_panel(exp, task, in_task, reference_dir))
+            returns = returns or metric_for(task).name == "return"
         sections += _section(exp, runs, reference_dir)
         random = random or any(is_random(r.plan) for r in runs)
     note = "RANDOM encoder weights (dashed): a pipeline check, not ImageNet features"
     draw_panels(panels, png, f"budget {budget!r}", note if random else "")
     lines = [f"# Report: {', '.join(e.name for e in experiments)} (budget `{budget}`)", "",
              f"![learning curves]({png.name})", "", CURVE_NOTE, ""]
+    if returns:
+        lines += [RETURN_NOTE, ""]
     if random:
         lines += [f"**{note}** (cells marked RANDOM).", ""]
     lines += sections
@@ -71,15 +79,16 @@ def _panel(exp: Experiment, task: str, runs: list[CellRun], reference_dir: Path)
             label = f"{group} ({len(done)} seed{'s' * (len(done) > 1)})"
             curves[label + (" [RANDOM weights]" if is_random(members[0].plan) else "")] = band(done)
     refs = reference_curves(reference_dir, task) if any(matches_reference(r.plan) for r in runs) else []
-    return Panel(f"{exp.title}: {task}", curves, band(refs) if refs else None)
+    return Panel(f"{exp.title}: {task}", curves, band(refs) if refs else None, metric_for(task))
 
 
 def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[str]:
     lines = [f"## {exp.name}: {exp.title}", ""]
     if exp.description:
         lines += [exp.description, ""]
-    lines += ["| group | seeds done | final sampled success, mean (min-max) | samples to 50% | "
-              "samples to 90% |", "| --- | --- | --- | --- | --- |"]
+    name, low, high = _header(runs)
+    lines += [f"| group | seeds done | final sampled {name}, mean (min-max) | samples to "
+              f"{low} | samples to {high} |", "| --- | --- | --- | --- | --- |"]
     groups: dict[str, list[CellRun]] = {}
     for r in runs:
         groups.setdefault(r.plan.cell.group, []).append(r)
@@ -88,22 +97,24 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
         if not done:
             lines.append(f"| {group} | 0/{len(members)} | - | - | - |")
             continue
-        finals = [c.success[-1] for c in done]
+        finals = [c.values[-1] for c in done]
         b = band(done)
-        lines.append(f"| {group} | {len(done)}/{len(members)} | {sum(finals) / len(finals):.1f}% "
+        metric = metric_for(members[0].plan.cell.config.task)  # a group is one task
+        lines.append(f"| {group} | {len(done)}/{len(members)} | "
+                     f"{metric.format(sum(finals) / len(finals))} "
                      f"({min(finals):.1f}-{max(finals):.1f}) | "
-                     + " | ".join(_samples(samples_to(b, t)) for t in THRESHOLDS) + " |")
+                     + " | ".join(_samples(samples_to(b, t)) for t in metric.thresholds) + " |")
     for task in dict.fromkeys(r.plan.cell.config.task for r in runs):
         if any(matches_reference(r.plan) for r in runs if r.plan.cell.config.task == task):
             refs = reference_curves(reference_dir, task)
             if refs:
-                b = band(refs)
+                b, metric = band(refs), metric_for(task)
                 lines.append(f"| RRL's logs ({task}, {len(refs)} seeds) | {len(refs)} | "
                              f"{b.mean[-1]:.1f}% ({b.low[-1]:.1f}-{b.high[-1]:.1f}) | "
-                             + " | ".join(_samples(samples_to(b, t)) for t in THRESHOLDS) + " |")
-    lines += ["", "| cell | state | encoder | weights | obs | iterations | samples | sampled success "
-              "(last iteration) | eval success (last iteration) | evaluate stage | samples to 50% | "
-              "samples to 90% | wall time | key (evaluate) |",
+                             + " | ".join(_samples(samples_to(b, t)) for t in metric.thresholds) + " |")
+    lines += ["", f"| cell | state | encoder | weights | obs | iterations | samples | sampled "
+              f"{name} (last iteration) | eval {name} (last iteration) | evaluate "
+              f"stage | samples to {low} | samples to {high} | wall time | key (evaluate) |",
               "| " + " | ".join(["---"] * 14) + " |"]
     lines += [_cell_row(r) for r in runs]
     commits = sorted({r.commit[:10] for r in runs if r.commit})
@@ -117,25 +128,37 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
     return lines
 
 
+def _header(runs: list[CellRun]) -> tuple[str, str, str]:
+    """The tables' metric name and thresholds; both, joined, where families mix."""
+    metrics: dict[str, Metric] = {}
+    for r in runs:
+        m = metric_for(r.plan.cell.config.task)
+        metrics[m.name] = m
+    name = " or ".join(metrics)
+    low, high = (" or ".join(m.format(m.thresholds[i]) for m in metrics.values()) for i in (0, 1))
+    return name, low, high
+
+
 def _cell_row(r: CellRun) -> str:
     p: CellPlan = r.plan
     cfg = p.cell.config
+    metric = metric_for(cfg.task)
     vision = "encode" in p.keys
     encoder = f"{cfg.encode.encoder} ({cfg.encode.precision})" if vision else "-"
     weights = weights_label(p)
     weights = f"**{weights}**" if weights == "RANDOM" else weights
     c = r.curve
     state = r.state if r.state != "partial" or c is None else (
-        f"partial ({len(c.success)}/{cfg.dapg.iterations})")
+        f"partial ({len(c.values)}/{cfg.dapg.iterations})")
     ev = r.evaluate
     cells = [
         p.cell.name, state, encoder, weights, cfg.policy.obs_mode,
-        str(len(c.success)) if c is not None else "0",
+        str(len(c.values)) if c is not None else "0",
         f"{int(c.samples[-1]):,}" if c is not None else "0",
-        f"{c.success[-1]:.1f}%" if c is not None else "-",
-        f"{r.eval_success:.1f}%" if r.eval_success is not None else "-",
-        f"{ev['success_rate']:.1f}% of {ev['episodes']}" if ev else "-",
-        *(_samples(samples_to(c, t)) if c is not None else "-" for t in THRESHOLDS),
+        metric.format(c.values[-1]) if c is not None else "-",
+        metric.format(r.eval_value) if r.eval_value is not None else "-",
+        f"{metric.format(ev[metric.summary_field])} of {ev['episodes']}" if ev else "-",
+        *(_samples(samples_to(c, t)) if c is not None else "-" for t in metric.thresholds),
         _duration(r.seconds),
         f"`{p.key[:12]}` (dapg `{p.keys['dapg'][:12]}`)" if "dapg" in p.keys else f"`{p.key[:12]}`",
     ]
