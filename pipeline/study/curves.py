@@ -40,6 +40,10 @@ class Metric:
     def format(self, value: float) -> str:
         return f"{value:.1f}{self.unit}"
 
+    def threshold_labels(self) -> tuple[str, str]:
+        low, high = self.thresholds
+        return f"{low:g}{self.unit}", f"{high:g}{self.unit}"
+
 
 SUCCESS = Metric("success", "success_rate", "eval_success_rate", "success_rate",
                  "sampled success rate (%)", (-2, 102), (50.0, 90.0), "%")

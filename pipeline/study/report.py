@@ -135,7 +135,7 @@ def _header(runs: list[CellRun]) -> tuple[str, str, str]:
         m = metric_for(r.plan.cell.config.task)
         metrics[m.name] = m
     name = " or ".join(metrics)
-    low, high = (" or ".join(m.format(m.thresholds[i]) for m in metrics.values()) for i in (0, 1))
+    low, high = (" or ".join(m.threshold_labels()[i] for m in metrics.values()) for i in (0, 1))
     return name, low, high
 
 
