@@ -15,21 +15,29 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import StageLockedError, unknown_name
+from pipeline.manifests import (
+    MANIFEST,
+    diff_flat,
+    folder_size,
+    git_commit,
+    latest_manifest,
+    package_versions,
+    write_json_atomic,
+)
 
-MANIFEST = "manifest.json"
-_VERSIONED_PACKAGES = ("numpy", "torch", "timm", "mujoco", "gymnasium-robotics", "h5py", "zarr")
+__all__ = ["MANIFEST", "Runner", "Stage", "StageContext", "StageResult", "StageStatus",
+           "canonical_json", "content_key", "package_versions", "stage_lock", "write_json_atomic"]
+
 
 
 def canonical_json(obj: Any) -> str:
@@ -268,54 +276,3 @@ def stage_lock(path: Path, name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def latest_manifest(stage_dir: Path) -> dict[str, Any] | None:
-    manifests = sorted(stage_dir.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
-    return json.loads(manifests[-1].read_text()) if manifests else None
-
-
-def diff_flat(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += diff_flat(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k} {a!r} -> {b!r}")
-    return out
-
-
-def folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for pkg in _VERSIONED_PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[pkg] = metadata.version(pkg)
-    return out
-
-
-def git_commit() -> str:
-    """HEAD of the checkout the code runs from, with ``+dirty`` when it has uncommitted changes
-    to tracked files (then HEAD alone does not say what code ran)."""
-    here = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=here).stdout.strip()
-
-    try:
-        head = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head}+dirty" if dirty else head
