@@ -11,15 +11,18 @@ so a bad value fails before any work starts, whether it came from the command li
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.devices import DEVICE_PATTERN
-from pipeline.errors import ConfigError, invalid_value, unknown_name
+from pipeline.errors import invalid_value, unknown_name
+from pipeline.settings import (
+    SHA256_PATTERN,
+    Validated,
+    field_type,
+    parse_value,
+    setting,
+)
 
 # Adroit, then DeepMind Control; pipeline/envs/families.py holds each task's facts (a test checks
 # that it knows exactly these).
@@ -34,40 +37,19 @@ POLICY_STAGES = ("bc", "dapg")
 # rollouts.policy names that are not checkpoint files: auto (dapg where the task has demos, else
 # random), random (uniform over the action box), or this config's bc/dapg checkpoint.
 ROLLOUT_POLICIES = ("auto", "random", *POLICY_STAGES)
-NOT_IN_KEY = {"key": False}
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def setting(default: Any, *, key: bool | str = True, gt: float | None = None,
-            ge: float | None = None, le: float | None = None,
-            choices: tuple[str, ...] | None = None, pattern: str | None = None) -> Any:
-    """A config field and what a valid value for it is (checked by `validate_fields`)."""
-    meta = {"key": key, "gt": gt, "ge": ge, "le": le, "choices": choices, "pattern": pattern}
-    return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
-
-
-class _Validated:
-    """Base of the stage configs: checks every field on construction, then ``_check`` (if any)."""
-
-    def __post_init__(self) -> None:
-        validate_fields(self)
-        self._check()
-
-    def _check(self) -> None:
-        """Rules that involve several fields."""
 
 
 @dataclass(frozen=True)
-class DemosConfig(_Validated):
+class DemosConfig(Validated):
     task: str = setting("door", choices=TASKS)
     # A local file; when unset the file is downloaded. Its sha256, not its path, enters the key.
     path: str | None = setting(None, key=False)
     # Expected sha256 of the file. Unset means the pinned upstream checksum for the task.
-    sha256: str | None = setting(None, pattern=_SHA256.pattern)
+    sha256: str | None = setting(None, pattern=SHA256_PATTERN)
 
 
 @dataclass(frozen=True)
-class RenderConfig(_Validated):
+class RenderConfig(Validated):
     cameras: tuple[str, ...] = setting(())  # empty: the cameras RRL used for the task
     width: int = setting(256, gt=0, le=4096)
     height: int = setting(256, gt=0, le=4096)
@@ -83,7 +65,7 @@ class RenderConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class EncodeConfig(_Validated):
+class EncodeConfig(Validated):
     encoder: str = setting("resnet34")
     weights: str = setting("pretrained")  # "pretrained", "random", or a .pth/.safetensors path
     precision: str = setting("fp32", choices=PRECISIONS)
@@ -107,7 +89,7 @@ class EncodeConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class VAEConfig(_Validated):
+class VAEConfig(Validated):
     """The in-domain encoder (vae stage): a convolutional beta-VAE on the rendered frames."""
 
     input_size: int = setting(64, ge=8, le=512)  # frames are resized to input_size x input_size
@@ -132,7 +114,7 @@ class VAEConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class PolicyConfig(_Validated):
+class PolicyConfig(Validated):
     obs_mode: str = setting("vision+proprio", choices=OBS_MODES)
     hidden: tuple[int, ...] = setting((256, 256), gt=0)
     proprio_noise: float = setting(0.0, ge=0)  # sigma of Gaussian noise on proprioception
@@ -145,14 +127,14 @@ class PolicyConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class BCConfig(_Validated):
+class BCConfig(Validated):
     epochs: int = setting(5, gt=0)
     batch_size: int = setting(32, gt=0)
     lr: float = setting(1e-3, gt=0, le=1)
 
 
 @dataclass(frozen=True)
-class DAPGConfig(_Validated):
+class DAPGConfig(Validated):
     iterations: int = setting(300, gt=0)
     trajectories: int = setting(200, gt=0)
     # Env steps per episode; None: the task's own (Adroit 200, DMC 1000 // action repeat). The
@@ -177,7 +159,7 @@ class DAPGConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class EvaluateConfig(_Validated):
+class EvaluateConfig(Validated):
     policy: str = setting("dapg", choices=("bc", "dapg"))  # which checkpoint
     episodes: int = setting(50, gt=0)
     seed: int = setting(10**7, ge=0)  # a seed range used neither by training nor by evaluation
@@ -190,7 +172,7 @@ class EvaluateConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class RolloutsConfig(_Validated):
+class RolloutsConfig(Validated):
     # "bc" or "dapg": this config's checkpoint; "random": uniform random actions; "auto": dapg
     # where the task has demos, else random; else a checkpoint file (its sha256 is keyed).
     policy: str = setting("auto")
@@ -217,7 +199,7 @@ def _check_levels(name: str, levels: tuple[int, ...]) -> None:
 
 
 @dataclass(frozen=True)
-class ProbeConfig(_Validated):
+class ProbeConfig(Validated):
     include_proprio: bool = setting(False)  # also give the probe the store's proprioception
     test_fraction: float = setting(0.2, gt=0, le=0.5)  # share of demos held out to measure R^2
     folds: int = setting(5, ge=2, le=100)  # group k-fold over the training demos picks alpha
@@ -265,7 +247,6 @@ class PipelineConfig:
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(PipelineConfig)}  # type: ignore[misc]
-_SECTION_NAMES = {cls: name for name, cls in SECTIONS.items()}
 
 
 def split_field(dotted: str) -> tuple[str, str]:
@@ -279,100 +260,8 @@ def split_field(dotted: str) -> tuple[str, str]:
     return section, name
 
 
-def field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
-
-
 def config_field(dotted: str) -> dataclasses.Field[Any]:
     section, name = split_field(dotted)
     return next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
 
 
-def parse_value(tp: Any, raw: str, name: str) -> Any:
-    """Parse a command-line string into the annotated type of a config field."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if raw.strip().lower() in ("", "none", "null"):
-            return None
-        return parse_value(next(a for a in args if a is not type(None)), raw, name)
-    if origin is tuple:
-        return tuple(parse_value(args[0], part.strip(), name) for part in raw.split(",") if part.strip())
-    try:
-        if tp is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        return tp(raw)
-    except ValueError:
-        raise ConfigError(f"invalid {name}={raw!r}: expected a value of type {tp.__name__}") from None
-
-
-def validate_fields(cfg: Any) -> None:
-    """Check each field of a config dataclass against its type and its `setting` metadata."""
-    section = _SECTION_NAMES.get(type(cfg), type(cfg).__name__)
-    hints = typing.get_type_hints(type(cfg))
-    for f in dataclasses.fields(cfg):
-        _check_value(f"{section}.{f.name}", getattr(cfg, f.name), hints[f.name], f.metadata)
-
-
-def _check_value(name: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> None:
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        if value is None:
-            return
-        tp = next(a for a in args if a is not type(None))
-    if typing.get_origin(tp) is tuple:
-        if not isinstance(value, tuple):
-            raise invalid_value(name, value, f"a tuple of {args[0].__name__} values")
-        for item in value:
-            _check_value(name, item, args[0], meta)
-        return
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise invalid_value(name, value, "true or false")
-        return
-    if tp is str:
-        _check_text(name, value, meta)
-        return
-    # Numbers: bool is an int subclass, and an int is a fine float.
-    ok_types = (int,) if tp is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_types):
-        raise invalid_value(name, value, f"a number of type {tp.__name__}")
-    if not math.isfinite(value):
-        raise invalid_value(name, value, "a finite number")
-    _check_range(name, value, meta)
-
-
-def _check_text(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise invalid_value(name, value, "a non-empty string")
-    if "choices" in meta and value not in meta["choices"]:
-        raise unknown_name(name, value, meta["choices"])
-    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
-        raise invalid_value(name, value, f"a string matching {meta['pattern']}"
-                            + (" (64 lowercase hex digits)" if meta["pattern"] == _SHA256.pattern else ""))
-
-
-def _check_range(name: str, value: float, meta: typing.Mapping[str, Any]) -> None:
-    rules = {"gt": (lambda v, b: v > b, "greater than {:g}"), "ge": (lambda v, b: v >= b, "at least {:g}"),
-             "le": (lambda v, b: v <= b, "at most {:g}")}
-    if all(ok(value, meta[k]) for k, (ok, _) in rules.items() if k in meta):
-        return
-    wanted = ["positive" if (k, meta[k]) == ("gt", 0) else text.format(meta[k])
-              for k, (_, text) in rules.items() if k in meta]
-    raise invalid_value(name, value, "a number that is " + " and ".join(wanted))
-
-
-def key_dict(cfg: Any) -> dict[str, Any]:
-    """The fields of a stage config that enter its content key, as plain JSON-able values."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        key = f.metadata.get("key", True)
-        value = getattr(cfg, f.name)
-        if key is False or (key == "if_set" and value == f.default):
-            continue
-        out[f.name] = list(value) if isinstance(value, tuple) else value
-    return out

@@ -84,7 +84,7 @@ class StageResult:
         return self.out_dir / Path(str(self.summary[field])).name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Stage:
     """A stage declaration. ``inputs`` returns the JSON-able values that decide its output."""
 

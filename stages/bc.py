@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import PipelineConfig, key_dict
+from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, task_facts
 from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.settings import key_dict
 
 VERSION = "2"  # 2: portable summary (relative names), refuses non-finite losses and parameters
 CHECKPOINT = "policy.pt"
@@ -150,4 +151,11 @@ def describe(result: StageResult) -> str:
             f"loss {s['losses'][0]:.4f} -> {s['losses'][-1]:.4f}; checkpoint {policy_file(result)}")
 
 
-STAGE = Stage("bc", VERSION, upstream, inputs, run, describe)
+STAGE = Stage(
+    name="bc",
+    version=VERSION,
+    upstream=upstream,
+    inputs=inputs,
+    run=run,
+    describe=describe,
+)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import DAPGConfig, PipelineConfig, key_dict
+from pipeline.config import DAPGConfig, PipelineConfig
 from pipeline.envs.families import check_task_config, horizon, task_facts
 from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.settings import key_dict
 
 VERSION = "2"  # 2: portable summary (relative names), stops on non-finite iterations
 POLICY = "policy.pt"
@@ -147,4 +148,11 @@ def describe(result: StageResult) -> str:
             f"log {result.out_dir / s['log']}\ncurve {result.out_dir / s['learning_curve']}")
 
 
-STAGE = Stage("dapg", VERSION, ("bc",), inputs, run, describe)
+STAGE = Stage(
+    name="dapg",
+    version=VERSION,
+    upstream=("bc",),
+    inputs=inputs,
+    run=run,
+    describe=describe,
+)

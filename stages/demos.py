@@ -51,4 +51,11 @@ def describe(result: StageResult) -> str:
     return f"{s['episodes']} {s['task']} demos, {s['steps']} steps (sha256 {s['sha256'][:12]})"
 
 
-STAGE = Stage("demos", VERSION, (), inputs, run, describe)
+STAGE = Stage(
+    name="demos",
+    version=VERSION,
+    upstream=(),
+    inputs=inputs,
+    run=run,
+    describe=describe,
+)

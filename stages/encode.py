@@ -213,4 +213,13 @@ def describe(result: StageResult) -> str:
                            "location": location(result_store(result), result.key)})
 
 
-STAGE = Stage("encode", VERSION, upstream, inputs, run, describe, adopt, check_done)
+STAGE = Stage(
+    name="encode",
+    version=VERSION,
+    upstream=upstream,
+    inputs=inputs,
+    run=run,
+    describe=describe,
+    adopt=adopt,
+    check_done=check_done,
+)

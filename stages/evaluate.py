@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import PipelineConfig, key_dict
+from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, horizon, task_facts
 from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.settings import key_dict
 
 VERSION = "2"  # 2: portable summary (relative names), per-episode returns, refuses non-finite
 VIDEO = "episodes.gif"
@@ -113,4 +114,11 @@ def describe(result: StageResult) -> str:
     return text + (f"\nvideo {result.out_dir / s['video']}" if s.get("video") else "")
 
 
-STAGE = Stage("evaluate", VERSION, upstream, inputs, run, describe)
+STAGE = Stage(
+    name="evaluate",
+    version=VERSION,
+    upstream=upstream,
+    inputs=inputs,
+    run=run,
+    describe=describe,
+)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import PipelineConfig, key_dict
+from pipeline.config import PipelineConfig
 from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.settings import key_dict
 from stages.encode import episodes_stage
 from stages.encode import upstream as encode_upstream
 
@@ -92,4 +93,11 @@ def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
     return (*encode_upstream(cfg), "encode")
 
 
-STAGE = Stage("probe", VERSION, upstream, inputs, run, describe)
+STAGE = Stage(
+    name="probe",
+    version=VERSION,
+    upstream=upstream,
+    inputs=inputs,
+    run=run,
+    describe=describe,
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pipeline.config import PipelineConfig, key_dict
+from pipeline.config import PipelineConfig
 from pipeline.envs.distractors import DistractorSpec
 from pipeline.envs.families import (
     check_task_config,
@@ -14,6 +14,7 @@ from pipeline.envs.families import (
     task_camera_key,
 )
 from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.settings import key_dict
 
 VERSION = "1"
 EPISODES = "episodes.hdf5"
@@ -112,4 +113,11 @@ def describe(result: StageResult) -> str:
     return "\n".join(lines)
 
 
-STAGE = Stage("render", VERSION, ("demos",), inputs, run, describe)
+STAGE = Stage(
+    name="render",
+    version=VERSION,
+    upstream=("demos",),
+    inputs=inputs,
+    run=run,
+    describe=describe,
+)

@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import POLICY_STAGES, PipelineConfig, key_dict
+from pipeline.config import POLICY_STAGES, PipelineConfig
 from pipeline.envs.families import (
     check_task_config,
     encode_source,
@@ -29,6 +29,7 @@ from pipeline.envs.families import (
 )
 from pipeline.errors import ConfigError
 from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.settings import key_dict
 from stages import bc
 
 VERSION = "1"
@@ -234,4 +235,11 @@ def describe(result: StageResult) -> str:
     return "\n".join(lines)
 
 
-STAGE = Stage("rollouts", VERSION, upstream, inputs, run, describe)
+STAGE = Stage(
+    name="rollouts",
+    version=VERSION,
+    upstream=upstream,
+    inputs=inputs,
+    run=run,
+    describe=describe,
+)

@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig, key_dict
+from pipeline.config import PipelineConfig
 from pipeline.runner import MANIFEST, Stage, StageContext, StageResult
+from pipeline.settings import key_dict
 from pipeline.vae import CHECKPOINT, ENCODER_FILE, VAE_FILE
 
 VERSION = "1"
@@ -119,4 +120,11 @@ def resolve_weights(cfg: PipelineConfig, data_dir: Path) -> PipelineConfig:
     return dataclasses.replace(cfg, encode=dataclasses.replace(e, weights=str(path)))
 
 
-STAGE = Stage("vae", VERSION, ("render",), inputs, run, describe)
+STAGE = Stage(
+    name="vae",
+    version=VERSION,
+    upstream=("render",),
+    inputs=inputs,
+    run=run,
+    describe=describe,
+)

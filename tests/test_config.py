@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import PipelineConfig, RenderConfig, key_dict
+from pipeline.config import PipelineConfig, RenderConfig
 from pipeline.errors import ConfigError, UnknownNameError
+from pipeline.settings import key_dict
 
 
 def test_overrides_parse_to_field_types() -> None:
@@ -40,3 +41,11 @@ def test_key_dict_leaves_out_worker_counts() -> None:
     assert "workers" not in key_dict(RenderConfig())
     assert key_dict(RenderConfig(workers=7)) == key_dict(RenderConfig(workers=1))
     assert key_dict(RenderConfig(width=64)) != key_dict(RenderConfig())
+
+
+def test_each_section_is_named_after_its_class() -> None:
+    # settings.validate_fields names a bad field "<section>.<field>" from the class name alone.
+    from pipeline.config import SECTIONS
+
+    for name, cls in SECTIONS.items():
+        assert cls.__name__.removesuffix("Config").lower() == name

@@ -97,7 +97,8 @@ def test_no_import_circles() -> None:
 def test_graph_sees_function_level_imports() -> None:
     g = graph()
     assert "pipeline.store.features" in g["stages.encode"]  # imported inside run()
-    assert g["pipeline.config"] == {"pipeline.errors", "pipeline.devices"}
+    assert g["pipeline.config"] == {"pipeline.errors", "pipeline.devices", "pipeline.settings"}
+    assert g["pipeline.settings"] == {"pipeline.errors"}
 
 
 def test_annotation_only_imports_are_not_arrows() -> None:

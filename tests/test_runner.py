@@ -36,8 +36,20 @@ def _run_b(ctx: StageContext) -> dict[str, Any]:
 
 def stages(version_b: str = "1") -> dict[str, Stage]:
     return {
-        "a": Stage("a", "1", (), lambda c: {"width": c.render.width, "shadows": c.render.shadows}, _run_a),
-        "b": Stage("b", version_b, ("a",), lambda c: {"replay": c.render.replay}, _run_b),
+        "a": Stage(
+            name="a",
+            version="1",
+            upstream=(),
+            inputs=lambda c: {"width": c.render.width, "shadows": c.render.shadows},
+            run=_run_a,
+        ),
+        "b": Stage(
+            name="b",
+            version=version_b,
+            upstream=("a",),
+            inputs=lambda c: {"replay": c.render.replay},
+            run=_run_b,
+        ),
     }
 
 

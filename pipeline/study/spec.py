@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import SECTIONS, PipelineConfig, field_type, parse_value, split_field
+from pipeline.config import SECTIONS, PipelineConfig, split_field
 from pipeline.errors import ConfigError, PipelineError, unknown_name
+from pipeline.settings import field_type, parse_value
 
 SEED_FIELD = "policy.seed"  # cells differing only in this are one curve (mean and spread)
 TOP_LEVEL = ("title", "description", "include", "base", "grid", "cells", "budgets")

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import SECTIONS, PipelineConfig, field_type
+from pipeline.config import SECTIONS, PipelineConfig
 from pipeline.errors import ConfigError
+from pipeline.settings import field_type
 
 
 def _base(tp: Any) -> tuple[Any, bool]:

@@ -137,7 +137,9 @@ def _toy_stage(calls: list[str], where: Path) -> Stage:
         calls.append("check")
         return where.exists()
 
-    return Stage("toy", "1", (), lambda c: {}, run_toy, check_done=check_done)
+    return Stage(
+        name="toy", version="1", upstream=(), inputs=lambda c: {}, run=run_toy, check_done=check_done
+    )
 
 
 def test_runner_asks_check_done_on_a_cache_hit_and_passes_force(tmp_path: Path) -> None:
