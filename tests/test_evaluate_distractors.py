@@ -3,8 +3,6 @@ frames that change while physics does not, and per-level evaluation."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest
@@ -14,23 +12,13 @@ from pipeline.envs.distractors import DistractorSpec
 from pipeline.envs.replay import demo_distractors
 from pipeline.runner import Runner
 from stages import STAGES
+from tests.helpers import TINY_RL, TINY_VISION
+from tests.helpers import tiny_config as config
 
 pytestmark = pytest.mark.gl
 
 # The default config's render key before distractors existed: level 0 must keep it.
 DEFAULT_RENDER_KEY = "3053436b74f612ad393a57fe564d30f3110bf28d7fb1ed1ee708e39d2dae2db8"
-TINY_RL = {"dapg.iterations": "2", "dapg.trajectories": "4", "dapg.horizon": "20",
-           "dapg.eval_episodes": "2", "dapg.envs": "4", "evaluate.episodes": "3",
-           "evaluate.video_episodes": "1"}
-TINY_VISION = {"render.width": "48", "render.height": "48", "render.workers": "1",
-               "encode.encoder": "resnet10t", "encode.weights": "random", "encode.resize": "48",
-               "encode.crop": "40", "encode.workers": "1"}
-
-
-def config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha,
-                                            **TINY_RL, **extra})
 
 
 def test_render_level_0_keeps_the_old_key_and_level_2_renders_other_frames(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -90,7 +78,7 @@ def test_evaluate_reports_each_distractor_level(tiny_door_demos, tmp_path) -> No
     result = Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("evaluate")
     s = result.summary
     assert list(s["per_level"]) == ["1", "0"] and s["distractors"] == [1, 0]
-    assert all(v["episodes"] == 3 for v in s["per_level"].values())
+    assert all(v["episodes"] == int(TINY_RL["evaluate.episodes"]) for v in s["per_level"].values())
     # A state policy never sees the frames: the same score at every level, said so.
     assert s["per_level"]["0"] == s["per_level"]["1"] and "state observations" in s["distractors_note"]
     assert s["success_rate"] == s["per_level"]["1"]["success_rate"]  # the first level on top

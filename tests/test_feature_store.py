@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -26,6 +24,7 @@ from pipeline.errors import StoreError
 from pipeline.store import features as fs
 from pipeline.store import writer
 from pipeline.store.shards import write_shards_distributed
+from tests.helpers import kill_group
 
 KEY = "f" * 64
 CAMERAS = ("vil_camera", "fixed")
@@ -202,16 +201,7 @@ def test_kill_minus_9_midway_then_resume_gives_identical_store(
             assert time.monotonic() < deadline, "writer never finished a shard"
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    deadline = time.monotonic() + 10
-    while True:  # no orphaned worker may keep writing while we resume
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, "writer processes survived kill -9"
-        time.sleep(0.05)
+        kill_group(proc, "writer")  # no orphaned worker may keep writing while we resume
 
     left = {cam: writer.shards_todo(root, KEY, cam) for cam in CAMERAS}
     assert 0 < len(left[CAMERAS[0]]) < 5 and len(left[CAMERAS[1]]) == 5

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.rl.vision import ObsSpec, check_encoder_matches_store
 from pipeline.runner import Runner
 from pipeline.store.episodes import EpisodeReader
 from stages import STAGES
+from tests.helpers import TINY_VISION
+from tests.helpers import tiny_config as config
 
 pytestmark = pytest.mark.gl
 
@@ -23,18 +24,6 @@ RRL_COLUMNS = ["iteration", "time_sampling", "stoc_pol_mean", "stoc_pol_std", "s
                "stoc_pol_min", "alpha", "delta", "time_vpg", "time_npg", "kl_dist",
                "surr_improvement", "running_score", "success_rate", "num_samples", "time_VF",
                "VF_error_before", "VF_error_after", "eval_score"]
-TINY_RL = {"dapg.iterations": "2", "dapg.trajectories": "4", "dapg.horizon": "20",
-           "dapg.eval_episodes": "2", "dapg.envs": "4", "evaluate.episodes": "4",
-           "evaluate.video_episodes": "1"}
-TINY_VISION = {"render.width": "48", "render.height": "48", "render.workers": "1",
-               "encode.encoder": "resnet10t", "encode.weights": "random", "encode.resize": "48",
-               "encode.crop": "40", "encode.workers": "1"}
-
-
-def config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha,
-                                            **TINY_RL, **extra})
 
 
 def test_obs_modes_assemble_the_documented_vectors() -> None:

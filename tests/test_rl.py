@@ -20,6 +20,7 @@ from pipeline.rl.npg import (
     npg_step,
 )
 from pipeline.rl.policy import GaussianMLPPolicy, MLPBaseline, ObsNormalizer
+from tests.helpers import replayed_door_frames
 
 torch.set_num_threads(1)
 
@@ -313,7 +314,6 @@ def test_vision_rollouts_see_the_encoded_rendered_frames(tmp_path: Path) -> None
     batch encoding (float16-rounded) followed by proprioception, and the recording round-trips
     through an episode file with per-episode success and the sampling info."""
     from pipeline.encoders import create_encoder
-    from pipeline.envs.adroit import AdroitEnv
     from pipeline.rl.recording import write_rollouts
     from pipeline.rl.rollouts import episode_success
     from pipeline.rl.vision import ObsSpec, VisionSampler
@@ -326,14 +326,8 @@ def test_vision_rollouts_see_the_encoded_rendered_frames(tmp_path: Path) -> None
                        record=True) as sampler:
         got = sampler.sample(policy, 2, 4, seed=9)
     for i, rollout in enumerate(got):
-        env = AdroitEnv("door", horizon=10**9, cameras=("top",), width=48, height=48)
-        env.reset(seed=9 + i)
-        frames = [env.render("top")]
-        for action in rollout["actions"][:-1]:
-            env.step(action)
-            frames.append(env.render("top"))
-        env.close()
-        np.testing.assert_array_equal(rollout["frames"]["top"], np.stack(frames))
+        expected = replayed_door_frames(rollout["actions"], seed=9 + i)
+        np.testing.assert_array_equal(rollout["frames"]["top"], expected)
     for t in range(4):
         batch = encoder.encode(np.stack([r["frames"]["top"][t] for r in got]))
         expected = spec.assemble({"top": batch}, np.stack([r["proprio"][t] for r in got]))
@@ -357,7 +351,6 @@ def test_pipelined_vision_rollouts_equal_the_unpipelined_loop() -> None:
     encode thread) plus proprioception with noise from the trajectory's own generator. Five
     trajectories on four envs: a second wave of one env."""
     from pipeline.encoders import create_encoder
-    from pipeline.envs.adroit import AdroitEnv
     from pipeline.rl.vision import ObsSpec, VisionSampler, torch_threads
 
     encoder = create_encoder("resnet10t", "random", resize=48, crop=48)
@@ -382,14 +375,8 @@ def test_pipelined_vision_rollouts_equal_the_unpipelined_loop() -> None:
     got = runs["pipelined"]
     assert [int(r["seed"]) for r in got] == [3, 4, 5, 6, 7]
     for i, rollout in enumerate(got):
-        env = AdroitEnv("door", horizon=10**9, cameras=("top",), width=48, height=48)
-        env.reset(seed=3 + i)
-        frames = [env.render("top")]
-        for action in rollout["actions"][:-1]:
-            env.step(action)
-            frames.append(env.render("top"))
-        env.close()
-        np.testing.assert_array_equal(rollout["frames"]["top"], np.stack(frames))
+        expected = replayed_door_frames(rollout["actions"], seed=3 + i)
+        np.testing.assert_array_equal(rollout["frames"]["top"], expected)
         noise = np.random.default_rng([3 + i, 1])
         for t in range(4):
             expected = (rollout["proprio"][t] + noise.standard_normal((1, 24)) * 0.1)[0]

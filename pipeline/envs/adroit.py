@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Before anything that imports mujoco: this chooses the GL backend mujoco reads at import.
-from pipeline.envs.offscreen import CameraRenderer  # first: chooses the GL backend
+from pipeline.envs.offscreen import CameraRenderer, RendersCameras  # first: chooses the GL backend
 
 # isort: split
 import contextlib
@@ -65,7 +65,7 @@ def _env_class(spec: TaskSpec, distractors: DistractorSpec | None = None) -> typ
     return type(f"{spec.env_class}RRL", (base,), {"_initialize_simulation": _initialize_simulation})
 
 
-class AdroitEnv:
+class AdroitEnv(RendersCameras):
     """One Adroit task: step, reset to a saved state, proprioception, render named cameras."""
 
     def __init__(
@@ -145,15 +145,3 @@ class AdroitEnv:
     def proprio(self) -> np.ndarray:
         lo, hi = self.spec.proprio
         return np.array(self.data.qpos[lo:hi])
-
-    # --- rendering ----------------------------------------------------------------------------
-    def render(self, camera: str) -> np.ndarray:
-        """An (H, W, 3) uint8 frame of the current state from a named camera."""
-        return self._renderer.render(camera)
-
-    def render_all(self) -> dict[str, np.ndarray]:
-        return {cam: self.render(cam) for cam in self.cameras}
-
-    def close(self) -> None:
-        self._renderer.close()
-        self.env.close()

@@ -9,7 +9,7 @@ the pixel-RL papers report episode return, so ``info["success"]`` is always Fals
 from __future__ import annotations
 
 # Before anything that imports mujoco: this chooses the GL backend mujoco reads at import.
-from pipeline.envs.offscreen import CameraRenderer  # first: chooses the GL backend
+from pipeline.envs.offscreen import CameraRenderer, RendersCameras  # first: chooses the GL backend
 
 # isort: split
 import logging
@@ -65,7 +65,7 @@ from pipeline.errors import invalid_value  # noqa: E402
 _RANDOM_KEYS = ("random_key", "random_pos", "random_has_gauss", "random_gauss")
 
 
-class DMCEnv:
+class DMCEnv(RendersCameras):
     """One DeepMind Control task: step with action repeat, save/restore state, render cameras."""
 
     def __init__(
@@ -185,17 +185,6 @@ class DMCEnv:
         cheetah: the six leg joints)."""
         return np.concatenate([self.data.qpos[self._proprio_qpos], self.data.qvel[self._proprio_qvel]])
 
-    # --- rendering ----------------------------------------------------------------------------
-    def render(self, camera: str) -> np.ndarray:
-        """An (H, W, 3) uint8 frame of the current state from a named camera."""
-        return self._renderer.render(camera)
-
-    def render_all(self) -> dict[str, np.ndarray]:
-        return {cam: self.render(cam) for cam in self.cameras}
-
-    def close(self) -> None:
-        self._renderer.close()
-        self.env.close()
 
 
 def _actuated_joint_indices(model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ select_gl_backend()  # must precede the first `import mujoco` in this process
 sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
 
 from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -63,3 +64,22 @@ class CameraRenderer:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+class RendersCameras:
+    """Frames and closing for an env that holds a `CameraRenderer` and a wrapped env."""
+
+    cameras: tuple[str, ...]
+    _renderer: CameraRenderer
+    env: Any
+
+    def render(self, camera: str) -> np.ndarray:
+        """An (H, W, 3) uint8 frame of the current state from a named camera."""
+        return self._renderer.render(camera)
+
+    def render_all(self) -> dict[str, np.ndarray]:
+        return {cam: self.render(cam) for cam in self.cameras}
+
+    def close(self) -> None:
+        self._renderer.close()
+        self.env.close()

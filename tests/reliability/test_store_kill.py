@@ -23,6 +23,7 @@ from pipeline.config import PipelineConfig
 from pipeline.store import features as fs
 from pipeline.store.verify import verify_group
 from stages import STAGES
+from tests.helpers import kill_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.gl]
 
@@ -174,16 +175,7 @@ def test_the_encode_process_killed_mid_run_resumes_to_an_identical_verified_grou
             assert time.monotonic() < deadline, "encode never finished a shard"
             time.sleep(0.01)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    deadline = time.monotonic() + 10
-    while True:  # no orphaned worker may keep writing while we resume
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, "encode processes survived kill -9"
-        time.sleep(0.05)
+        kill_group(proc, "encode")  # no orphaned worker may keep writing while we resume
     assert not fs.is_complete(str(root), key)
     assert not (data / "encode" / key[:12] / "manifest.json").exists()
     assert encode(data, overrides, log) == 1  # only the second camera's shard
