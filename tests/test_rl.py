@@ -390,3 +390,15 @@ def test_pipelined_vision_rollouts_equal_the_unpipelined_loop() -> None:
                                            np.array_split(frames, min(2, len(group)))])
             np.testing.assert_array_equal(np.stack([got[k]["observations"][t, :dim] for k in group]),
                                           features.astype(np.float16).astype(np.float32))
+
+
+def test_progress_line_shows_success_only_where_the_task_defines_it() -> None:
+    from pipeline.rl.trainer import _progress_line
+
+    row = {"stoc_pol_mean": 850.0, "success_rate": 0.0, "kl_dist": 0.02, "time_sampling": 7.0,
+           "time_npg": 1.0, "time_VF": 0.2}
+    ev = {"eval_score": 860.0, "eval_success_rate": 0.0}
+    dmc = _progress_line(3, row, ev, scored=False)
+    assert "success" not in dmc and "%" not in dmc and "eval 860.0 kl" in dmc
+    door = _progress_line(3, {**row, "success_rate": 40.0}, {**ev, "eval_success_rate": 50.0}, True)
+    assert "success  40.0%" in door and "eval 860.0 (50%)" in door

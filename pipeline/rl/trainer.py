@@ -82,6 +82,17 @@ def _require_finite(it: int, row: dict[str, float], policy: GaussianMLPPolicy, c
             f"dapg.step_size=0.05) and re-run with FORCE=1")
 
 
+def _progress_line(it: int, row: dict[str, float], ev: dict[str, float] | None,
+                   scored: bool) -> str:
+    """One iteration's log line; success columns only where the task defines success (not DMC)."""
+    ok = (lambda rate: f" ({rate:.0f}%)") if scored else (lambda rate: "")
+    text = f"iter {it:4d} return {row['stoc_pol_mean']:8.1f}"
+    text += f" success {row['success_rate']:5.1f}%" if scored else ""
+    text += f" eval {ev['eval_score']:.1f}{ok(ev['eval_success_rate'])}" if ev else ""
+    return (text + f" kl {row['kl_dist']:.4f} sample {row['time_sampling']:.1f}s "
+            f"npg {row['time_npg']:.1f}s vf {row['time_VF']:.1f}s")
+
+
 def _key_config(cfg: DAPGConfig) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE}
 
@@ -195,9 +206,6 @@ def train_dapg(
         _write_csv(out / "log.csv", LOG_COLUMNS, rows)
         _write_csv(out / "eval.csv", EVAL_COLUMNS, eval_rows)
         if log:
-            ev_txt = (f" eval {eval_rows[-1]['eval_score']:.1f} "
-                      f"({eval_rows[-1]['eval_success_rate']:.0f}%)" if eval_episodes > 0 else "")
-            log(f"iter {it:4d} return {row['stoc_pol_mean']:8.1f} success "
-                f"{row['success_rate']:5.1f}%{ev_txt} kl {row['kl_dist']:.4f} "
-                f"sample {time_sampling:.1f}s npg {row['time_npg']:.1f}s vf {time_vf:.1f}s")
+            log(_progress_line(it, row, eval_rows[-1] if eval_episodes > 0 else None,
+                               task_facts(task).has_success))
     return rows
