@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline.config import ProbeConfig
 from pipeline.envs.tasks import task_spec
-from pipeline.errors import ConfigError, NonFiniteError, bad_store, unknown_name
+from pipeline.errors import ConfigError, NonFiniteError, bad_store
 
 STATE_KEY = "obs/state"
 
@@ -73,7 +73,10 @@ TARGETS: dict[str, tuple[Target, ...]] = {
 
 def targets_for(task: str) -> tuple[Target, ...]:
     if task not in TARGETS:
-        raise unknown_name("task", task, list(TARGETS))
+        raise ConfigError(
+            f"probe: no state targets for task {task!r}; the probe knows the Adroit tasks "
+            f"({', '.join(TARGETS)}). Fix: probe one of those, or add {task}'s targets to "
+            "TARGETS in pipeline/probe.py")
     return TARGETS[task]
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import StageLockedError, unknown_name
+from pipeline.errors import ConfigError, StageLockedError, unknown_name
 from pipeline.manifests import (
     MANIFEST,
     diff_flat,
@@ -108,7 +108,7 @@ class Stage:
 class StageStatus:
     name: str
     key: str
-    state: str  # "up to date" | "stale" | "missing"
+    state: str  # "up to date" | "stale" | "missing" | "n/a" (the stage does not apply here)
     reason: str = ""
 
 
@@ -226,7 +226,10 @@ class Runner:
         return [self._status(name) for name in self.stages]
 
     def _status(self, name: str) -> StageStatus:
-        key = self.key(name)
+        try:
+            key = self.key(name)
+        except ConfigError as exc:  # e.g. the probe's targets exist for Adroit tasks only
+            return StageStatus(name, "-" * 12, "n/a", str(exc).splitlines()[0])
         if self.result(name) is not None:
             check = self.stage(name).check_done
             if check is not None and not check(dataclasses.replace(self._context(name, {}),

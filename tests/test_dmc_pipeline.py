@@ -103,6 +103,15 @@ def test_asking_a_dmc_task_for_demos_says_so(tmp_path: Path) -> None:
         task_env(TASK, distractors=DistractorSpec(1, 0))
 
 
+def test_status_lists_every_stage_and_says_which_do_not_apply(tmp_path: Path) -> None:
+    rows = {st.name: st for st in Runner(config(), STAGES, tmp_path).status()}
+    assert set(rows) == set(STAGES)
+    assert rows["probe"].state == "n/a" and "Adroit tasks" in rows["probe"].reason
+    assert rows["dapg"].state == "missing" and len(rows["dapg"].key) == 64
+    with pytest.raises(ConfigError, match="probe: no state targets.*Fix:"):
+        Runner(config(), STAGES, tmp_path, log=lambda m: None).run("probe")
+
+
 def test_uniform_random_policy_is_uniform_over_the_box_and_needs_noise() -> None:
     from pipeline.rl.random_policy import UniformRandomPolicy
 
