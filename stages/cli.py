@@ -20,10 +20,10 @@ import typer
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, StoreError
+from pipeline.vae.resolve import resolve_vae_weights
 from stages import study_cli
 from stages.cli_errors import explain_os_error, is_remote_error
 from stages.options import OPTIONS, check_make_vars, overrides
-from stages.vae import resolve_weights
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Render, encode and learn Adroit tasks from cached frozen-encoder features.")
@@ -42,7 +42,7 @@ def configure(**values: Any) -> None:
     sets = values.pop("set_") or []
     State.data = values.pop("data")
     State.config = PipelineConfig().with_overrides(overrides(values, sets))
-    State.config = resolve_weights(State.config, State.data)  # ENCODER=vae WEIGHTS=<vae key>
+    State.config = resolve_vae_weights(State.config, State.data)  # ENCODER=vae WEIGHTS=<vae key>
 
 
 def _option_parameters() -> list[inspect.Parameter]:

@@ -8,14 +8,11 @@ Either way the file's sha256 enters the encode key, so two VAEs never share feat
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
-from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.runner import MANIFEST, Stage, StageContext, StageResult
+from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 from pipeline.vae import CHECKPOINT, ENCODER_FILE, VAE_FILE
 
@@ -23,7 +20,6 @@ VERSION = "1"
 LOSS_CURVE = "loss_curve.png"
 RECONSTRUCTIONS = "reconstructions.png"
 LOSSES = "losses.json"
-_KEY_PREFIX = re.compile(r"[0-9a-f]{12,64}")
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -90,34 +86,6 @@ def describe(result: StageResult) -> str:
         f"encode with it: make features ENCODER=vae WEIGHTS={result.key[:12]} "
         "(or WEIGHTS=<the weights path>)",
     ])
-
-
-def resolve_weights(cfg: PipelineConfig, data_dir: Path) -> PipelineConfig:
-    """``ENCODER=vae WEIGHTS=<vae key or prefix>``: the config with that output's weights file.
-
-    The file must still be the one the stage wrote (its sha256 is in the manifest).
-    """
-    from pipeline.encoders.weights import file_sha256
-    from pipeline.errors import WeightsError
-
-    e = cfg.encode
-    if e.encoder != "vae" or not _KEY_PREFIX.fullmatch(e.weights) or Path(e.weights).exists():
-        return cfg
-    folder = Path(data_dir) / "vae"
-    manifests = [json.loads(m.read_text()) | {"_dir": m.parent}
-                 for m in sorted(folder.glob(f"{e.weights[:12]}*/{MANIFEST}"))]
-    found = [m for m in manifests if str(m.get("key", "")).startswith(e.weights)]
-    if len(found) != 1:
-        raise WeightsError(f"WEIGHTS={e.weights} names {len(found)} finished vae outputs in "
-                           f"{folder}. Fix: run `make vae` (same DATA=) and pass the key it "
-                           "prints, or pass the path of its encoder.safetensors")
-    summary, out_dir = found[0]["summary"], found[0]["_dir"]
-    path = out_dir / summary["encoder_file"]
-    if not path.is_file() or file_sha256(path) != summary["encoder_sha256"]:
-        raise WeightsError(f"{path}: missing, or not the file the vae stage wrote (sha256 "
-                           f"{summary['encoder_sha256']}). Fix: run `make vae FORCE=1` with the "
-                           "same settings, then encode again")
-    return dataclasses.replace(cfg, encode=dataclasses.replace(e, weights=str(path)))
 
 
 STAGE = Stage(

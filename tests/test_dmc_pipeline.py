@@ -108,7 +108,7 @@ def test_status_lists_every_stage_and_says_which_do_not_apply(tmp_path: Path) ->
     assert set(rows) == set(STAGES)
     assert rows["probe"].state == "n/a" and "Adroit tasks" in rows["probe"].reason
     assert rows["dapg"].state == "missing" and len(rows["dapg"].key) == 64
-    with pytest.raises(ConfigError, match="probe: no state targets.*Fix:"):
+    with pytest.raises(ConfigError, match=r"probe: no state targets.*Fix:"):
         Runner(config(), STAGES, tmp_path, log=lambda m: None).run("probe")
 
 
