@@ -141,6 +141,11 @@ def test_shipped_experiments_expand_and_share_rrls_cell(tmp_path: Path) -> None:
     for name in names:
         exp = load_experiment(find_experiment(name))
         assert {"smoke", "paper"} <= set(exp.budgets), name
+        if any(c.config.encode.encoder == "vae" for c in exp.cells("smoke")):
+            # A VAE trained here is named by its key: without that output, planning says how.
+            with pytest.raises(ConfigError, match=r"names 0 finished vae outputs.*Fix: run `make vae"):
+                plan(exp, exp.cells("paper"), STAGES, tmp_path)
+            continue
         paper = plan(exp, exp.cells("paper"), STAGES, tmp_path)
         assert {p.cell.config.dapg.iterations for p in paper} == {300}, name
         assert {p.cell.config.policy.seed for p in paper} == {0, 1, 2}, name
