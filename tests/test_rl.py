@@ -402,3 +402,14 @@ def test_progress_line_shows_success_only_where_the_task_defines_it() -> None:
     assert "success" not in dmc and "%" not in dmc and "eval 860.0 kl" in dmc
     door = _progress_line(3, {**row, "success_rate": 40.0}, {**ev, "eval_success_rate": 50.0}, True)
     assert "success  40.0%" in door and "eval 860.0 (50%)" in door
+
+
+def test_sampler_layout_gives_the_cpu_cores_to_each_phase_in_turn() -> None:
+    from pipeline.rl.vision import vision_layout
+
+    cpu = vision_layout(2, cuda=False)
+    assert (cpu.workers, cpu.groups, cpu.pipelined, cpu.encode_threads) == (2, 1, False, None)
+    gpu = vision_layout(16, cuda=True)
+    assert (gpu.workers, gpu.groups, gpu.pipelined, gpu.encode_threads) == (15, 2, True, 1)
+    assert "pipelined" in gpu.describe() and set(cpu.kwargs()) == {
+        "workers", "groups", "pipelined", "encode_threads"}

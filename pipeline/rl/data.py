@@ -110,12 +110,13 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
     check_encoder_matches_store(encoder, attrs, f"{src.store}/{src.feature_key}")
     render = RenderConfig(**{k: src.render[k] for k in ("width", "height", "shadows")})
     cores = len(os.sched_getaffinity(0))
-    layout_workers, threads = vision_layout(cores, encoder.device.type == "cuda")
+    layout = vision_layout(cores, encoder.device.type == "cuda")
+    if workers:
+        layout = dataclasses.replace(layout, workers=workers)
     return VisionSampler(src.task, encoder, ObsSpec(src.obs_mode, src.cameras, policy.proprio_noise),
-                         n_envs=dapg.envs, workers=workers or layout_workers, reward=dapg.reward,
-                         width=render.width, height=render.height, shadows=render.shadows,
-                         record=record, env_factory=env_factory or task_env, groups=2,
-                         pipelined=True, encode_threads=threads)
+                         n_envs=dapg.envs, reward=dapg.reward, width=render.width,
+                         height=render.height, shadows=render.shadows, record=record,
+                         env_factory=env_factory or task_env, **layout.kwargs())
 
 
 def _weights_arg(weights: dict[str, Any]) -> str:
