@@ -159,9 +159,9 @@ def main() -> None:
                      ("RRL-style (one env, frame-at-a-time encode)",
                       {"groups": 1, "workers": 1, "encode_batch": 1, "encode_threads": None})]
         rates = {}
-        for name, layout in runs:
+        for name, kwargs in runs:
             envs = 1 if name.startswith("RRL") else args.envs
-            rates[name], spent = sampler_rate(encoder, size, envs, args.steps, **layout)
+            rates[name], spent = sampler_rate(encoder, size, envs, args.steps, **kwargs)
             print(f"  {name:<52} {rates[name]:6.1f} samples/s  {rates[name] / limit:5.2f} of "
                   f"limit  {spent}")
         if not args.no_rrl:
