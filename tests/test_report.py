@@ -116,3 +116,20 @@ def test_samples_to_threshold_and_reference_axis() -> None:
     refs = reference_curves(REFERENCE_LOGS, "door")
     if refs:  # RRL's x axis: iteration x its samples per iteration (40,000)
         assert refs[0].samples[0] == 40_000 and refs[0].samples[1] == 80_000
+
+
+def test_a_group_with_no_finished_seed_is_drawn_as_far_as_it_got(tmp_path: Path) -> None:
+    path = tmp_path / "running.toml"
+    path.write_text(EXPERIMENT.replace('["resnet34", "resnet18"]', '["resnet34"]')
+                    .replace("seeds = [0, 1, 2]", "seeds = [0]"))
+    exp = load_experiment(path)
+    data = tmp_path / "data"
+    for p in plan(exp, exp.cells("smoke"), STAGES, data):
+        state = p.cell.config.policy.obs_mode == "state"
+        fake_cell(data, p, [0, 50, 100, 100] if state else [0, 10, 60], finished=state)
+    _, md = write_report([exp], "smoke", PipelineConfig(), STAGES, data, tmp_path / "r", REFERENCE_LOGS)
+    text = md.read_text()
+    # The running cell's curve and final value so far, said to be unfinished.
+    # (A grid of one value is the group "base"; samples count from the first iteration's 1,000.)
+    assert "| base | 0/1 (unfinished, 3/4 iterations) | 60.0% (60.0-60.0) | 3,000 |" in text
+    assert "| DAPG (state) | 1/1 | 100.0% (100.0-100.0) | 2,000 | 3,000 |" in text

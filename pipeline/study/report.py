@@ -1,7 +1,8 @@
 """The report of one or more experiments: a PNG (a panel per experiment and task) and a table.
 
 A pure function of the cells' cached logs: nothing is run, so it rebuilds in seconds, and a
-report made while an experiment runs shows the cells finished so far.
+report made while an experiment runs shows the cells finished so far, and a group none of whose
+seeds has finished as far as its logs go, labelled unfinished.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pipeline.runner import Stage
 from pipeline.study.cells import CellPlan, plan
 from pipeline.study.curves import (
     CellRun,
+    Curve,
     Metric,
     band,
     collect,
@@ -31,7 +33,8 @@ CURVE_NOTE = (
     "Curves: success rate (%) of the trajectories sampled at each DAPG iteration (stochastic "
     "policy), the `success_rate` column of RRL's logs, against the environment samples used so "
     "far; line = mean over seeds, band = min-max over seeds, on the iterations all seeds reached. "
-    "Only finished cells are drawn. RRL's own logs (ResNet34, ImageNet weights, 3 seeds) are drawn "
+    "Unfinished seeds are left out, except in a group none of whose seeds has finished: it is drawn "
+    "as far as its logs go and labelled unfinished. RRL's own logs (ResNet34, ImageNet weights, 3 seeds) are drawn "
     "where the task, encoder and observation match.")
 RETURN_NOTE = (
     "DeepMind Control tasks define no success: their panels and tables show the mean return of "
@@ -75,9 +78,12 @@ def _panel(exp: Experiment, task: str, runs: list[CellRun], reference_dir: Path)
     curves = {}
     for group, members in groups.items():
         done = [r.curve for r in members if r.state == "done" and r.curve is not None]
+        partial = [r.curve for r in members if r.state == "partial" and r.curve is not None]
+        tag = " [RANDOM weights]" if is_random(members[0].plan) else ""
         if done:
-            label = f"{group} ({len(done)} seed{'s' * (len(done) > 1)})"
-            curves[label + (" [RANDOM weights]" if is_random(members[0].plan) else "")] = band(done)
+            curves[f"{group} ({len(done)} seed{'s' * (len(done) > 1)}){tag}"] = band(done)
+        elif partial:
+            curves[f"{group} ({_unfinished(members, partial)}){tag}"] = band(partial)
     refs = reference_curves(reference_dir, task) if any(matches_reference(r.plan) for r in runs) else []
     return Panel(f"{exp.title}: {task}", curves, band(refs) if refs else None, metric_for(task))
 
@@ -94,13 +100,17 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
         groups.setdefault(r.plan.cell.group, []).append(r)
     for group, members in groups.items():
         done = [r.curve for r in members if r.state == "done" and r.curve is not None]
-        if not done:
+        partial = [r.curve for r in members if r.state == "partial" and r.curve is not None]
+        if not done and not partial:
             lines.append(f"| {group} | 0/{len(members)} | - | - | - |")
             continue
-        finals = [c.values[-1] for c in done]
-        b = band(done)
+        drawn = done or partial
+        finals = [c.values[-1] for c in drawn]
+        b = band(drawn)
         metric = metric_for(members[0].plan.cell.config.task)  # a group is one task
-        lines.append(f"| {group} | {len(done)}/{len(members)} | "
+        seeds = (f"{len(done)}/{len(members)}" if done
+                 else f"0/{len(members)} ({_unfinished(members, partial)})")
+        lines.append(f"| {group} | {seeds} | "
                      f"{metric.format(sum(finals) / len(finals))} "
                      f"({min(finals):.1f}-{max(finals):.1f}) | "
                      + " | ".join(_samples(samples_to(b, t)) for t in metric.thresholds) + " |")
@@ -126,6 +136,12 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
               "(`rrl experiment status` lists them). Wall time: bc + DAPG iterations (from its log, "
               "which survives resumes) + evaluate.", ""]
     return lines
+
+
+def _unfinished(members: list[CellRun], partial: list[Curve]) -> str:
+    """"unfinished, 45/100 iterations": how far the furthest unfinished seed got."""
+    total = members[0].plan.cell.config.dapg.iterations
+    return f"unfinished, {max(len(c.values) for c in partial)}/{total} iterations"
 
 
 def _header(runs: list[CellRun]) -> tuple[str, str, str]:
