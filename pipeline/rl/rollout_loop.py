@@ -26,14 +26,11 @@ This module imports neither MuJoCo nor torch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.rl.rollouts import Array, Rollout
-
-if TYPE_CHECKING:
-    from pipeline.rl.policy import GaussianMLPPolicy
+from pipeline.rl.rollouts import Array, Rollout, SampledPolicy
 
 Observe = Callable[[Sequence[Any], Sequence[np.random.Generator]], Array]
 # Turns one trajectory's raw observations (one per step, before its action) into extra fields.
@@ -63,7 +60,7 @@ def stacked(raw: Sequence[Any], rngs: Sequence[np.random.Generator]) -> Array:
     return np.stack(raw)
 
 
-def run_rollouts(envs: EnvBackend, observe: Observe, policy: GaussianMLPPolicy, ids: Sequence[int],
+def run_rollouts(envs: EnvBackend, observe: Observe, policy: SampledPolicy, ids: Sequence[int],
                  horizon: int, seed: int, deterministic: bool = False,
                  record: Record | None = None, groups: int = 1,
                  pipelined: bool = False) -> list[Rollout]:
@@ -80,7 +77,7 @@ def split_slots(count: int, groups: int) -> list[list[int]]:
     return [part.tolist() for part in np.array_split(np.arange(count), max(1, min(groups, count)))]
 
 
-def _wave(envs: EnvBackend, observe: Observe, policy: GaussianMLPPolicy, ids: Sequence[int],
+def _wave(envs: EnvBackend, observe: Observe, policy: SampledPolicy, ids: Sequence[int],
           horizon: int, seed: int, deterministic: bool, record: Record | None,
           groups: int, pipelined: bool) -> list[Rollout]:
     seeds = [seed + i for i in ids]
@@ -149,11 +146,11 @@ class LoopSampler:
         self.envs, self.observe, self.record = envs, observe, record
         self.groups, self.pipelined = groups, pipelined
 
-    def sample(self, policy: GaussianMLPPolicy, n_trajectories: int, horizon: int, seed: int,
+    def sample(self, policy: SampledPolicy, n_trajectories: int, horizon: int, seed: int,
                deterministic: bool = False) -> list[Rollout]:
         return self.sample_ids(policy, range(n_trajectories), horizon, seed, deterministic)
 
-    def sample_ids(self, policy: GaussianMLPPolicy, ids: Sequence[int], horizon: int, seed: int,
+    def sample_ids(self, policy: SampledPolicy, ids: Sequence[int], horizon: int, seed: int,
                    deterministic: bool = False) -> list[Rollout]:
         return run_rollouts(self.envs, self.observe, policy, ids, horizon, seed, deterministic,
                             self.record, self.groups, self.pipelined)

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from pipeline.envs.families import task_facts
 from pipeline.errors import NonFiniteError
-
-if TYPE_CHECKING:
-    from pipeline.rl.policy import GaussianMLPPolicy
 
 Array = np.ndarray
 Rollout = dict[str, Array]
@@ -64,10 +61,25 @@ def summarize(rollouts: Sequence[Rollout], task: str) -> dict[str, Any]:
             "per_episode_return": returns}
 
 
+class SampledPolicy(Protocol):
+    """What a sampler needs of a policy (``policy.GaussianMLPPolicy`` is one), named here so that
+    this numpy-only module does not import the torch one: an action width, actions for a batch
+    of observations (the mean, or with the caller's standard-normal noise), and a config and
+    parameters from which a worker process rebuilds it."""
+
+    act_dim: int
+
+    def act(self, obs: Array, noise: Array | None = None) -> Array: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+    def state_dict(self) -> Any: ...
+
+
 class Sampler(Protocol):
     """Trajectory i of a call resets with seed ``seed + i`` and draws its action noise from it."""
 
-    def sample(self, policy: GaussianMLPPolicy, n_trajectories: int, horizon: int, seed: int,
+    def sample(self, policy: SampledPolicy, n_trajectories: int, horizon: int, seed: int,
                deterministic: bool = False) -> list[Rollout]: ...
 
     def close(self) -> None: ...

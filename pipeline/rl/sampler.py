@@ -19,7 +19,7 @@ import torch
 from pipeline.rl.env_backends import LocalEnvs, env_vector, task_env
 from pipeline.rl.policy import GaussianMLPPolicy
 from pipeline.rl.rollout_loop import LoopSampler
-from pipeline.rl.rollouts import Rollout, Sampler, summarize
+from pipeline.rl.rollouts import Rollout, SampledPolicy, Sampler, summarize
 from pipeline.rl.workers import PipeWorkers
 
 
@@ -62,7 +62,7 @@ class ProcessSampler:
         self.task = task
         self.workers = PipeWorkers(_worker, [(task, n_envs, reward, env_kwargs or {})] * workers)
 
-    def sample(self, policy: GaussianMLPPolicy, n_trajectories: int, horizon: int, seed: int,
+    def sample(self, policy: SampledPolicy, n_trajectories: int, horizon: int, seed: int,
                deterministic: bool = False) -> list[Rollout]:
         chunks: Sequence[np.ndarray] = np.array_split(np.arange(n_trajectories),
                                                       len(self.workers.conns))

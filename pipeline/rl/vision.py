@@ -22,11 +22,10 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.rl.env_backends import WorkerEnvs, camera_view, recorded_view, task_env
 from pipeline.rl.rollout_loop import LoopSampler
-from pipeline.rl.rollouts import Array, Rollout
+from pipeline.rl.rollouts import Array, Rollout, SampledPolicy
 
 if TYPE_CHECKING:
     from pipeline.encoders.frozen import FrozenEncoder
-    from pipeline.rl.policy import GaussianMLPPolicy
 
 VISION_MODES = ("vision+proprio", "vision", "noisy_proprio")
 
@@ -208,7 +207,7 @@ class VisionSampler(LoopSampler):
         self.task = task
         self.device = str(encoder.device)  # where the frames are encoded, for the summaries
 
-    def sample_ids(self, policy: GaussianMLPPolicy, ids: Sequence[int], horizon: int, seed: int,
+    def sample_ids(self, policy: SampledPolicy, ids: Sequence[int], horizon: int, seed: int,
                    deterministic: bool = False) -> list[Rollout]:
         with torch_threads(1 if self.encoded.threads else None):
             return super().sample_ids(policy, ids, horizon, seed, deterministic)
