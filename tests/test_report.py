@@ -101,6 +101,8 @@ def test_report_tables_and_figure_from_cached_logs(tmp_path: Path) -> None:
     refs = reference_curves(REFERENCE_LOGS, "door")
     if refs:
         assert f"| RRL's logs (door, {len(refs)} seeds) |" in text
+        # These cells' 4,000 samples come before RRL's first logged iteration (40,000): no row.
+        assert "RRL's logs at this budget" not in text
     # A pure function of the logs: the same files give the same table.
     write_report([exp], "smoke", PipelineConfig(), STAGES, data, tmp_path / "again/report", REFERENCE_LOGS)
     assert (tmp_path / "again/report.md").read_text() == text
@@ -133,3 +135,16 @@ def test_a_group_with_no_finished_seed_is_drawn_as_far_as_it_got(tmp_path: Path)
     # (A grid of one value is the group "base"; samples count from the first iteration's 1,000.)
     assert "| base | 0/1 (unfinished, 3/4 iterations) | 60.0% (60.0-60.0) | 3,000 |" in text
     assert "| DAPG (state) | 1/1 | 100.0% (100.0-100.0) | 2,000 | 3,000 |" in text
+
+
+def test_reference_value_at_a_budget() -> None:
+    from pipeline.study.curves import Curve, value_at
+
+    b = band([Curve(np.array([100.0, 200.0, 300.0]), np.array([10.0, 50.0, 49.0])),
+              Curve(np.array([100.0, 200.0, 300.0]), np.array([30.0, 70.0, 51.0]))])
+    assert value_at(b, 250) == (200.0, 60.0, 50.0, 70.0)
+    assert value_at(b, 99) is None and value_at(b, 1e9) == (300.0, 50.0, 49.0, 51.0)
+    refs = reference_curves(REFERENCE_LOGS, "door")
+    if refs:  # RRL's door logs at 400k samples (10 iterations): 0.0, 1.0 and 3.0 % success
+        at = value_at(band(refs), 400_000)
+        assert at is not None and at[0] == 400_000 and at[2] == 0.0 and at[3] == 3.0

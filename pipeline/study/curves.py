@@ -135,6 +135,15 @@ def samples_to(curve: Curve | Band, threshold: float) -> float | None:
     return float(curve.samples[hits[0]]) if len(hits) else None
 
 
+def value_at(b: Band, samples: float) -> tuple[float, float, float, float] | None:
+    """(samples, mean, low, high) at the band's last iteration within `samples`, else None."""
+    within = np.nonzero(b.samples <= samples)[0]
+    if not len(within):
+        return None
+    i = within[-1]
+    return float(b.samples[i]), float(b.mean[i]), float(b.low[i]), float(b.high[i])
+
+
 def reference_curves(folder: Path, task: str) -> list[Curve]:
     """RRL's own logs for `task` (ResNet34, one per seed)."""
     return [curve_of(read_csv_rows(p)) for p in sorted(folder.glob(f"{task}-v0_*.log.csv"))

@@ -14,6 +14,7 @@ from pipeline.config import PipelineConfig
 from pipeline.runner import Stage
 from pipeline.study.cells import CellPlan, plan
 from pipeline.study.curves import (
+    Band,
     CellRun,
     Curve,
     Metric,
@@ -24,6 +25,7 @@ from pipeline.study.curves import (
     metric_for,
     reference_curves,
     samples_to,
+    value_at,
     weights_label,
 )
 from pipeline.study.figure import Panel, draw_panels
@@ -85,7 +87,8 @@ def _panel(exp: Experiment, task: str, runs: list[CellRun], reference_dir: Path)
         elif partial:
             curves[f"{group} ({_unfinished(members, partial)}){tag}"] = band(partial)
     refs = reference_curves(reference_dir, task) if any(matches_reference(r.plan) for r in runs) else []
-    return Panel(f"{exp.title}: {task}", curves, band(refs) if refs else None, metric_for(task))
+    title = exp.title if task in exp.title.split() else f"{exp.title}: {task}"
+    return Panel(title, curves, band(refs) if refs else None, metric_for(task))
 
 
 def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[str]:
@@ -122,6 +125,7 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
                 lines.append(f"| RRL's logs ({task}, {len(refs)} seeds) | {len(refs)} | "
                              f"{b.mean[-1]:.1f}% ({b.low[-1]:.1f}-{b.high[-1]:.1f}) | "
                              + " | ".join(_samples(samples_to(b, t)) for t in metric.thresholds) + " |")
+                lines += _reference_at_budget(b, [r for r in runs if r.plan.cell.config.task == task])
     lines += ["", f"| cell | state | encoder | weights | obs | iterations | samples | sampled "
               f"{name} (last iteration) | eval {name} (last iteration) | evaluate "
               f"stage | samples to {low} | samples to {high} | wall time | key (evaluate) |",
@@ -136,6 +140,17 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
               "(`rrl experiment status` lists them). Wall time: bc + DAPG iterations (from its log, "
               "which survives resumes) + evaluate.", ""]
     return lines
+
+
+def _reference_at_budget(b: Band, runs: list[CellRun]) -> list[str]:
+    """RRL's logs at this experiment's sample budget: a fair yardstick for a short run."""
+    budget = max((float(r.curve.samples[-1]) for r in runs if r.curve is not None), default=0.0)
+    at = value_at(b, budget) if budget else None
+    if at is None or at[0] >= float(b.samples[-1]):
+        return []
+    samples, mean, low, high = at
+    return [f"| RRL's logs at this budget ({int(samples):,} samples) | {b.seeds} | "
+            f"{mean:.1f}% ({low:.1f}-{high:.1f}) | - | - |"]
 
 
 def _unfinished(members: list[CellRun], partial: list[Curve]) -> str:
