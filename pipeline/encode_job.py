@@ -50,7 +50,7 @@ class EncoderParams:
                               resize=self.resize, crop=self.crop, device=self.device)
 
     def identity(self) -> dict[str, str]:
-        """What the weights are right now (a file is hashed, cached by path, size and mtime)."""
+        """What the weights are right now (a file is hashed; the hash is cached while its stat is unchanged)."""
         from pipeline.encoders import weights_identity
 
         return weights_identity(self.encoder, self.weights)

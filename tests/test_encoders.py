@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from pipeline.encoders import (
     create_encoder,
     encoder_spec,
     list_encoders,
+    weights,
     weights_identity,
 )
 from pipeline.errors import ConfigError, UnknownNameError, WeightsError
@@ -65,7 +68,7 @@ def test_registry_names_and_unknown_name() -> None:
         create_encoder("vgg16", "random")
 
 
-def test_weights_identity_kinds_and_hash_cache(tmp_path: Path) -> None:
+def test_weights_identity_kinds_and_hash_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert weights_identity("resnet34", "random") == {"kind": "random"}
     assert weights_identity("resnet34", "pretrained") == {
         "kind": "pretrained", "tag": "resnet34.tv_in1k"}
@@ -73,14 +76,22 @@ def test_weights_identity_kinds_and_hash_cache(tmp_path: Path) -> None:
     path = tmp_path / "w.pth"
     path.write_bytes(b"abc")
     abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    cache_file = tmp_path / "rrl-cache" / "weights_sha256.json"
+    # Just written: hashed but not remembered (a same-size rewrite could keep its stat).
     assert weights_identity("resnet34", str(path)) == {"kind": "file", "sha256": abc}
-    cache = json.loads((tmp_path / "rrl-cache" / "weights_sha256.json").read_text())
-    assert list(cache.values()) == [abc]
-    os.utime(path, ns=(1, 1))  # a changed mtime must rehash, and replace the stale entry
+    assert not cache_file.exists()
+    monkeypatch.setattr(weights, "RACY_WINDOW_NS", 0)  # as if the file were old
+    assert weights_identity("resnet34", str(path))["sha256"] == abc
+    assert list(json.loads(cache_file.read_text()).values()) == [abc]
+    # A same-size rewrite whose mtime is put back (cp -p, rsync -t) must still rehash.
+    before = path.stat()
+    time.sleep(0.05)
     path.write_bytes(b"abd")
-    os.utime(path, ns=(2, 2))
-    assert weights_identity("resnet34", str(path))["sha256"] != abc
-    assert len(json.loads((tmp_path / "rrl-cache" / "weights_sha256.json").read_text())) == 1
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+    abd = weights_identity("resnet34", str(path))["sha256"]
+    assert abd == hashlib.sha256(b"abd").hexdigest()
+    assert list(json.loads(cache_file.read_text()).values()) == [abd]  # the stale entry replaced
     with pytest.raises(WeightsError, match=r"nope\.pth.*WEIGHTS="):
         weights_identity("resnet34", str(tmp_path / "nope.pth"))
     with pytest.raises(WeightsError, match="suffix"):

@@ -2,7 +2,10 @@
 
 Must not import torch: it runs on every `status`. A weights file is identified by the sha256 of
 its bytes, never its path, and the hash is remembered in a small JSON file keyed by
-(absolute path, size, mtime_ns) so only the first call after a change reads the file.
+(absolute path, size, mtime_ns, ctime_ns, inode) so only the first call after a change reads the
+file. ctime and the inode catch a rewrite whose mtime was put back (``cp -p``, ``rsync -t``, tar);
+a file changed within the last ``RACY_WINDOW_NS`` is hashed but not remembered, as git does for
+"racily clean" files: a same-size rewrite inside one tick of the file clock would keep all five.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from pipeline.cache import cache_dir
@@ -22,6 +26,7 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 _HASH_CACHE_NAME = "weights_sha256.json"
 _CHUNK = 1 << 20
+RACY_WINDOW_NS = 2_000_000_000  # coarser than any file clock in use (FAT: 2 s)
 
 
 def weights_fix(name: str) -> str:
@@ -74,13 +79,13 @@ def check_weights_file(name: str, weights: str) -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of the file's bytes, remembered across processes by (path, size, mtime_ns)."""
+    """sha256 of the file's bytes, remembered across processes while the file's stat is unchanged."""
     path = Path(path).resolve()
     try:
         stat = path.stat()
     except OSError as err:
         raise WeightsError(f"weights file {str(path)!r} cannot be read: {err}") from err
-    entry = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    entry = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_ino}"
     cache_file = cache_dir() / _HASH_CACHE_NAME
     known = _read_cache(cache_file)
     if entry in known:
@@ -93,6 +98,8 @@ def file_sha256(path: str | Path) -> str:
     except OSError as err:
         raise WeightsError(f"weights file {str(path)!r} cannot be read: {err}") from err
     sha = digest.hexdigest()
+    if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) < RACY_WINDOW_NS:
+        return sha  # racily clean: a rewrite this instant could keep the same stat
     # One entry per path: an edited file's old hash is useless and would only grow the file.
     prefix = f"{path}|"
     known = {k: v for k, v in _read_cache(cache_file).items() if not k.startswith(prefix)}
