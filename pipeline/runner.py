@@ -102,6 +102,9 @@ class Stage:
     # Called on a cache hit (the manifest exists): False means the output is not where this
     # config wants it (a feature store moved to a bucket), so the stage is adopted or run again.
     check_done: Callable[[StageContext], bool] | None = None
+    # Why the stage does not apply to this config (a task without demos has nothing to render),
+    # or None. Its key is still computed, for the stages below it; `status` shows it as n/a.
+    not_applicable: Callable[[PipelineConfig], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,10 @@ class Runner:
             key = self.key(name)
         except ConfigError as exc:  # e.g. the probe's targets exist for Adroit tasks only
             return StageStatus(name, "-" * 12, "n/a", str(exc).splitlines()[0])
+        why_not = self.stage(name).not_applicable
+        reason = why_not(self.config) if why_not is not None else None
+        if reason:
+            return StageStatus(name, key, "n/a", reason)
         if self.result(name) is not None:
             check = self.stage(name).check_done
             if check is not None and not check(dataclasses.replace(self._context(name, {}),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.envs.families import without_demos
 from pipeline.runner import Stage, StageContext, StageResult
 
 VERSION = "1"
@@ -58,4 +59,5 @@ STAGE = Stage(
     inputs=inputs,
     run=run,
     describe=describe,
+    not_applicable=without_demos,
 )

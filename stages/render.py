@@ -12,6 +12,7 @@ from pipeline.envs.families import (
     require_demos,
     resolve_task_cameras,
     task_camera_key,
+    without_demos,
 )
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
@@ -120,4 +121,5 @@ STAGE = Stage(
     inputs=inputs,
     run=run,
     describe=describe,
+    not_applicable=without_demos,
 )

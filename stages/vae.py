@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.envs.families import without_demos
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 from pipeline.vae import CHECKPOINT, ENCODER_FILE, VAE_FILE
@@ -95,4 +96,5 @@ STAGE = Stage(
     inputs=inputs,
     run=run,
     describe=describe,
+    not_applicable=without_demos,
 )

@@ -107,6 +107,10 @@ def test_status_lists_every_stage_and_says_which_do_not_apply(tmp_path: Path) ->
     rows = {st.name: st for st in Runner(config(), STAGES, tmp_path).status()}
     assert set(rows) == set(STAGES)
     assert rows["probe"].state == "n/a" and "Adroit tasks" in rows["probe"].reason
+    for name in ("demos", "render", "vae"):  # they replay demos; DMC has none
+        assert rows[name].state == "n/a" and "no demonstrations" in rows[name].reason
+        assert len(rows[name].key) == 64  # still computed, for the stages below
+    assert rows["encode"].state == "missing"
     assert rows["dapg"].state == "missing" and len(rows["dapg"].key) == 64
     with pytest.raises(ConfigError, match=r"probe: no state targets.*Fix:"):
         Runner(config(), STAGES, tmp_path, log=lambda m: None).run("probe")

@@ -94,6 +94,13 @@ def no_demos_error(task: str, needs: str) -> ConfigError:
         "encode the features of random-policy rollouts (SOURCE=auto, the default)")
 
 
+def without_demos(cfg: PipelineConfig) -> str | None:
+    """For the stages that exist only where there are demos (demos, render, vae): why not."""
+    if task_facts(cfg.task).has_demos:
+        return None
+    return f"{cfg.task} has no demonstrations (DeepMind Control): nothing to replay or render"
+
+
 def require_demos(task: str, needs: str) -> None:
     if not task_facts(task).has_demos:
         raise no_demos_error(task, needs)
