@@ -79,8 +79,7 @@ def _panel(exp: Experiment, task: str, runs: list[CellRun], reference_dir: Path)
         groups.setdefault(r.plan.cell.group, []).append(r)
     curves = {}
     for group, members in groups.items():
-        done = [r.curve for r in members if r.state == "done" and r.curve is not None]
-        partial = [r.curve for r in members if r.state == "partial" and r.curve is not None]
+        done, partial = _curves(members)
         tag = " [RANDOM weights]" if is_random(members[0].plan) else ""
         if done:
             curves[f"{group} ({len(done)} seed{'s' * (len(done) > 1)}){tag}"] = band(done)
@@ -102,8 +101,7 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
     for r in runs:
         groups.setdefault(r.plan.cell.group, []).append(r)
     for group, members in groups.items():
-        done = [r.curve for r in members if r.state == "done" and r.curve is not None]
-        partial = [r.curve for r in members if r.state == "partial" and r.curve is not None]
+        done, partial = _curves(members)
         if not done and not partial:
             lines.append(f"| {group} | 0/{len(members)} | - | - | - |")
             continue
@@ -140,6 +138,13 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
               "(`rrl experiment status` lists them). Wall time: bc + DAPG iterations (from its log, "
               "which survives resumes) + evaluate.", ""]
     return lines
+
+
+def _curves(members: list[CellRun]) -> tuple[list[Curve], list[Curve]]:
+    """A group's curves: of its finished seeds, and of those still running."""
+    done = [r.curve for r in members if r.state == "done" and r.curve is not None]
+    partial = [r.curve for r in members if r.state == "partial" and r.curve is not None]
+    return done, partial
 
 
 def _reference_at_budget(b: Band, runs: list[CellRun]) -> list[str]:
