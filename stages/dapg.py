@@ -1,6 +1,7 @@
 """dapg: DAPG (NPG with demo-augmented gradient; plain NPG when demos are off) from the BC policy.
 
-Checkpoints every iteration; a killed run resumes from the last one (same result, seeded).
+Checkpoints every iteration; a killed run resumes from the last one (same result, seeded), and
+a run with more iterations than a finished one (same other inputs) continues that one.
 Writes RRL's log.csv columns, eval.csv and a learning curve beside RRL's own logs. On DeepMind
 Control tasks (no demos, no success) only NPG runs, and the result is the episode return.
 """
@@ -56,6 +57,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     d, pcfg, task = resolved(ctx.config), ctx.config.policy, ctx.config.task
     assert d.horizon is not None
+    _continue_shorter_run(ctx)
     bc = ctx.upstream["bc"]
     src = trained_source(bc, ctx)
     policy = load_policy(policy_file(bc))
@@ -102,6 +104,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "source": bc.summary["source"], "device": device,
         "rrl_reference_final_success": {k: v[-1]["success_rate"] for k, v in refs.items()},
     }
+
+
+def _continue_shorter_run(ctx: StageContext) -> None:
+    """ITERS raised after a run finished: start from that run rather than from iteration 0."""
+    from pipeline.rl.extend import continue_from, shorter_run
+    from pipeline.rl.trainer import CHECKPOINT
+
+    if ctx.force or (ctx.out_dir / CHECKPOINT).exists():
+        return  # FORCE=1 recomputes everything; an own checkpoint is resumed as it is
+    upstream = {name: result.key for name, result in ctx.upstream.items()}
+    found = shorter_run(ctx.out_dir.parent, VERSION, inputs(ctx.config), upstream)
+    if found is not None:
+        continue_from(found[0], ctx.out_dir, ctx.log)
 
 
 def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int, horizon: int,

@@ -120,6 +120,34 @@ def test_interrupted_dapg_resumes_to_the_uninterrupted_result(tiny_door_demos, t
     assert _log_without_timings(straight.out_dir) == _log_without_timings(resumed.out_dir)
 
 
+def test_more_iterations_continue_the_finished_shorter_run(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """ITERS=2 finished, then ITERS=3: only iteration 2 runs, and the result equals a 3-iteration
+    run from scratch; the 2-iteration output is left as it was."""
+    import torch
+
+    def cfg(iterations: int):  # type: ignore[no-untyped-def]
+        return config(tiny_door_demos, **{"policy.obs_mode": "state", "dapg.eval_episodes": "1",
+                                          "dapg.iterations": str(iterations)})
+
+    straight = Runner(cfg(3), STAGES, tmp_path / "straight", log=lambda m: None).run("dapg")
+    short = Runner(cfg(2), STAGES, tmp_path / "split", log=lambda m: None).run("dapg")
+    short_log = (short.out_dir / "log.csv").read_text()
+    logs: list[str] = []
+    longer = Runner(cfg(3), STAGES, tmp_path / "split", log=logs.append).run("dapg")
+    assert any(f"continuing the finished run {short.key[:12]}" in m for m in logs)
+    assert [m.split()[1] for m in logs if m.startswith("iter ")] == ["2"]
+    assert longer.key == straight.key != short.key and longer.summary["iterations"] == 3
+    a, b = (torch.load(r.out_dir / "policy.pt", weights_only=False)["policy"] for r in (straight, longer))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _log_without_timings(straight.out_dir) == _log_without_timings(longer.out_dir)
+    assert (short.out_dir / "log.csv").read_text() == short_log
+    # Another seed is another run: nothing to continue.
+    logs.clear()
+    Runner(cfg(3).with_overrides({"policy.seed": "1"}), STAGES, tmp_path / "split",
+           log=logs.append).run("dapg")
+    assert not any("continuing" in m for m in logs)
+
+
 def _log_without_timings(dapg_dir: Path) -> list[dict[str, str]]:
     with open(dapg_dir / "log.csv") as fh:
         return [{k: v for k, v in row.items() if not k.startswith("time_")}
