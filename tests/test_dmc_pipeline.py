@@ -44,7 +44,7 @@ def keys(cfg: PipelineConfig, tmp_path: Path) -> dict[str, str]:
 
 def test_one_place_answers_for_both_families() -> None:
     from pipeline.rl.rollouts import episode_success
-    from pipeline.study.curves import RETURN, SUCCESS, metric_for
+    from pipeline.study.curves import ADROIT_RETURN, RETURN, SUCCESS, companion_metric, metric_for
 
     assert tuple(TASK_FACTS) == TASKS  # the CLI's choices are the tasks the facts know
     door, cartpole = task_facts("door"), task_facts(TASK)
@@ -56,6 +56,7 @@ def test_one_place_answers_for_both_families() -> None:
     always = {"success": np.ones(200, dtype=bool)}
     assert episode_success(always, "door") and not episode_success(always, TASK)
     assert metric_for("door") is SUCCESS and metric_for(TASK) is RETURN
+    assert companion_metric("door") is ADROIT_RETURN and companion_metric(TASK) is None
 
 
 def test_family_defaults_leave_adroit_keys_and_resolve_for_dmc(tmp_path: Path) -> None:

@@ -49,11 +49,12 @@ def fake_cell(data: Path, p: CellPlan, success: list[float], finished: bool) -> 
     dapg = p.out_dir(data, "dapg")
     dapg.mkdir(parents=True)
     with open(dapg / "log.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, ["iteration", "success_rate", "num_samples", "time_sampling",
-                                "time_vpg", "time_npg", "time_VF"])
+        w = csv.DictWriter(fh, ["iteration", "success_rate", "stoc_pol_mean", "num_samples",
+                                "time_sampling", "time_vpg", "time_npg", "time_VF"])
         w.writeheader()
-        w.writerows({"iteration": i, "success_rate": s, "num_samples": SAMPLES, "time_sampling": 9,
-                     "time_vpg": 0.5, "time_npg": 0.3, "time_VF": 0.2} for i, s in enumerate(success))
+        w.writerows({"iteration": i, "success_rate": s, "stoc_pol_mean": 10 * s - 50,
+                     "num_samples": SAMPLES, "time_sampling": 9, "time_vpg": 0.5, "time_npg": 0.3,
+                     "time_VF": 0.2} for i, s in enumerate(success))
     with open(dapg / "eval.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, ["iteration", "eval_score", "eval_success_rate", "time_eval"])
         w.writeheader()
@@ -81,6 +82,7 @@ def test_report_tables_and_figure_from_cached_logs(tmp_path: Path) -> None:
     assert png.stat().st_size > 10_000 and md.name == "report.md"
     text = md.read_text()
     assert "![learning curves](report.png)" in text
+    assert "Beside each success panel, the mean return" in text  # door: a return panel too
     # Group rows: mean of the final sampled success and samples to 50% / 90% of the mean curve.
     # resnet34's mean curve: 3.3, 30, 50, 88.3 -> 50% at 3,000 samples, 90% never.
     assert "| encoder=resnet34 | 3/3 | 88.3% (80.0-95.0) | 3,000 | not reached |" in text

@@ -33,7 +33,7 @@ class Metric:
     eval_column: str  # eval.csv column (mean-action evaluation)
     summary_field: str  # the evaluate stage's summary field
     axis: str  # y-axis label
-    ylim: tuple[float, float]
+    ylim: tuple[float, float] | None  # None: fitted to the curves
     thresholds: tuple[float, float]  # "samples to" columns of the tables
     unit: str  # printed after a value
 
@@ -53,8 +53,20 @@ RETURN = Metric("return", "stoc_pol_mean", "eval_score", "mean_return",
                 "sampled return per episode", (-20, 1020), (500.0, 800.0), "")
 
 
+# Adroit's dense returns have no fixed range (door: about -60 for a hand that never reaches the
+# handle, about 3,000 for a door opened early and held): drawn beside success, where a run too
+# short to succeed still shows whether it improves.
+ADROIT_RETURN = Metric("return", "stoc_pol_mean", "eval_score", "mean_return",
+                       "sampled return per episode", None, (0.0, 0.0), "")
+
+
 def metric_for(task: str) -> Metric:
     return SUCCESS if task_facts(task).has_success else RETURN
+
+
+def companion_metric(task: str) -> Metric | None:
+    """A second panel's metric: the return, for tasks whose main metric is success."""
+    return ADROIT_RETURN if task_facts(task).has_success else None
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class CellRun:
     evaluate: dict[str, Any] | None  # the evaluate stage's summary
     seconds: float | None  # bc + DAPG iterations + evaluate
     commit: str | None = None  # the git commit the evaluate stage ran at
+    rows: tuple[dict[str, float], ...] = ()  # the DAPG log, for curves of other columns
 
 
 def curve_of(rows: list[dict[str, float]], metric: Metric = SUCCESS) -> Curve:
@@ -100,7 +113,7 @@ def collect(p: CellPlan, data_dir: Path) -> CellRun:
     return CellRun(p, state, curve_of(rows, metric) if rows else None,
                    evals[-1][metric.eval_column] if evals else None,
                    target["summary"] if target is not None else None, seconds,
-                   target.get("git_commit") if target is not None else None)
+                   target.get("git_commit") if target is not None else None, tuple(rows))
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:
@@ -144,9 +157,9 @@ def value_at(b: Band, samples: float) -> tuple[float, float, float, float] | Non
     return float(b.samples[i]), float(b.mean[i]), float(b.low[i]), float(b.high[i])
 
 
-def reference_curves(folder: Path, task: str) -> list[Curve]:
+def reference_curves(folder: Path, task: str, metric: Metric = SUCCESS) -> list[Curve]:
     """RRL's own logs for `task` (ResNet34, one per seed)."""
-    return [curve_of(read_csv_rows(p)) for p in sorted(folder.glob(f"{task}-v0_*.log.csv"))
+    return [curve_of(read_csv_rows(p), metric) for p in sorted(folder.glob(f"{task}-v0_*.log.csv"))
             if f"_{RRL_ENCODER}_" in p.name]
 
 

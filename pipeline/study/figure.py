@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +66,24 @@ def _draw(ax: Axes, panel: Panel) -> None:
             ax.set_xscale("log")
     if not panel.curves:
         ax.text(0.5, 0.5, "no finished cells yet", ha="center", transform=ax.transAxes)
-    ax.set(title=panel.title, xlabel="environment samples", ylabel=panel.metric.axis,
-           ylim=panel.metric.ylim)
+    ylim = panel.metric.ylim or _fitted_ylim(panel, ours_max)
+    ax.set(title=textwrap.fill(panel.title, 60), xlabel="environment samples",
+           ylabel=panel.metric.axis, ylim=ylim)
     ax.legend(fontsize=7, loc="best")
+
+
+def _fitted_ylim(panel: Panel, ours_max: float) -> tuple[float, float] | None:
+    """A metric without a fixed range: fit our curves, and the reference only as far as they go
+    (RRL's late returns would flatten a short run's curves into one line)."""
+    import numpy as np
+
+    values = [b.mean for b in panel.curves.values()] + [b.low for b in panel.curves.values()] + [
+        b.high for b in panel.curves.values()]
+    if panel.reference is not None and ours_max:
+        values.append(panel.reference.mean[panel.reference.samples <= 1.5 * ours_max])
+    flat = np.concatenate([np.asarray(v, dtype=float) for v in values]) if values else np.array([])
+    if not flat.size:
+        return None
+    low, high = float(flat.min()), float(flat.max())
+    pad = max(0.05 * (high - low), 1.0)
+    return low - pad, high + pad

@@ -20,6 +20,8 @@ from pipeline.study.curves import (
     Metric,
     band,
     collect,
+    companion_metric,
+    curve_of,
     is_random,
     matches_reference,
     metric_for,
@@ -38,6 +40,9 @@ CURVE_NOTE = (
     "Unfinished seeds are left out, except in a group none of whose seeds has finished: it is drawn "
     "as far as its logs go and labelled unfinished. RRL's own logs (ResNet34, ImageNet weights, 3 seeds) are drawn "
     "where the task, encoder and observation match.")
+COMPANION_NOTE = (
+    "Beside each success panel, the mean return of the same sampled trajectories "
+    "(`stoc_pol_mean`): a run too short to succeed still shows there whether it improves.")
 RETURN_NOTE = (
     "DeepMind Control tasks define no success: their panels and tables show the mean return of "
     "the sampled trajectories (`stoc_pol_mean`, at most 1000 per episode) instead, and the "
@@ -51,12 +56,16 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     png, md = prefix.with_suffix(".png"), prefix.with_suffix(".md")
-    panels, sections, random, returns = [], [], False, False
+    panels, sections, random, returns, companion = [], [], False, False, False
     for exp in experiments:
         runs = [collect(p, data_dir) for p in plan(exp, exp.cells(budget, base), stages, data_dir)]
         for task in dict.fromkeys(r.plan.cell.config.task for r in runs):
             in_task = [r for r in runs if r.plan.cell.config.task == task]
-            panels.append(_panel(exp, task, in_task, reference_dir))
+            panels.append(_panel(exp, task, in_task, reference_dir, metric_for(task)))
+            extra = companion_metric(task)
+            if extra is not None and any(r.rows for r in in_task):
+                panels.append(_panel(exp, task, in_task, reference_dir, extra))
+                companion = True
             returns = returns or metric_for(task).name == "return"
         sections += _section(exp, runs, reference_dir)
         random = random or any(is_random(r.plan) for r in runs)
@@ -66,6 +75,8 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
              f"![learning curves]({png.name})", "", CURVE_NOTE, ""]
     if returns:
         lines += [RETURN_NOTE, ""]
+    if companion:
+        lines += [COMPANION_NOTE, ""]
     if random:
         lines += [f"**{note}** (cells marked RANDOM).", ""]
     lines += sections
@@ -73,21 +84,25 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
     return png, md
 
 
-def _panel(exp: Experiment, task: str, runs: list[CellRun], reference_dir: Path) -> Panel:
+def _panel(exp: Experiment, task: str, runs: list[CellRun], reference_dir: Path,
+           metric: Metric) -> Panel:
     groups: dict[str, list[CellRun]] = {}
     for r in runs:
         groups.setdefault(r.plan.cell.group, []).append(r)
     curves = {}
+    main = metric == metric_for(task)
     for group, members in groups.items():
-        done, partial = _curves(members)
+        done, partial = _curves(members, None if main else metric)
         tag = " [RANDOM weights]" if is_random(members[0].plan) else ""
         if done:
             curves[f"{group} ({len(done)} seed{'s' * (len(done) > 1)}){tag}"] = band(done)
         elif partial:
             curves[f"{group} ({_unfinished(members, partial)}){tag}"] = band(partial)
-    refs = reference_curves(reference_dir, task) if any(matches_reference(r.plan) for r in runs) else []
+    matched = any(matches_reference(r.plan) for r in runs)
+    refs = reference_curves(reference_dir, task, metric) if matched else []
     title = exp.title if task in exp.title.split() else f"{exp.title}: {task}"
-    return Panel(title, curves, band(refs) if refs else None, metric_for(task))
+    title = title if main else f"the same runs: {metric.axis}"
+    return Panel(title, curves, band(refs) if refs else None, metric)
 
 
 def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[str]:
@@ -140,10 +155,14 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
     return lines
 
 
-def _curves(members: list[CellRun]) -> tuple[list[Curve], list[Curve]]:
-    """A group's curves: of its finished seeds, and of those still running."""
-    done = [r.curve for r in members if r.state == "done" and r.curve is not None]
-    partial = [r.curve for r in members if r.state == "partial" and r.curve is not None]
+def _curves(members: list[CellRun], metric: Metric | None = None) -> tuple[list[Curve], list[Curve]]:
+    """A group's curves, of the task's metric or else of `metric`: of its finished seeds, and
+    of those still running."""
+    def curve(r: CellRun) -> Curve | None:
+        return r.curve if metric is None else curve_of(list(r.rows), metric) if r.rows else None
+
+    done = [c for r in members if r.state == "done" and (c := curve(r)) is not None]
+    partial = [c for r in members if r.state == "partial" and (c := curve(r)) is not None]
     return done, partial
 
 
