@@ -205,13 +205,18 @@ def test_status_says_missing_stale_and_running(tiny_door_demos: tuple[Path, str]
     for stage in ("dapg", "evaluate"):
         folder = data / stage / old[0].keys[stage][:12]
         folder.mkdir(parents=True)
-        (folder / MANIFEST).write_text(json.dumps(old[0].inputs[stage]))
+        (folder / MANIFEST).write_text(json.dumps({**old[0].inputs[stage], "summary": {"iterations": 2}}))
+    (data / "dapg" / old[0].keys["dapg"][:12] / "checkpoint.pt").touch()
     write_record(record_dir(data, exp, "smoke"), old)
     longer = load_experiment(tiny(tmp_path, tiny_door_demos, iterations=5))
     new = plan(longer, longer.cells("smoke"), STAGES, data)
     record = json.loads((record_dir(data, exp, "smoke") / "cells.json").read_text())
     st = cell_state(new[0], data, record[new[0].cell.name])
     assert st.state == "stale" and "dapg config: dapg.iterations 2 -> 5" in st.detail
+    # More iterations of a finished run: its dapg starts from it (rl/extend.py), and says so.
+    assert st.detail.endswith("its dapg continues the finished 2-iteration run")
+    assert cell_state(new[0], data).detail == "not run; its dapg continues the finished 2-iteration run"
+    assert cell_state(new[1], data).detail == "never run"  # seed 1: nothing of its own to continue
     # A held stage lock is a running cell; status only looks, it never takes the lock.
     lock = (data / "dapg" / new[1].keys["dapg"][:12]).with_suffix(".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)

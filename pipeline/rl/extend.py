@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.manifests import MANIFEST
-from pipeline.rl.trainer import CHECKPOINT as _CHECKPOINT
 
+CHECKPOINT = "checkpoint.pt"  # the trainer's (imported there: this module stays free of torch)
 # Copied as they are; the checkpoint goes last, since its presence is what makes the trainer resume.
 _CARRIED = ("bc_start.json", "log.csv", "eval.csv")
 _ROLLOUTS = "rollouts"
@@ -44,7 +44,7 @@ def shorter_run(stage_dir: Path, version: str, inputs: dict[str, Any],
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a dapg manifest this code can read: never a source
         folder = manifest_path.parent
-        if same and done < wanted and (folder / _CHECKPOINT).is_file() and (
+        if same and done < wanted and (folder / CHECKPOINT).is_file() and (
                 best is None or done > best[1]):
             best = (folder, done)
     return best
@@ -57,8 +57,8 @@ def continue_from(source: Path, out_dir: Path, log: Callable[[str], None]) -> No
             shutil.copy2(source / name, out_dir / name)
     if (source / _ROLLOUTS).is_dir():
         shutil.copytree(source / _ROLLOUTS, out_dir / _ROLLOUTS, dirs_exist_ok=True)
-    tmp = out_dir / f"{_CHECKPOINT}.copying"
-    shutil.copy2(source / _CHECKPOINT, tmp)
-    os.replace(tmp, out_dir / _CHECKPOINT)  # a crash before this leaves a fresh start, not half a file
+    tmp = out_dir / f"{CHECKPOINT}.copying"
+    shutil.copy2(source / CHECKPOINT, tmp)
+    os.replace(tmp, out_dir / CHECKPOINT)  # a crash before this leaves a fresh start, not half a file
     log(f"[dapg] continuing the finished run {source.name[:12]} (same inputs and seed, fewer "
         f"iterations): its iterations are this run's first ones")

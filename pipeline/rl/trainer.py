@@ -30,6 +30,7 @@ from pipeline.config import DAPGConfig
 from pipeline.envs.families import task_facts
 from pipeline.errors import ConfigError, NonFiniteError
 from pipeline.rl.checkpoints import non_finite_tensors, save_checkpoint
+from pipeline.rl.extend import CHECKPOINT
 from pipeline.rl.npg import discounted_returns, gae, npg_step
 from pipeline.rl.policy import Array, GaussianMLPPolicy, MLPBaseline
 from pipeline.rl.rollouts import Rollout, Sampler, evaluation_seed, success_rate, summarize
@@ -41,7 +42,6 @@ LOG_COLUMNS = (
     "success_rate", "num_samples", "time_VF", "VF_error_before", "VF_error_after", "eval_score",
 )
 EVAL_COLUMNS = ("iteration", "eval_score", "eval_success_rate", "time_eval")
-CHECKPOINT = "checkpoint.pt"
 # Settings that may differ between a run and its resumption (they change no result).
 _RESUMABLE = {"iterations", "envs", "record_every"}
 

@@ -78,7 +78,8 @@ def _plan_cell(cell: Cell, stages: dict[str, Stage], data_dir: Path) -> CellPlan
     needed = _closure(runner, [TARGET])
     own = [s for s in needed if s not in shared]
     keys = {s: runner.key(s) for s in sorted(needed, key=order.index)}
-    inputs = {s: {"version": runner.stage(s).version, "inputs": runner.inputs(s)} for s in keys}
+    inputs = {s: {"version": runner.stage(s).version, "inputs": runner.inputs(s),
+                  "upstream": runner.upstream_keys(s)} for s in keys}
     return CellPlan(cell, keys, tuple(sorted(own, key=order.index)),
                     tuple(sorted(shared, key=order.index)), inputs)
 
@@ -119,10 +120,26 @@ def cell_state(p: CellPlan, data_dir: Path, previous: dict[str, Any] | None = No
             return CellState(p.cell.name, p.key, "running", f"{stage}, {holder}{_progress(p, data_dir)}")
     old = (previous or {}).get("keys", {})
     if old.get(TARGET) not in (None, p.key) and (data_dir / TARGET / old[TARGET][:12] / MANIFEST).exists():
-        return CellState(p.cell.name, p.key, "stale", stale_reason(p, old, data_dir))
+        longer = _continues(p, data_dir)
+        return CellState(p.cell.name, p.key, "stale",
+                         stale_reason(p, old, data_dir) + (f"; {longer}" if longer else ""))
+    longer = _continues(p, data_dir)
+    if longer:
+        return CellState(p.cell.name, p.key, "missing", f"not run; {longer}")
     progress = _progress(p, data_dir)
     return CellState(p.cell.name, p.key, "missing",
                      f"interrupted{progress}; resumes" if progress else "never run")
+
+
+def _continues(p: CellPlan, data_dir: Path) -> str:
+    """"its dapg continues the finished 100-iteration run", where it will (see rl/extend.py)."""
+    from pipeline.rl.extend import CHECKPOINT, shorter_run
+
+    dapg = p.inputs.get("dapg")
+    if dapg is None or (p.out_dir(data_dir, "dapg") / CHECKPOINT).exists():
+        return ""
+    found = shorter_run(Path(data_dir) / "dapg", dapg["version"], dapg["inputs"], dapg["upstream"])
+    return f"its dapg continues the finished {found[1]}-iteration run" if found else ""
 
 
 def _progress(p: CellPlan, data_dir: Path) -> str:
