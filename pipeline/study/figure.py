@@ -14,7 +14,7 @@ from pipeline.study.curves import SUCCESS, Band, Metric
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-LOG_X_RATIO = 20  # RRL's logs span far more samples than a reduced run: switch to a log axis
+LOG_X_RATIO = 10  # RRL's logs span far more samples than a reduced run: switch to a log axis
 
 
 @dataclass(frozen=True)
