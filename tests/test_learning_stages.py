@@ -121,8 +121,9 @@ def test_interrupted_dapg_resumes_to_the_uninterrupted_result(tiny_door_demos, t
 
 
 def test_more_iterations_continue_the_finished_shorter_run(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """ITERS=2 finished, then ITERS=3: only iteration 2 runs, and the result equals a 3-iteration
-    run from scratch; the 2-iteration output is left as it was."""
+    """ITERS=2 finished, then ITERS=3: only iteration 2 runs (even where a 3-iteration run was cut
+    short earlier), and the result equals a 3-iteration run from scratch; the 2-iteration output
+    is left as it was."""
     import torch
 
     def cfg(iterations: int):  # type: ignore[no-untyped-def]
@@ -130,6 +131,14 @@ def test_more_iterations_continue_the_finished_shorter_run(tiny_door_demos, tmp_
                                           "dapg.iterations": str(iterations)})
 
     straight = Runner(cfg(3), STAGES, tmp_path / "straight", log=lambda m: None).run("dapg")
+
+    def interrupt_after_iteration_0(message: str) -> None:
+        if message.startswith("iter    0 "):
+            raise KeyboardInterrupt
+
+    # A 3-iteration run cut short at iteration 1 first: the finished 2-iteration run is further.
+    with pytest.raises(KeyboardInterrupt):
+        Runner(cfg(3), STAGES, tmp_path / "split", log=interrupt_after_iteration_0).run("dapg")
     short = Runner(cfg(2), STAGES, tmp_path / "split", log=lambda m: None).run("dapg")
     short_log = (short.out_dir / "log.csv").read_text()
     logs: list[str] = []
