@@ -108,25 +108,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def _continue_shorter_run(ctx: StageContext) -> None:
     """ITERS raised after a run finished: start from that run rather than from iteration 0."""
-    from pipeline.rl.extend import continue_from, shorter_run
-    from pipeline.rl.trainer import CHECKPOINT
+    from pipeline.rl.extend import continuation, continue_from
 
     if ctx.force:
         return  # FORCE=1 recomputes everything
     upstream = {name: result.key for name, result in ctx.upstream.items()}
-    found = shorter_run(ctx.out_dir.parent, VERSION, inputs(ctx.config), upstream)
-    # An own checkpoint is resumed as it is, unless the finished run is further along (both are
-    # the same iterations, so the one with more of them wins).
-    if found is not None and found[1] > _checkpoint_iteration(ctx.out_dir / CHECKPOINT):
+    found = continuation(ctx.out_dir, VERSION, inputs(ctx.config), upstream)
+    if found is not None:
         continue_from(found[0], ctx.out_dir, ctx.log)
-
-
-def _checkpoint_iteration(path: Path) -> int:
-    import torch
-
-    if not path.exists():
-        return 0
-    return int(torch.load(path, map_location="cpu", weights_only=False)["iteration"])
 
 
 def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int, horizon: int,

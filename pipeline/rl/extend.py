@@ -50,6 +50,20 @@ def shorter_run(stage_dir: Path, version: str, inputs: dict[str, Any],
     return best
 
 
+def progress(out_dir: Path) -> int:
+    """Iterations a run's own folder holds: its log gets a row after each checkpoint (torch-free)."""
+    log = out_dir / "log.csv"
+    return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
+
+
+def continuation(out_dir: Path, version: str, inputs: dict[str, Any],
+                 upstream: dict[str, str]) -> tuple[Path, int] | None:
+    """The finished shorter run this run should start from: one further along than its own
+    checkpoint (both hold the same iterations, so more of them wins); None to resume as it is."""
+    found = shorter_run(out_dir.parent, version, inputs, upstream)
+    return found if found is not None and found[1] > progress(out_dir) else None
+
+
 def continue_from(source: Path, out_dir: Path, log: Callable[[str], None]) -> None:
     """Copy a finished run's training state into `out_dir` (which holds no checkpoint yet)."""
     for name in _CARRIED:

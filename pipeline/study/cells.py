@@ -123,22 +123,29 @@ def cell_state(p: CellPlan, data_dir: Path, previous: dict[str, Any] | None = No
         longer = _continues(p, data_dir)
         return CellState(p.cell.name, p.key, "stale",
                          stale_reason(p, old, data_dir) + (f"; {longer}" if longer else ""))
-    longer = _continues(p, data_dir)
+    progress, longer = _progress(p, data_dir), _continues(p, data_dir)
     if longer:
-        return CellState(p.cell.name, p.key, "missing", f"not run; {longer}")
-    progress = _progress(p, data_dir)
+        return CellState(p.cell.name, p.key, "missing",
+                         f"{f'interrupted{progress}' if _started(p, data_dir) else 'not run'}; {longer}")
     return CellState(p.cell.name, p.key, "missing",
                      f"interrupted{progress}; resumes" if progress else "never run")
 
 
+def _started(p: CellPlan, data_dir: Path) -> bool:
+    from pipeline.rl.extend import progress
+
+    return "dapg" in p.keys and progress(p.out_dir(data_dir, "dapg")) > 0
+
+
 def _continues(p: CellPlan, data_dir: Path) -> str:
     """"its dapg continues the finished 100-iteration run", where it will (see rl/extend.py)."""
-    from pipeline.rl.extend import CHECKPOINT, shorter_run
+    from pipeline.rl.extend import continuation
 
     dapg = p.inputs.get("dapg")
-    if dapg is None or (p.out_dir(data_dir, "dapg") / CHECKPOINT).exists():
+    if dapg is None:
         return ""
-    found = shorter_run(Path(data_dir) / "dapg", dapg["version"], dapg["inputs"], dapg["upstream"])
+    found = continuation(p.out_dir(data_dir, "dapg"), dapg["version"], dapg["inputs"],
+                         dapg["upstream"])
     return f"its dapg continues the finished {found[1]}-iteration run" if found else ""
 
 

@@ -77,8 +77,7 @@ def _fitted_ylim(panel: Panel, ours_max: float) -> tuple[float, float] | None:
     (RRL's late returns would flatten a short run's curves into one line)."""
     import numpy as np
 
-    values = [b.mean for b in panel.curves.values()] + [b.low for b in panel.curves.values()] + [
-        b.high for b in panel.curves.values()]
+    values = [v for b in panel.curves.values() for v in (b.mean, b.low, b.high)]
     if panel.reference is not None and ours_max:
         values.append(panel.reference.mean[panel.reference.samples <= 1.5 * ours_max])
     flat = np.concatenate([np.asarray(v, dtype=float) for v in values]) if values else np.array([])
