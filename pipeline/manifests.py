@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from importlib import metadata
@@ -18,12 +17,6 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 _VERSIONED_PACKAGES = ("numpy", "torch", "timm", "mujoco", "gymnasium-robotics", "h5py", "zarr")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def latest_manifest(stage_dir: Path) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError, StageLockedError, unknown_name
+from pipeline.fileio import write_json_atomic
 from pipeline.manifests import (
     MANIFEST,
     diff_flat,
@@ -32,7 +33,6 @@ from pipeline.manifests import (
     git_commit,
     latest_manifest,
     package_versions,
-    write_json_atomic,
 )
 
 __all__ = ["MANIFEST", "Runner", "Stage", "StageContext", "StageResult", "StageStatus",

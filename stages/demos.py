@@ -18,15 +18,16 @@ OUTPUT = "demos.pickle"
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    from pipeline.demos import PINS, expected_sha256, sha256_file
+    from pipeline.demos import PINS, expected_sha256
     from pipeline.envs.families import check_task_config, task_facts
+    from pipeline.fileio import file_sha256
 
     d = cfg.demos
     check_task_config(cfg)
     if not task_facts(d.task).has_demos:
         return {"task": d.task, "source": None}
     if d.path:
-        source = sha256_file(d.path) if Path(d.path).is_file() else f"missing file {d.path}"
+        source = file_sha256(d.path) if Path(d.path).is_file() else f"missing file {d.path}"
     else:
         source = expected_sha256(d.task, d.sha256) or f"git-blob:{PINS[d.task].git_blob}"
     return {"task": d.task, "source": source}

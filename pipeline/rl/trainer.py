@@ -17,11 +17,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -29,7 +28,14 @@ import torch
 from pipeline.config import DAPGConfig
 from pipeline.envs.families import task_facts
 from pipeline.errors import ConfigError, NonFiniteError
-from pipeline.rl.checkpoints import non_finite_tensors, save_checkpoint
+from pipeline.fileio import atomic_write
+from pipeline.rl.checkpoints import (
+    load_checkpoint,
+    non_finite_tensors,
+    numpy_rng_state,
+    save_checkpoint,
+    set_numpy_rng_state,
+)
 from pipeline.rl.extend import CHECKPOINT
 from pipeline.rl.npg import discounted_returns, gae, npg_step
 from pipeline.rl.policy import Array, GaussianMLPPolicy, MLPBaseline
@@ -59,12 +65,12 @@ def advantages_and_returns(rollouts: Sequence[Rollout], baseline: MLPBaseline, g
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+    def write(handle: IO[str]) -> None:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
+
+    atomic_write(path, write)
 
 
 def _require_finite(it: int, row: dict[str, float], policy: GaussianMLPPolicy, cfg: DAPGConfig,
@@ -136,7 +142,7 @@ def train_dapg(
     start = 0
 
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt_path)
         if state["config"] != _key_config(cfg) or state["seed"] != seed:
             raise ConfigError(
                 f"{ckpt_path} was written with different settings ({state['config']}, seed "
@@ -144,7 +150,7 @@ def train_dapg(
         policy.load_state_dict(state["policy"])
         baseline.load_state_dict(state["baseline"])
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        set_numpy_rng_state(state["numpy_rng"])
         rows, eval_rows = state["rows"], state["eval_rows"]
         running_score, start = state["running_score"], state["iteration"]
         if log:
@@ -200,7 +206,7 @@ def train_dapg(
             "iteration": it + 1, "config": _key_config(cfg), "seed": seed,
             "policy": policy.state_dict(), "policy_config": policy.config(),
             "baseline": baseline.state_dict(), "running_score": running_score,
-            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(), "numpy_rng": numpy_rng_state(),
             "rows": rows, "eval_rows": eval_rows,
         })
         _write_csv(out / "log.csv", LOG_COLUMNS, rows)

@@ -1,0 +1,79 @@
+"""Durable file writes and file hashes: the one place the pipeline replaces or hashes a file.
+
+A "done" marker (manifest, checkpoint, weights file, log) must never be seen half-written, and must
+still be there after a power cut once the stage has said it is done. So every write goes to a
+temporary file in the same folder (os.replace is atomic only within one file system), the data is
+fsynced, the file renamed over its target, and then the folder is fsynced so that the rename
+itself is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Flush a folder's entries (a rename, a new file) to disk; a no-op where folders can't be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; once the block ends, it is fsynced and replaces `path`.
+
+    For writers that want a file name (torch.save, safetensors, h5py). On an exception the
+    temporary file is removed and `path` keeps its previous content.
+    """
+    target = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(target.parent)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[Any]], object], binary: bool = False) -> None:
+    """Write `path` atomically and durably: `write(handle)` fills a temporary file first."""
+    with atomic_path(path) as tmp, open(tmp, "wb" if binary else "w", newline="" if not binary else None) as handle:
+        write(handle)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda handle: handle.write(data), binary=True)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (never the whole file in memory)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
