@@ -99,9 +99,11 @@ class Stage:
     # Finds an output made elsewhere (a pulled feature store) and returns its summary, or None.
     # Called before upstream stages run, so a teammate's store needs no local render.
     adopt: Callable[[StageContext], dict[str, Any] | None] | None = None
-    # Called on a cache hit (the manifest exists): False means the output is not where this
-    # config wants it (a feature store moved to a bucket), so the stage is adopted or run again.
-    check_done: Callable[[StageContext], bool] | None = None
+    # Called on a cache hit (the manifest exists): None when the output still holds, else why
+    # not (a feature store moved to a bucket, a shard file lost), so the stage is adopted or run
+    # again. ``thorough`` is True before a run uses the output (read and check everything),
+    # False for `status` (cheap checks only: it is called for every stage on every call).
+    check_done: Callable[[StageContext, bool], str | None] | None = None
     # Why the stage does not apply to this config (a task without demos has nothing to render),
     # or None. Its key is still computed, for the stages below it; `status` shows it as n/a.
     not_applicable: Callable[[PipelineConfig], str | None] | None = None
@@ -164,9 +166,12 @@ class Runner:
         """Run ``name`` (and any missing upstream stage first); a finished output is a cache hit."""
         done = self.result(name)
         check = self.stage(name).check_done
-        if done is not None and not force and (check is None or check(self._context(name, {}))):
-            self.log(f"[{name}] cache hit {done.key[:12]} ({done.out_dir})")
-            return done
+        if done is not None and not force:
+            problem = check(self._context(name, {}), True) if check is not None else None
+            if problem is None:
+                self.log(f"[{name}] cache hit {done.key[:12]} ({done.out_dir})")
+                return done
+            self.log(f"[{name}] not a cache hit: {problem}")
         if not force and self.stage(name).adopt is not None:
             adopted = self._adopt(name)
             if adopted is not None:
@@ -239,10 +244,10 @@ class Runner:
             return StageStatus(name, key, "n/a", reason)
         if self.result(name) is not None:
             check = self.stage(name).check_done
-            if check is not None and not check(dataclasses.replace(self._context(name, {}),
-                                                                   log=lambda msg: None)):
-                return StageStatus(name, key, "stale", "its output is not where this config "
-                                   "expects it (e.g. STORE= changed); the next run copies or redoes it")
+            problem = check(dataclasses.replace(self._context(name, {}), log=lambda msg: None),
+                            False) if check is not None else None
+            if problem is not None:
+                return StageStatus(name, key, "stale", problem)
             return StageStatus(name, key, "up to date")
         previous = latest_manifest(self.data_dir / name)
         if previous is None:

@@ -147,8 +147,8 @@ def _resolve_key(key: str | None) -> str:
 def inspect_group(key: Annotated[str | None, typer.Argument(help="feature key or prefix")] = None,
              store: Annotated[str | None, typer.Option(help="store root (default: local)")] = None) -> None:
     """Summary of a feature store group: encoder, weights (random flagged), shapes, size."""
-    from pipeline.store.features import open_features, summary
-    from pipeline.store.inspect import format_summary
+    from pipeline.store.features import open_features
+    from pipeline.store.inspect import format_summary, summary
 
     typer.echo(format_summary(summary(open_features(store or store_url(), _resolve_key(key)))))
 

@@ -78,22 +78,38 @@ def result_store(result: StageResult) -> str:
     return result.summary.get("store") or str(result.out_dir.parents[1] / DEFAULT_STORE)
 
 
-def check_done(ctx: StageContext) -> bool:
-    """On a cache hit: whether the configured store holds the complete group (one small read)."""
-    from pipeline.store.features import is_complete
+def check_done(ctx: StageContext, thorough: bool) -> str | None:
+    """On a cache hit: None if the configured store holds the complete, undamaged group.
+
+    ``thorough`` (before a run uses the group) reads every shard and checks it against its
+    recorded sha256; `status` only lists the store for lost shard and record files.
+    """
+    from pipeline.errors import StoreError
+    from pipeline.store.features import DAMAGED_FIX, is_complete
+    from pipeline.store.verify import missing_objects, verify_group
 
     root = store_root(ctx)
-    if is_complete(root, ctx.key):
-        return True
-    ctx.log(f"[encode] {root} does not hold the complete group {ctx.key[:12]}: not a cache hit")
-    return False
+    if not is_complete(root, ctx.key):
+        return (f"{root} does not hold the complete group {ctx.key[:12]} (e.g. STORE= changed); "
+                "the next run copies or redoes it")
+    try:
+        problems = verify_group(root, ctx.key).problems if thorough else \
+            missing_objects(root, ctx.key)
+    except StoreError as exc:
+        problems = [str(exc)]
+    if not problems:
+        return None
+    more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+    return (f"the group {ctx.key[:12]} in {root} is damaged: {'; '.join(problems[:3])}{more}. "
+            f"Fix: {DAMAGED_FIX}")
 
 
 def adopt(ctx: StageContext) -> dict[str, Any] | None:
     """A complete group for this key in the store (pulled, a shared bucket), verified; else the
     local default store's copy, copied (and verified) into a configured remote store."""
     from pipeline.store.copy import copy_group
-    from pipeline.store.features import FORCE_FIX, is_complete, open_features, summary
+    from pipeline.store.features import FORCE_FIX, is_complete, open_features
+    from pipeline.store.inspect import summary
     from pipeline.store.verify import verify_group
 
     root, local = store_root(ctx), default_root(ctx)
@@ -138,7 +154,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.errors import ConfigError
     from pipeline.runner import package_versions
     from pipeline.store.episodes import EpisodeReader
-    from pipeline.store.features import FeatureStoreSpec, open_features, summary
+    from pipeline.store.features import FeatureStoreSpec, open_features
+    from pipeline.store.inspect import summary
     from pipeline.store.shards import write_shards_distributed
     from pipeline.store.writer import delete_group, finalize
 

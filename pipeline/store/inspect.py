@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.store.features import DAMAGED_FIX, FeatureStore
+
 
 def _weights_text(weights: dict[str, Any]) -> str:
     kind = weights.get("kind", "?")
@@ -41,4 +43,28 @@ def format_verify_report(r: dict[str, Any]) -> str:
         episodes = r["zero_row_episodes"].get(cam, [])
         lines.append(f"  zero rows  {cam}: {count} all-zero feature rows, episodes "
                      f"{episodes[:10]}{' ...' if len(episodes) > 10 else ''}")
+    if not r["ok"]:
+        lines.append(f"Fix: {DAMAGED_FIX}")
     return "\n".join(lines)
+
+
+def summary(store: FeatureStore) -> dict[str, Any]:
+    """What `rrl inspect` prints about a feature group."""
+    a = store.attrs
+    weights = a.get("weights") or {}
+    out: dict[str, Any] = {
+        "key": store.key, "location": store.location, "encoder": a.get("encoder"),
+        "weights": weights, "random_weights": weights.get("kind") == "random",
+        "preprocessing": a.get("preprocessing"), "precision": a.get("precision"),
+        "episodes_key": a.get("episodes_key"),
+        "episodes_stage": a.get("episodes_stage", "render"), "created": a.get("created"),
+        "cameras": {c: {"shape": list(store.array(c).shape), "chunks": list(store.array(c).chunks),
+                        "shards": list(store.array(c).shards or ()),
+                        "dtype": str(store.array(c).dtype)} for c in store.cameras},
+        "episodes": len(store.episode_ends), "rows": store.num_rows,
+        "feature_dim": store.feature_dim, "bytes": store.nbytes_stored(),
+        "bytes_per_frame": round(store.bytes_per_frame(), 1), "versions": a.get("versions"),
+    }
+    if out["random_weights"]:
+        out["warning"] = "RANDOM WEIGHTS: these features come from an untrained encoder"
+    return out
