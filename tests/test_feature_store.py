@@ -124,7 +124,8 @@ def test_distributed_write_reads_back_with_plain_zarr_and_dask(reference: Path) 
     store = fs.open_features(str(reference), KEY)
     assert store.cameras == CAMERAS and store.num_rows == ROWS and store.feature_dim == D
     np.testing.assert_array_equal(store.read("fixed", 1000, 1200), expected("fixed")[1000:1200])
-    np.testing.assert_array_equal(store.read("vil_camera"), expected("vil_camera"))
+    np.testing.assert_array_equal(store.dask("vil_camera").compute(), expected("vil_camera"))
+    assert store.dask("fixed").chunksize == (512, D)
     assert 0 < store.bytes_per_frame() < 2 * D and store.nbytes_stored() > 0
     info = summary(store)
     assert info["random_weights"] is True and "RANDOM" in info["warning"]

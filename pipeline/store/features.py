@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
@@ -37,6 +37,9 @@ from zarr.errors import GroupNotFoundError
 
 from pipeline.errors import StoreError, bad_store, unknown_name
 from pipeline.store.remote import Options, fs_path, location, zarr_store
+
+if TYPE_CHECKING:
+    import dask.array
 
 SHARD_SHA256 = "_shard_sha256"
 ENDS = "episode_ends"
@@ -84,7 +87,7 @@ def rows_sha256(rows: np.ndarray) -> bytes:
     zero rows) fails it like a corrupt one.
     """
     # Hashed through the buffer protocol: no copy of the rows (a shard is megabytes).
-    return hashlib.sha256(memoryview(np.ascontiguousarray(rows, dtype="<f2")).cast("B")).digest()
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<f2").data.cast("B")).digest()
 
 
 def array_sha256(values: np.ndarray) -> str:
@@ -253,6 +256,18 @@ class FeatureStore:
                                     for i in range(first, last)])
         self._check_shards(camera, block, first, last, rows)
         return block[start - lo:stop - lo]
+
+    def dask(self, camera: str) -> dask.array.Array:
+        """One camera as a lazy dask array, one block per shard, each checked as it is read."""
+        import dask
+        import dask.array as da
+
+        rows = rows_per_shard(self.array(camera))
+        return da.concatenate([
+            da.from_delayed(dask.delayed(self.read)(camera, a, min(a + rows, self.num_rows)),
+                            shape=(min(a + rows, self.num_rows) - a, self.feature_dim),
+                            dtype=np.float16)
+            for a in range(0, self.num_rows, rows)])
 
     def _decode_shard(self, arr: zarr.Array, camera: str, i: int, rows: int) -> np.ndarray:
         stop = min((i + 1) * rows, self.num_rows)
