@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError, StageLockedError, unknown_name
+from pipeline.errors import ConfigError, StageLockedError, UnknownNameError, unknown_name
 from pipeline.fileio import write_json_atomic
 from pipeline.manifests import (
     MANIFEST,
@@ -236,6 +236,8 @@ class Runner:
     def _status(self, name: str) -> StageStatus:
         try:
             key = self.key(name)
+        except UnknownNameError:
+            raise  # a misspelt name is an error of the config, not of one stage (exit 2)
         except ConfigError as exc:  # e.g. the probe's targets exist for Adroit tasks only
             return StageStatus(name, "-" * 12, "n/a", str(exc).splitlines()[0])
         why_not = self.stage(name).not_applicable

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from pipeline.errors import bad_store
 
-# Headroom kept free on top of the estimate: file system metadata, other writers, the OS.
-MARGIN_BYTES = 256 << 20
+# Headroom kept free on top of the estimate (file system metadata, other writers, the OS, an
+# estimate on the low side): a share of the job, so a 7 MB job does not ask for 256 MB.
+MARGIN_SHARE = 0.25
+MIN_MARGIN_BYTES = 16 << 20
 # Stored bytes per raw frame byte with lzf, measured on the door demos at 256 px (710 MB for
 # 1.32 GB of frames); rounded up so the estimate errs on the safe side.
 LZF_RATIO = 0.6
@@ -32,12 +34,18 @@ def frames_bytes(frames: int, height: int, width: int, cameras: int) -> int:
     return int(frames * cameras * height * width * 3 * LZF_RATIO)
 
 
+def headroom(needed: int) -> int:
+    """Bytes kept free beyond an estimate of ``needed``: in proportion, with a small floor."""
+    return max(MIN_MARGIN_BYTES, int(needed * MARGIN_SHARE))
+
+
 def require_free_space(folder: Path, needed: int, what: str) -> None:
     """Raise a StoreError unless ``needed`` bytes (plus a margin) are free where ``folder`` is."""
     free = disk_free(folder)
-    if free < needed + MARGIN_BYTES:
+    wanted = needed + headroom(needed)
+    if free < wanted:
         raise bad_store(
             str(folder), f"not enough free disk space to write {what}: about "
-            f"{(needed + MARGIN_BYTES) / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free",
+            f"{wanted / 1e9:.3f} GB needed, {free / 1e9:.3f} GB free",
             "free some space or point DATA= at a larger disk; what was written so far is kept "
             "and a re-run resumes from it")
