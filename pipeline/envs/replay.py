@@ -13,6 +13,7 @@ Frame ``t`` shows the state of observation ``t``, the one action ``t`` was chose
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from pipeline.demos import Demo
 from pipeline.envs.distractors import DistractorSpec
 from pipeline.envs.gl import select_gl_backend
 from pipeline.errors import ConfigError
+from pipeline.procs import exit_with_parent
 
 if TYPE_CHECKING:
     from pipeline.store.episodes import Episode
@@ -181,6 +183,11 @@ def _init_worker(task: str, cfg: RenderConfig) -> None:
     _WORKER.update(task=task, cfg=cfg, distractors=None, env=_make_env(task, cfg, None))
 
 
+def _init_pool_worker(parent_pid: int, task: str, cfg: RenderConfig) -> None:
+    exit_with_parent(parent_pid)  # a killed render must not leave its workers rendering
+    _init_worker(task, cfg)
+
+
 def _replay_in_worker(job: tuple[int, Demo]) -> ReplayedEpisode:
     index, demo = job
     cfg: RenderConfig = _WORKER["cfg"]
@@ -205,5 +212,5 @@ def replay_parallel(
         return
     # spawn: a forked child would inherit (and corrupt) the parent's GL and MuJoCo state.
     ctx = mp.get_context("spawn")
-    with ctx.Pool(min(cfg.workers, len(jobs)), _init_worker, (task, cfg)) as pool:
+    with ctx.Pool(min(cfg.workers, len(jobs)), _init_pool_worker, (os.getpid(), task, cfg)) as pool:
         yield from pool.imap(_replay_in_worker, jobs)
