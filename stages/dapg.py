@@ -123,6 +123,7 @@ def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int,
     """Success of the BC policy before any DAPG step (kept, so a resumed run reuses it)."""
     import json
 
+    from pipeline.fileio import write_json_atomic
     from pipeline.rl.rollouts import evaluation_seed, require_finite_returns, summarize
 
     path = out_dir / BC_START
@@ -132,7 +133,7 @@ def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int,
                                       deterministic=True), task)
     require_finite_returns(result, f"{out_dir}: BC start evaluation")
     start = {k: result[k] for k in ("success_rate", "mean_return", "episodes")}
-    path.write_text(json.dumps(start))
+    write_json_atomic(path, start)
     return start
 
 

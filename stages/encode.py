@@ -25,6 +25,7 @@ DEFAULT_STORE = "features.zarr"
 BF16_MIN_COSINE = 0.999  # below this, bf16 features are not a stand-in for fp32 ones
 AGREEMENT_SAMPLE = 32
 ROWS_PER_TASK = 256  # small enough to keep every worker busy on a single shard
+FINISH_ATTEMPTS = 3  # rounds of write + verify: a concurrent writer of the key can spoil one
 # encode.source -> the stage whose episode file is encoded (each records `episodes_file`)
 EPISODE_STAGES = {"demos": "render", "rollouts": "rollouts"}
 
@@ -151,7 +152,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         sample_frames,
         threads_per_worker,
     )
-    from pipeline.errors import ConfigError
+    from pipeline.errors import ConfigError, StoreError
     from pipeline.runner import package_versions
     from pipeline.store.episodes import EpisodeReader
     from pipeline.store.features import FeatureStoreSpec, open_features
@@ -196,14 +197,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
     started = time.perf_counter()
     written = 0
     with get_client(e.scheduler, place.workers, gpus=place.gpus) as client:
-        for camera in cameras:
-            job = ShardEncoder(episodes, camera, replace(params, device=place.worker_device),
-                               e.batch_size, threads_per_worker(place.workers))
-            written += write_shards_distributed(client, root, spec, camera, job,
-                                                rows_per_task=ROWS_PER_TASK,
-                                                resources=place.resources)
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
+            for camera in cameras:
+                job = ShardEncoder(episodes, camera, replace(params, device=place.worker_device),
+                                   e.batch_size, threads_per_worker(place.workers))
+                written += write_shards_distributed(client, root, spec, camera, job,
+                                                    rows_per_task=ROWS_PER_TASK,
+                                                    resources=place.resources)
+            try:
+                report = finalize(root, ctx.key)
+                break
+            except StoreError as exc:
+                # Another writer of this key in a shared store can leave a shard and its record
+                # from different runs; the next round recomputes exactly those shards.
+                if attempt == FINISH_ATTEMPTS:
+                    raise
+                ctx.log(f"[encode] the group did not verify ({exc}); recomputing the shards that "
+                        f"fail (round {attempt + 1} of {FINISH_ATTEMPTS})")
         device = place.summary(client.run(encoder_devices))
-    report = finalize(root, ctx.key)
     seconds = time.perf_counter() - started
     store = open_features(root, ctx.key)
     ctx.log(f"[encode] wrote {written} shards in {seconds:.1f} s; verified "

@@ -10,12 +10,12 @@ output folder and the trainer resumes there. The shorter run's folder is left as
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.fileio import atomic_path
 from pipeline.manifests import MANIFEST
 
 CHECKPOINT = "checkpoint.pt"  # the trainer's (imported there: this module stays free of torch)
@@ -71,8 +71,7 @@ def continue_from(source: Path, out_dir: Path, log: Callable[[str], None]) -> No
             shutil.copy2(source / name, out_dir / name)
     if (source / _ROLLOUTS).is_dir():
         shutil.copytree(source / _ROLLOUTS, out_dir / _ROLLOUTS, dirs_exist_ok=True)
-    tmp = out_dir / f"{CHECKPOINT}.copying"
-    shutil.copy2(source / CHECKPOINT, tmp)
-    os.replace(tmp, out_dir / CHECKPOINT)  # a crash before this leaves a fresh start, not half a file
+    with atomic_path(out_dir / CHECKPOINT) as tmp:  # a crash leaves a fresh start, not half a file
+        shutil.copy2(source / CHECKPOINT, tmp)
     log(f"[dapg] continuing the finished run {source.name[:12]} (same inputs and seed, fewer "
         f"iterations): its iterations are this run's first ones")

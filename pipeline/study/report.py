@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
+from pipeline.fileio import write_text_atomic
 from pipeline.runner import Stage
 from pipeline.study.cells import CellPlan, plan
 from pipeline.study.curves import (
@@ -80,7 +81,7 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
     if random:
         lines += [f"**{note}** (cells marked RANDOM).", ""]
     lines += sections
-    md.write_text("\n".join(lines).rstrip() + "\n")
+    write_text_atomic(md, "\n".join(lines).rstrip() + "\n")
     return png, md
 
 
