@@ -25,7 +25,7 @@ endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
 .PHONY: help install gl-deps demos render vae encode features bc dapg evaluate rollouts probe status cameras distractors \
-	inspect options verify push pull experiment report test test-slow test-all test-gpu lint bench e2e clean
+	inspect options verify push pull experiment evaluate-release report test docs-check test-slow test-all test-gpu lint bench e2e clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
@@ -107,11 +107,17 @@ pull: $(INSTALLED) ## fetch the current config's feature store from URL=s3://buc
 experiment: $(INSTALLED) ## run an experiment's cells on dask (NAME=smoke BUDGET=smoke|paper; STATUS=1 lists them)
 	$(RRL) experiment $(if $(STATUS),status,run) $(NAME)
 
+evaluate-release: $(INSTALLED) ## re-evaluate the released door VAE policy on a fresh clone (N=50 episodes, LEVELS=0,1,2,3)
+	$(RRL) evaluate-release $(or $(RELEASE),results/door_vae) --episodes $(or $(N),50) --levels $(or $(LEVELS),0)
+
 report: $(INSTALLED) ## curves and tables of an experiment's finished cells (NAME=smoke BUDGET=)
 	$(RRL) report $(NAME)
 
 test: $(INSTALLED) ## fast test suite (the one CI runs)
 	$(PY) -m pytest -q
+
+docs-check: $(INSTALLED) ## every make/rrl command in README.md and docs/ parses; every relative link resolves
+	$(PY) -m pytest -q tests/test_docs.py
 
 test-slow: $(INSTALLED) ## heavy tests only (kill -9 and cluster runs, moved workspace, full door data)
 	$(PY) -m pytest -q -m slow
@@ -131,7 +137,7 @@ bench: $(INSTALLED) ## benchmarks (print measured ratios)
 	$(PY) bench/rollout.py
 
 E2E_VARS = DATA=$(DATA)/e2e MAX_DEMOS=2 SIZE=64 ENCODER=resnet10t WEIGHTS=random \
-	ITERS=2 TRAJ=4 SET="encode.resize=64 encode.crop=56 dapg.horizon=50 dapg.eval_episodes=2 \
+	ITERS=2 TRAJ=4 SET="encode.resize=64 encode.crop=56 env.horizon=50 dapg.eval_episodes=2 \
 	evaluate.episodes=4 evaluate.video_episodes=1"
 
 e2e: $(INSTALLED) ## tiny end-to-end run of every stage (2 demos, 64 px, resnet10t) in data/e2e

@@ -22,7 +22,7 @@ import typer
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, StoreError
 from pipeline.vae.resolve import resolve_vae_weights
-from stages import study_cli
+from stages import release_cli, study_cli
 from stages.cli_errors import explain_os_error, is_remote_error
 from stages.options import OPTIONS, check_make_vars, overrides
 
@@ -123,13 +123,13 @@ def options() -> None:
 
 @app.command()
 def cameras(task: Annotated[str | None, typer.Argument()] = None) -> None:
-    """List the cameras each task offers (RRL's default marked with *)."""
-    from pipeline.envs.tasks import TASK_SPECS, task_spec
+    """List the cameras each task offers (the default ones, RRL's on Adroit, marked with *)."""
+    from pipeline.envs.families import TASK_FACTS, task_facts
 
-    for name in [task] if task else list(TASK_SPECS):
-        spec = task_spec(name)
-        names = [f"{c}*" if c in spec.rrl_cameras else c for c in spec.cameras]
-        typer.echo(f"{name:<9} {' '.join(names)}")
+    for name in [task] if task else list(TASK_FACTS):
+        facts = task_facts(name)
+        names = [f"{c}*" if c in facts.default_cameras else c for c in facts.cameras]
+        typer.echo(f"{name:<16} {' '.join(names)}")
 
 
 def _resolve_key(key: str | None) -> str:
@@ -260,3 +260,4 @@ def main() -> None:
 
 
 study_cli.register(app)  # `rrl experiment run|status NAME`, `rrl report NAME...`
+release_cli.register(app)  # `rrl release NAME`, `rrl evaluate-release FOLDER`

@@ -15,26 +15,17 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, encode_source
+from pipeline.outputs import DEFAULT_STORE, episodes_stage, result_store, store_root
 from pipeline.runner import Stage, StageContext, StageResult
 
 # 2: low_dim arrays (proprio, actions, rewards) beside the features
 # 3: per-shard sha256 records (_shard_sha256/<camera>) replace the done flags (_shards_done), and
 #    array_sha256 attrs cover episode_ends and low_dim; groups are verified before they count
 VERSION = "3"
-DEFAULT_STORE = "features.zarr"
 BF16_MIN_COSINE = 0.999  # below this, bf16 features are not a stand-in for fp32 ones
 AGREEMENT_SAMPLE = 32
 ROWS_PER_TASK = 256  # small enough to keep every worker busy on a single shard
 FINISH_ATTEMPTS = 3  # rounds of write + verify: a concurrent writer of the key can spoil one
-# encode.source -> the stage whose episode file is encoded (each records `episodes_file`)
-EPISODE_STAGES = {"demos": "render", "rollouts": "rollouts"}
-
-
-def episodes_stage(cfg: PipelineConfig) -> str:
-    """The stage whose episode file encode reads under ``cfg`` (render or rollouts)."""
-    return EPISODE_STAGES[encode_source(cfg)]
-
-
 def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
     return (episodes_stage(cfg),)
 
@@ -63,22 +54,6 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def store_root(ctx: StageContext) -> str:
-    return ctx.config.encode.store or default_root(ctx)
-
-
-def default_root(ctx: StageContext) -> str:
-    return str(ctx.data_dir / DEFAULT_STORE)
-
-
-def result_store(result: StageResult) -> str:
-    """The store an encode output lives in: the one configured, else its data folder's default.
-
-    Manifests record ``None`` for the default, so a workspace can be moved or shared.
-    """
-    return result.summary.get("store") or str(result.out_dir.parents[1] / DEFAULT_STORE)
-
-
 def check_done(ctx: StageContext, thorough: bool) -> str | None:
     """On a cache hit: None if the configured store holds the complete, undamaged group.
 
@@ -89,7 +64,7 @@ def check_done(ctx: StageContext, thorough: bool) -> str | None:
     from pipeline.store.features import DAMAGED_FIX, is_complete
     from pipeline.store.verify import missing_objects, verify_group
 
-    root = store_root(ctx)
+    root = store_root(ctx.config, ctx.data_dir)
     if not is_complete(root, ctx.key):
         return (f"{root} does not hold the complete group {ctx.key[:12]} (e.g. STORE= changed); "
                 "the next run copies or redoes it")
@@ -113,7 +88,7 @@ def adopt(ctx: StageContext) -> dict[str, Any] | None:
     from pipeline.store.inspect import summary
     from pipeline.store.verify import verify_group
 
-    root, local = store_root(ctx), default_root(ctx)
+    root, local = store_root(ctx.config, ctx.data_dir), str(ctx.data_dir / DEFAULT_STORE)
     if is_complete(root, ctx.key):
         report = verify_group(root, ctx.key).raise_if_bad(FORCE_FIX)
     elif root != local and is_complete(local, ctx.key):
@@ -160,7 +135,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.store.shards import write_shards_distributed
     from pipeline.store.writer import delete_group, finalize
 
-    e, root = ctx.config.encode, store_root(ctx)
+    e, root = ctx.config.encode, store_root(ctx.config, ctx.data_dir)
     place = placement(e.device, e.workers, remote=bool(e.scheduler))  # before any work
     checked = _checked_inputs(ctx)
     identity, size = checked["weights"], checked["preprocessing"]

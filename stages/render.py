@@ -24,17 +24,20 @@ SHEET = "contact_sheet.png"
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     check_task_config(cfg)
-    cameras = resolve_task_cameras(cfg.task, cfg.render.cameras)
-    out = {**key_dict(cfg.render), "task": cfg.task, "cameras": list(cameras),
-           "camera_poses": task_camera_key(cfg.task, cameras)}
-    if cfg.render.distractor_level:  # level 0 frames are those of a render without distractors
+    env = cfg.env
+    cameras = resolve_task_cameras(env.task, env.cameras)
+    # The frame settings under the names they had in the render section: keys stay as they were.
+    out = {**key_dict(cfg.render), "task": env.task, "cameras": list(cameras),
+           "width": env.width, "height": env.height, "shadows": env.shadows,
+           "camera_poses": task_camera_key(env.task, cameras)}
+    if env.distractor_level:  # level 0 frames are those of a render without distractors
         out["distractors"] = distractors(cfg).key()
     return out
 
 
 def distractors(cfg: PipelineConfig) -> DistractorSpec:
     """The render's distractors; demo i is rendered in the scene of seed ``seed + i``."""
-    return DistractorSpec(cfg.render.distractor_level, cfg.render.distractor_seed)
+    return DistractorSpec(cfg.env.distractor_level, cfg.env.distractor_seed)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -51,8 +54,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     task, rcfg = ctx.config.task, ctx.config.render
     require_demos(task, "the render stage replays them")
     check_mode_supported(task, rcfg.replay)
-    cameras = resolve_task_cameras(task, rcfg.cameras)
-    rcfg = dataclasses.replace(rcfg, cameras=cameras)
+    cameras = resolve_task_cameras(task, ctx.config.env.cameras)
+    env = dataclasses.replace(ctx.config.env, cameras=cameras)
     demos_res = ctx.upstream["demos"]
     demos, sha = load_demos(demos_res.out_dir / "demos.pickle", task, demos_res.summary["sha256"])
     demos = demos[: rcfg.max_demos] if rcfg.max_demos else demos
@@ -66,13 +69,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     total = sum(steps)
 
     def needed(frames: int) -> int:
-        return frames_bytes(frames, rcfg.height, rcfg.width, len(cameras))
+        return frames_bytes(frames, env.height, env.width, len(cameras))
 
     require_free_space(ctx.out_dir, needed(total), f"{total} frames per camera")
     started = time.perf_counter()
     try:
         with tqdm(total=total, unit="step", desc=f"render {task} ({rcfg.replay})") as bar:
-            for episode in replay_parallel(task, rcfg, jobs):
+            for episode in replay_parallel(env, rcfg, jobs):
                 # Again per episode: the disk is shared, and a full one must stop us cleanly.
                 require_free_space(ctx.out_dir, needed(len(episode.actions)),
                                    f"episode {episode.index}")
@@ -89,8 +92,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "frames_per_second": round(total * len(cameras) / seconds, 1) if total else None,
         "fidelity": fidelity, "episodes_file": EPISODES,  # in out_dir: the data folder may move
         "contact_sheet": SHEET,
-        **({"distractors": {"level": rcfg.distractor_level, "seed": rcfg.distractor_seed,
-                            "per_demo": "seed + demo index"}} if rcfg.distractor_level else {}),
+        **({"distractors": {"level": env.distractor_level, "seed": env.distractor_seed,
+                            "per_demo": "seed + demo index"}} if env.distractor_level else {}),
     }
 
 

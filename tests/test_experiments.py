@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = """
 title = "two encoders"
 [base]
-"demos.task" = "door"
+"env.task" = "door"
 "dapg.iterations" = 7
 [grid]
 "encode.encoder" = ["resnet18", "shufflenet_v2_x1_0"]
@@ -45,7 +45,7 @@ seeds = [0, 1, 2]
 TINY = """
 title = "tiny"
 [base]
-"demos.task" = "door"
+"env.task" = "door"
 "demos.path" = "{path}"
 "demos.sha256" = "{sha}"
 "policy.obs_mode" = "state"
@@ -55,7 +55,7 @@ title = "tiny"
 parallel = 2
 "dapg.iterations" = {iterations}
 "dapg.trajectories" = 4
-"dapg.horizon" = 20
+"env.horizon" = 20
 "dapg.eval_episodes" = 2
 "dapg.envs" = 2
 "evaluate.episodes" = 2
@@ -151,7 +151,7 @@ def test_shipped_experiments_expand_and_share_rrls_cell(tmp_path: Path) -> None:
         assert {p.cell.config.policy.seed for p in paper} == {0, 1, 2}, name
         for p in plan(exp, exp.cells("smoke"), STAGES, tmp_path):
             cfg = p.cell.config
-            if (cfg.encode.encoder, cfg.policy.obs_mode, cfg.dapg.reward, cfg.policy.hidden) == (
+            if (cfg.encode.encoder, cfg.policy.obs_mode, cfg.env.reward, cfg.policy.hidden) == (
                     "resnet34", "vision+proprio", "dense", (256, 256)):
                 rrl_keys[name] = p.key
     # RRL's own setting is one cell, computed once, whichever ablation runs it first.
@@ -241,9 +241,12 @@ def test_a_shared_stage_running_elsewhere_is_waited_for(tiny_door_demos: tuple[P
     logs: list[str] = []
     worker = threading.Thread(target=execute.run_shared, args=(plans, STAGES, data, logs.append))
     with stage_lock((data / "demos" / plans[0].keys["demos"][:12]).with_suffix(".lock"), "demos"):
-        worker.start()
-        time.sleep(1.0)  # another process's demos run, holding the lock
-        assert worker.is_alive() and any("waiting for it" in m for m in logs)
+        worker.start()  # another process's demos run holds the lock: the worker must wait
+        deadline = time.monotonic() + 60
+        while not any("waiting for it" in m for m in logs):
+            assert worker.is_alive() and time.monotonic() < deadline, logs
+            worker.join(timeout=0.05)
+        assert worker.is_alive()
     worker.join(timeout=60)
     assert not worker.is_alive()
     assert (data / "demos" / plans[0].keys["demos"][:12] / MANIFEST).exists()

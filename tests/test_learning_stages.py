@@ -77,7 +77,7 @@ def test_state_pipeline_bc_dapg_evaluate(tiny_door_demos, tmp_path) -> None:  # 
     dapg_dir = tmp_path / "dapg" / result.manifest["upstream"]["dapg"][:12]
     # The stage scored the DAPG checkpoint on evaluate.seed's episodes: scoring it here agrees.
     mine = evaluate(load_policy(dapg_dir / "policy.pt"), "door", 4, seed=cfg.evaluate.seed,
-                    horizon=cfg.dapg.horizon)
+                    horizon=cfg.env.horizon)
     np.testing.assert_allclose(s["per_episode_return"], mine["per_episode_return"], rtol=1e-6)
     assert s["per_episode_success"] == mine["per_episode_success"]
     assert s["success_rate"] == 100.0 * sum(s["per_episode_success"]) / 4

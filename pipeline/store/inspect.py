@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.outputs import weights_label
 from pipeline.store.features import DAMAGED_FIX, FeatureStore
-
-
-def _weights_text(weights: dict[str, Any]) -> str:
-    kind = weights.get("kind", "?")
-    if kind == "random":
-        return "RANDOM (untrained encoder: features carry no ImageNet knowledge)"
-    if kind == "file":
-        return f"file sha256 {str(weights.get('sha256', ''))[:16]}"
-    return f"pretrained {weights.get('tag', '')}"
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -21,7 +13,7 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"feature store: {s['location']}",
         f"  key        {s['key']}",
-        f"  encoder    {s['encoder']} ({s.get('precision')}), weights {_weights_text(s['weights'])}",
+        f"  encoder    {s['encoder']} ({s.get('precision')}), {weights_label(s['weights'])}",
         f"  episodes   {s['episodes']} ({s['rows']} frames), from {s.get('episodes_stage') or 'render'} {str(s['episodes_key'])[:12]}",
     ]
     for cam, info in s["cameras"].items():

@@ -169,17 +169,10 @@ def matches_reference(p: CellPlan) -> bool:
     return cfg.policy.obs_mode == RRL_OBS_MODE and cfg.encode.encoder == RRL_ENCODER
 
 
-def weights_label(p: CellPlan) -> str:
-    """The encoder weights' identity as the encode key records it; random weights stand out."""
-    if "encode" not in p.inputs:
-        return "none (state)"
-    w = p.inputs["encode"]["inputs"]["weights"]
-    if w.get("kind") == "random":
-        return "RANDOM"
-    if w.get("kind") == "file":
-        return f"file sha256 {str(w.get('sha256'))[:12]}"
-    return f"{w.get('kind')} {w.get('tag', '')}".strip()
+def cell_weights(p: CellPlan) -> dict[str, Any] | None:
+    """The encoder weights' identity as the cell's encode key records it (None: state)."""
+    return p.inputs["encode"]["inputs"]["weights"] if "encode" in p.inputs else None
 
 
 def is_random(p: CellPlan) -> bool:
-    return weights_label(p) == "RANDOM"
+    return (cell_weights(p) or {}).get("kind") == "random"

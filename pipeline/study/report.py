@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.config import PipelineConfig
 from pipeline.fileio import write_text_atomic
+from pipeline.outputs import weights_label
 from pipeline.runner import Stage
 from pipeline.study.cells import CellPlan, plan
 from pipeline.study.curves import (
@@ -20,6 +21,7 @@ from pipeline.study.curves import (
     Curve,
     Metric,
     band,
+    cell_weights,
     collect,
     companion_metric,
     curve_of,
@@ -29,7 +31,6 @@ from pipeline.study.curves import (
     reference_curves,
     samples_to,
     value_at,
-    weights_label,
 )
 from pipeline.study.figure import Panel, draw_panels
 from pipeline.study.spec import Experiment
@@ -201,8 +202,8 @@ def _cell_row(r: CellRun) -> str:
     metric = metric_for(cfg.task)
     vision = "encode" in p.keys
     encoder = f"{cfg.encode.encoder} ({cfg.encode.precision})" if vision else "-"
-    weights = weights_label(p)
-    weights = f"**{weights}**" if weights == "RANDOM" else weights
+    weights = weights_label(cell_weights(p))
+    weights = f"**{weights}**" if is_random(p) else weights
     c = r.curve
     state = r.state if r.state != "partial" or c is None else (
         f"partial ({len(c.values)}/{cfg.dapg.iterations})")

@@ -4,7 +4,7 @@
 
     title = "encoder family"                 # the report's panel title
     [base]                                   # dotted config values shared by every cell
-    "demos.task" = "door"
+    "env.task" = "door"
     [grid]                                   # every combination is a cell
     "encode.encoder" = ["resnet18", "shufflenet_v2_x1_0"]
     "policy.seed" = [0, 1]

@@ -12,15 +12,14 @@ from pipeline.errors import StoreError
 from pipeline.runner import Runner
 from pipeline.store import space
 from stages import STAGES
+from tests.helpers import demo_config
 
 pytestmark = pytest.mark.gl
 
 
 def _config(demos: tuple[Path, str]) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({
-        "demos.path": str(path), "demos.sha256": sha, "render.width": "32", "render.height": "32",
-        "render.cameras": "top", "render.workers": "1"})
+    return demo_config(demos, {"env.width": "32", "env.height": "32", "env.cameras": "top",
+                               "render.workers": "1"})
 
 
 def test_full_disk_refused_before_rendering(tiny_door_demos: tuple[Path, str], tmp_path: Path,
