@@ -87,7 +87,10 @@ def evaluate_release(folder: Path, episodes: int, levels: Sequence[int] = (0,),
     release = read_release(folder)
     run, files = release["run"], release["files"]
     policy = load_policy(folder / files["policy"]["file"])
-    encoder = create_encoder(release["encoder"]["name"], str(folder / files["encoder"]["file"]),
+    enc = release["encoder"]
+    pre = enc.get("preprocessing") or {}
+    encoder = create_encoder(enc["name"], str(folder / files["encoder"]["file"]),
+                             enc.get("precision", "fp32"), pre.get("resize"), pre.get("crop"),
                              device=device)
     if policy.obs_dim != encoder.feature_dim * len(run["cameras"]) + run["proprio_dim"]:
         raise StoreError(f"{folder}: the policy takes {policy.obs_dim}-d inputs, the encoder and "
