@@ -60,6 +60,17 @@ class EnvConfig(Validated):
     # adds the spec (with its version) to the key when the level is above 0, whose frames differ.
     distractor_level: int = setting(0, key=False, ge=0, le=3)
     distractor_seed: int = setting(0, key=False, ge=0)
+    # Mixed scenes: demo i is rendered at level levels[i % len(levels)] (in the scene of seed
+    # distractor_seed + i), e.g. 0,1,2,3 for frames to train a VAE robust to distractors.
+    distractor_levels: tuple[int, ...] = setting((), key=False, ge=0, le=3)
+
+    def _check(self) -> None:
+        if self.distractor_levels and self.distractor_level:
+            raise invalid_value("env.distractor_levels", self.distractor_levels,
+                                "nothing when env.distractor_level is set (one level, or a mix)")
+        if len(set(self.distractor_levels)) != len(self.distractor_levels):
+            raise invalid_value("env.distractor_levels", self.distractor_levels,
+                                "distinct levels 0-3, e.g. 0,1,2,3")
     # Action repeat is a fact of each task, not a setting: DMControl-100k's per task (cartpole 8,
     # finger 2, walker 2, cheetah 4; pipeline/envs/dmc_tasks.py), Adroit's frame_skip of 5.
 

@@ -61,6 +61,17 @@ class StageContext:
     data_dir: Path
     log: Callable[[str], None] = print
     force: bool = False  # FORCE=1: redo the work even where the stage's own store holds it
+    version: str = ""  # the stage's code version (see ``key_still_holds``)
+
+    def key_still_holds(self, inputs: dict[str, Any]) -> bool:
+        """Whether the stage's inputs, recomputed now, still give this output's key.
+
+        A file hashed into the key (weights, a policy checkpoint) may be replaced after the
+        runner computed it; its output would then sit under the other file's key. Keys are cheap
+        to recompute, so a stage that hashes files checks before it writes.
+        """
+        upstream = {name: result.key for name, result in self.upstream.items()}
+        return content_key(self.name, self.version, inputs, upstream) == self.key
 
 
 @dataclass(frozen=True)
@@ -182,7 +193,7 @@ class Runner:
     def _context(self, name: str, upstream: dict[str, StageResult],
                  force: bool = False) -> StageContext:
         return StageContext(name, self.key(name), self.out_dir(name), self.config, upstream,
-                            self.data_dir, self.log, force)
+                            self.data_dir, self.log, force, self.stage(name).version)
 
     def _adopt(self, name: str) -> StageResult | None:
         adopt = self.stage(name).adopt

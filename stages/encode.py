@@ -104,11 +104,9 @@ def _checked_inputs(ctx: StageContext) -> dict[str, Any]:
     # A weights file replaced after the runner computed the key would put one file's features
     # under the other's key; the key is cheap to recompute, so check it still holds.
     from pipeline.errors import WeightsError
-    from pipeline.runner import content_key
 
-    upstream = {name: result.key for name, result in ctx.upstream.items()}
     now = inputs(ctx.config)
-    if content_key(ctx.name, VERSION, now, upstream) != ctx.key:
+    if not ctx.key_still_holds(now):
         raise WeightsError(f"encode inputs changed while the stage started (weights file "
                            f"{ctx.config.encode.weights!r} replaced?). Fix: leave the weights "
                            "file in place while encoding and run encode again")

@@ -32,6 +32,9 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
            "camera_poses": task_camera_key(env.task, cameras)}
     if env.distractor_level:  # level 0 frames are those of a render without distractors
         out["distractors"] = distractors(cfg).key()
+    elif env.distractor_levels:  # a mix: demo i at levels[i % n]
+        out["distractors"] = {**DistractorSpec(0, env.distractor_seed).key(),
+                              "levels": list(env.distractor_levels)}
     return out
 
 
@@ -92,8 +95,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "frames_per_second": round(total * len(cameras) / seconds, 1) if total else None,
         "fidelity": fidelity, "episodes_file": EPISODES,  # in out_dir: the data folder may move
         "contact_sheet": SHEET,
-        **({"distractors": {"level": env.distractor_level, "seed": env.distractor_seed,
-                            "per_demo": "seed + demo index"}} if env.distractor_level else {}),
+        **({"distractors": {"level": env.distractor_level or None,
+                            "levels": list(env.distractor_levels) or None,
+                            "seed": env.distractor_seed, "per_demo": "seed + demo index"}}
+           if env.distractor_level or env.distractor_levels else {}),
     }
 
 

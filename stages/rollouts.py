@@ -115,10 +115,7 @@ def _policy(ctx: StageContext) -> tuple[Path, DataSource, dict[str, Any]]:
 def _require_key_holds(ctx: StageContext) -> None:
     # A checkpoint file replaced after the runner computed the key would put one policy's
     # rollouts under the other's key; the key is cheap to recompute, so check it still holds.
-    from pipeline.runner import content_key
-
-    upstream = {name: result.key for name, result in ctx.upstream.items()}
-    if content_key(ctx.name, VERSION, inputs(ctx.config), upstream) != ctx.key:
+    if not ctx.key_still_holds(inputs(ctx.config)):
         raise ConfigError(f"rollouts inputs changed while the stage started (checkpoint "
                           f"{ctx.config.rollouts.policy!r} replaced?). Fix: leave the checkpoint "
                           "in place while rolling out and run again")

@@ -98,3 +98,20 @@ def test_vision_evaluate_under_distractors_end_to_end(tiny_door_demos, tmp_path)
     # Random-weights features of other frames move a BC policy's actions, so the returns.
     assert levels["0"]["mean_return"] != levels["1"]["mean_return"]
     assert "RANDOM" in STAGES["evaluate"].describe(result)
+
+
+def test_mixed_levels_render_demo_i_at_levels_i_mod_n(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """env.distractor_levels=0,2: demo 0 clean, demo 1 at level 2, demo 2 clean... in its own
+    seeded scene; the mix is in the render key, and one level with a mix is refused."""
+    from pipeline.errors import ConfigError
+
+    mixed = PipelineConfig().with_overrides({"env.distractor_levels": "0,2",
+                                             "env.distractor_seed": "7"})
+    assert [demo_distractors(mixed.env, i) for i in range(3)] == [None, DistractorSpec(2, 8), None]
+    plain = Runner(PipelineConfig(), STAGES, tmp_path).key("render")
+    key = Runner(mixed, STAGES, tmp_path).key("render")
+    assert key != plain
+    assert Runner(mixed, STAGES, tmp_path).inputs("render")["distractors"]["levels"] == [0, 2]
+    with pytest.raises(ConfigError, match=r"env\.distractor_levels"):
+        PipelineConfig().with_overrides({"env.distractor_levels": "0,2",
+                                         "env.distractor_level": "1"})

@@ -14,9 +14,7 @@ import pytest
 
 from pipeline.errors import StoreError
 from pipeline.release import evaluate_release, read_release
-from pipeline.runner import Runner
-from stages import STAGES
-from tests.helpers import TINY_RL, TINY_VISION, demo_config
+from tests.helpers import TINY_RL, TINY_VISION
 
 pytestmark = pytest.mark.gl
 ROOT = Path(__file__).resolve().parents[1]

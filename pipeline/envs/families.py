@@ -146,6 +146,7 @@ def check_task_config(cfg: PipelineConfig) -> None:
     if facts.family == ADROIT:
         return
     levels: dict[str, Any] = {"env.distractor_level": cfg.env.distractor_level,
+                              "env.distractor_levels": cfg.env.distractor_levels or 0,
                               "evaluate.distractors": cfg.evaluate.distractors,
                               "rollouts.distractors": cfg.rollouts.distractors}
     for name, value in levels.items():

@@ -166,10 +166,13 @@ _WORKER: dict[str, Any] = {}
 
 def demo_distractors(env: EnvConfig, index: int) -> DistractorSpec | None:
     """The scene demo `index` is rendered in: ``DistractorSpec(level, seed + index)``, so each
-    demo is its own seeded scene; None at level 0 (the model untouched)."""
-    if env.distractor_level == 0:
+    demo is its own seeded scene; the level is ``distractor_level``, or with a mix
+    ``distractor_levels[index % n]``; None at level 0 (the model untouched)."""
+    levels = env.distractor_levels
+    level = levels[index % len(levels)] if levels else env.distractor_level
+    if level == 0:
         return None
-    return DistractorSpec(env.distractor_level, env.distractor_seed + index)
+    return DistractorSpec(level, env.distractor_seed + index)
 
 
 def _make_env(env: EnvConfig, distractors: DistractorSpec | None) -> Any:
