@@ -30,9 +30,9 @@ CURVE = "learning_curve.png"
 REFERENCE_LOGS = Path(__file__).resolve().parents[2] / "shared/data/rrl-reference-logs"
 
 
-def reference_log_files(task: str) -> list[Path]:
+def reference_log_files(task: str, folder: Path = REFERENCE_LOGS) -> list[Path]:
     """RRL's training logs of ``task`` (its three seeds), sorted; empty where ../shared is absent."""
-    return sorted(REFERENCE_LOGS.glob(f"{task}-v0_*.log.csv"))
+    return sorted(Path(folder).glob(f"{task}-v0_*.log.csv"))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pipeline.outputs import (
     reference_log_files,
     trained_source,
 )
-from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.runner import Progress, Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
 VERSION = "2"  # 2: portable summary (relative names), stops on non-finite iterations
@@ -108,6 +108,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     }
 
 
+def progress(ctx: StageContext, upstream: dict[str, str]) -> Progress:
+    """Iterations this output holds, and the finished shorter run it will continue (rl/extend)."""
+    from pipeline.rl.extend import continuation
+    from pipeline.rl.extend import progress as iterations_done
+
+    done = iterations_done(ctx.out_dir)
+    found = continuation(ctx.out_dir, VERSION, inputs(ctx.config), upstream)
+    return Progress(f"dapg iteration {done}/{ctx.config.dapg.iterations}" if done else "",
+                    f"its dapg continues the finished {found[1]}-iteration run" if found else "")
+
+
 def _continue_shorter_run(ctx: StageContext) -> None:
     """ITERS raised after a run finished: start from that run rather than from iteration 0."""
     from pipeline.rl.extend import continuation, continue_from
@@ -172,4 +183,5 @@ STAGE = Stage(
     inputs=inputs,
     run=run,
     describe=describe,
+    progress=progress,
 )

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
+from pipeline.locks import lock_holder
 from pipeline.runner import MANIFEST
-from pipeline.study.cells import cell_state, lock_holder, plan, shared_jobs
+from pipeline.study.cells import cell_state, plan, shared_jobs
 from pipeline.study.execute import run_experiment
 from pipeline.study.spec import REPO_EXPERIMENTS, find_experiment, load_experiment
 from stages import STAGES
@@ -212,7 +213,7 @@ def test_status_says_missing_stale_and_running(tiny_door_demos: tuple[Path, str]
     new = plan(longer, longer.cells("smoke"), STAGES, data)
     record = json.loads((record_dir(data, exp, "smoke") / "cells.json").read_text())
     st = cell_state(new[0], data, record[new[0].cell.name])
-    assert st.state == "stale" and "dapg config: dapg.iterations 2 -> 5" in st.detail
+    assert st.state == "stale" and "dapg: config changed: dapg.iterations 2 -> 5" in st.detail
     # More iterations of a finished run: its dapg starts from it (rl/extend.py), and says so.
     assert st.detail.endswith("its dapg continues the finished 2-iteration run")
     assert cell_state(new[0], data).detail == "not run; its dapg continues the finished 2-iteration run"

@@ -110,6 +110,8 @@ def test_interrupted_dapg_resumes_to_the_uninterrupted_result(tiny_door_demos, t
     logs: list[str] = []
     runner = Runner(cfg, STAGES, tmp_path / "split", log=logs.append)
     assert runner.result("dapg") is None  # interrupted: no manifest
+    status = runner.stage_status("dapg")  # what `rrl status` prints, from the stage's own hook
+    assert (status.state, status.reason) == ("missing", "interrupted (dapg iteration 2/3); resumes")
     resumed = runner.run("dapg")
     assert any("resuming unfinished output" in m for m in logs)
     assert any("at iteration 2" in m for m in logs)

@@ -17,10 +17,10 @@ from typing import Any
 
 from pipeline.fileio import atomic_path
 from pipeline.manifests import MANIFEST
+from pipeline.outputs import BC_START, CHECKPOINT, EVAL_LOG, LOG
 
-CHECKPOINT = "checkpoint.pt"  # the trainer's (imported there: this module stays free of torch)
 # Copied as they are; the checkpoint goes last, since its presence is what makes the trainer resume.
-_CARRIED = ("bc_start.json", "log.csv", "eval.csv")
+_CARRIED = (BC_START, LOG, EVAL_LOG)
 _ROLLOUTS = "rollouts"
 
 
@@ -52,7 +52,7 @@ def shorter_run(stage_dir: Path, version: str, inputs: dict[str, Any],
 
 def progress(out_dir: Path) -> int:
     """Iterations a run's own folder holds: its log gets a row after each checkpoint (torch-free)."""
-    log = out_dir / "log.csv"
+    log = out_dir / LOG
     return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
 
 

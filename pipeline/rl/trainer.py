@@ -29,6 +29,7 @@ from pipeline.config import DAPGConfig
 from pipeline.envs.families import resolved_horizon, task_facts
 from pipeline.errors import ConfigError, NonFiniteError
 from pipeline.fileio import atomic_write
+from pipeline.outputs import CHECKPOINT, EVAL_LOG, LOG
 from pipeline.rl.checkpoints import (
     load_checkpoint,
     non_finite_tensors,
@@ -36,7 +37,6 @@ from pipeline.rl.checkpoints import (
     save_checkpoint,
     set_numpy_rng_state,
 )
-from pipeline.rl.extend import CHECKPOINT
 from pipeline.rl.npg import discounted_returns, gae, npg_step
 from pipeline.rl.policy import Array, GaussianMLPPolicy, MLPBaseline
 from pipeline.rl.rollouts import Rollout, Sampler, evaluation_seed, success_rate, summarize
@@ -215,8 +215,8 @@ def train_dapg(
             "torch_rng": torch.get_rng_state(), "numpy_rng": numpy_rng_state(),
             "rows": rows, "eval_rows": eval_rows,
         })
-        _write_csv(out / "log.csv", LOG_COLUMNS, rows)
-        _write_csv(out / "eval.csv", EVAL_COLUMNS, eval_rows)
+        _write_csv(out / LOG, LOG_COLUMNS, rows)
+        _write_csv(out / EVAL_LOG, EVAL_COLUMNS, eval_rows)
         if log:
             log(_progress_line(it, row, eval_rows[-1] if eval_episodes > 0 else None,
                                task_facts(task).has_success))
