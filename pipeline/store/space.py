@@ -14,9 +14,10 @@ from pipeline.errors import bad_store
 
 # Headroom kept free on top of the estimate: file system metadata, other writers, the OS.
 MARGIN_BYTES = 256 << 20
-# Stored bytes per raw frame byte with lzf, measured on the door demos at 256 px (710 MB for
-# 1.32 GB of frames); rounded up so the estimate errs on the safe side.
-LZF_RATIO = 0.6
+# Stored bytes per raw frame byte for each frame codec (pipeline/store/frames.py), rounded up so
+# the estimate errs on the safe side. lzf: door demos at 256 px, 710 MB for 1.32 GB of frames.
+# zstd: 0.06 on the same frames; busier scenes (distractors) compress less, so 3x headroom.
+CODEC_RATIOS = {"lzf": 0.6, "zstd": 0.2}
 
 
 def disk_free(folder: Path) -> int:
@@ -27,9 +28,10 @@ def disk_free(folder: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def frames_bytes(frames: int, height: int, width: int, cameras: int) -> int:
-    """Estimated bytes on disk for ``frames`` steps of RGB frames from ``cameras`` cameras."""
-    return int(frames * cameras * height * width * 3 * LZF_RATIO)
+def frames_bytes(frames: int, height: int, width: int, cameras: int, codec: str = "lzf") -> int:
+    """Estimated bytes on disk for ``frames`` steps of RGB frames from ``cameras`` cameras,
+    stored with ``codec`` (lzf, the default, is the largest)."""
+    return int(frames * cameras * height * width * 3 * CODEC_RATIOS[codec])
 
 
 def require_free_space(folder: Path, needed: int, what: str) -> None:
