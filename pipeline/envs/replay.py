@@ -12,7 +12,6 @@ Frame ``t`` shows the state of observation ``t``, the one action ``t`` was chose
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ import numpy as np
 from pipeline.config import RenderConfig
 from pipeline.demos import Demo
 from pipeline.envs.distractors import DistractorSpec
-from pipeline.envs.gl import select_gl_backend
+from pipeline.envs.gl import render_pool, select_gl_backend
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -203,7 +202,5 @@ def replay_parallel(
         for job in jobs:
             yield _replay_in_worker(job)
         return
-    # spawn: a forked child would inherit (and corrupt) the parent's GL and MuJoCo state.
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(min(cfg.workers, len(jobs)), _init_worker, (task, cfg)) as pool:
+    with render_pool(min(cfg.workers, len(jobs)), _init_worker, (task, cfg)) as pool:
         yield from pool.imap(_replay_in_worker, jobs)

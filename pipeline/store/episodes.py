@@ -207,6 +207,10 @@ class EpisodeReader:
     def frame_shape(self, camera: str) -> tuple[int, ...]:
         return tuple(self.groups[0]["obs"][camera + IMAGE_SUFFIX].shape[1:])
 
+    def stored_frame_bytes(self, camera: str) -> int:
+        """Bytes the camera's frames take in the file (compressed), over all episodes."""
+        return sum(int(g["obs"][camera + IMAGE_SUFFIX].id.get_storage_size()) for g in self.groups)
+
     def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of ``key`` (a camera name, or an ``obs/...``/top-level dataset)."""
         path = f"obs/{key}{IMAGE_SUFFIX}" if key in self.cameras else key

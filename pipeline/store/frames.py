@@ -119,6 +119,7 @@ class ChunkCache:
         self._chunks: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self.decoded = 0  # chunks decoded into the cache (a read of part of a chunk not cached)
 
     def read(self, dataset: h5py.Dataset, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of ``dataset`` (0 <= start < stop <= len)."""
@@ -150,6 +151,7 @@ class ChunkCache:
         chunk = self._chunks.get(key)
         if chunk is None:
             chunk = np.asarray(dataset[index * rows:min((index + 1) * rows, dataset.shape[0])])
+            self.decoded += 1
             self._chunks[key] = chunk
             self._bytes += chunk.nbytes
             while self._bytes > self.max_bytes and len(self._chunks) > 1:
