@@ -10,12 +10,16 @@ chunk). Printed per codec, and as a ratio to lzf:
 
 - bytes per frame: file size / frames;
 - write frames/s: ``EpisodeWriter.write`` calls (frames and the small arrays, as the render stage
-  writes them), and the share of the render stage's time per frame that this costs (its
-  frames/s from the render manifest, measured on the same machine);
+  writes them), and the share of the render's own cost per frame that this adds (the core time
+  of replaying and rendering the first demo in this process, as a render worker does);
 - read frames/s through the encode stage's access pattern: tasks of ``stages.encode.ROWS_PER_TASK``
   rows dealt round-robin to ``--workers`` readers (one per dask worker), each task read in
   batches of ``encode.batch_size`` rows (``ShardEncoder``). The files were just written, so they
   are read from the page cache: this is decoding speed; a cold disk favours the smaller file.
+
+Speeds are frames per CPU-second of this process (``time.process_time``: HDF5 runs its filters in
+the calling thread), so other jobs on the machine slow the wall clock but hardly these numbers;
+the render's core time counts the software rasteriser's threads too.
 
 Every frame read back is compared with the rendered one; a mismatch stops the bench.
 """
@@ -41,13 +45,31 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DEMOS = ROOT.parent / "shared/data/adroit-demos/door-v0_demos.pickle"
 
 
-def rendered(data: Path, demos: Path, size: int, max_demos: int | None) -> tuple[Path, float]:
-    """(episode file, render stage frames/s) of the door demos at ``size`` px."""
+def rendered(data: Path, demos: Path, size: int, max_demos: int | None) -> Path:
+    """The episode file of the door demos at ``size`` px (the render stage's)."""
     overrides = {"demos.path": str(demos), "render.width": str(size), "render.height": str(size)}
     if max_demos:
         overrides["render.max_demos"] = str(max_demos)
     result = Runner(PipelineConfig().with_overrides(overrides), STAGES, data, log=print).run("render")
-    return result.out_dir / result.summary["episodes_file"], float(result.summary["frames_per_second"])
+    return result.out_dir / result.summary["episodes_file"]
+
+
+def render_cpu_seconds(demos: Path, size: int, steps: int) -> float:
+    """Core-seconds per frame of a render worker's work: states replay and render, one camera."""
+    from pipeline.demos import load_demos
+    from pipeline.envs.adroit import AdroitEnv
+    from pipeline.envs.families import resolve_task_cameras
+    from pipeline.envs.replay import replay_demo
+
+    demo = load_demos(demos, "door")[0][0]
+    env = AdroitEnv("door", cameras=resolve_task_cameras("door", ()), width=size, height=size)
+    try:
+        replay_demo(env, demo, 0, "states", 2)  # warm-up: the GL context, first frames
+        start = time.process_time()
+        episode = replay_demo(env, demo, 0, "states", steps)
+        return (time.process_time() - start) / len(episode.actions)
+    finally:
+        env.close()
 
 
 def episode(reader: EpisodeReader, index: int) -> Episode:
@@ -61,7 +83,7 @@ def episode(reader: EpisodeReader, index: int) -> Episode:
 
 
 def write_copies(source: Path, codecs: dict[str, FrameCodec], folder: Path) -> dict[str, float]:
-    """Write every episode of ``source`` once per codec; seconds spent in the writers."""
+    """Write every episode of ``source`` once per codec; CPU seconds spent in the writers."""
     seconds = dict.fromkeys(codecs, 0.0)
     with EpisodeReader(source) as reader:
         writers = {name: EpisodeWriter(folder / f"{name}.hdf5", reader.env_args,
@@ -70,28 +92,28 @@ def write_copies(source: Path, codecs: dict[str, FrameCodec], folder: Path) -> d
         for i in range(len(reader.names)):
             ep = episode(reader, i)
             for name, writer in writers.items():
-                start = time.perf_counter()
+                start = time.process_time()
                 writer.write(i, ep)
-                seconds[name] += time.perf_counter() - start
+                seconds[name] += time.process_time() - start
         for name, writer in writers.items():
-            start = time.perf_counter()
+            start = time.process_time()
             writer.close()
-            seconds[name] += time.perf_counter() - start
+            seconds[name] += time.process_time() - start
     return seconds
 
 
 def encode_pattern_seconds(path: Path, batch: int, workers: int) -> float:
-    """Seconds to read every frame the way the encode stage's tasks do (see the docstring)."""
+    """CPU seconds to read every frame the way the encode stage's tasks do (see the docstring)."""
     readers = [EpisodeReader(path) for _ in range(workers)]
     try:
-        start = time.perf_counter()
+        start = time.process_time()
         for camera in readers[0].cameras:
             rows = readers[0].num_rows
             for task, lo in enumerate(range(0, rows, ROWS_PER_TASK)):
                 reader, hi = readers[task % workers], min(lo + ROWS_PER_TASK, rows)
                 for s in range(lo, hi, batch):
                     reader.read_rows(camera, s, min(hi, s + batch))
-        return time.perf_counter() - start
+        return time.process_time() - start
     finally:
         for reader in readers:
             reader.close()
@@ -108,7 +130,8 @@ def check_identical(source: Path, copy: Path) -> None:
 
 
 def bench_size(args: argparse.Namespace, size: int) -> None:
-    source, render_fps = rendered(args.data, args.demos, size, args.max_demos)
+    source = rendered(args.data, args.demos, size, args.max_demos)
+    render = render_cpu_seconds(args.demos, size, args.render_steps)
     with EpisodeReader(source) as reader:
         frames = reader.num_rows * len(reader.cameras)
         shape = reader.frame_shape(reader.cameras[0])
@@ -116,8 +139,8 @@ def bench_size(args: argparse.Namespace, size: int) -> None:
     codecs = {"lzf, 1 frame per chunk (before)": LEGACY,
               f"zstd-{ZSTD_LEVEL}, {args.chunk} frames per chunk": FrameCodec("zstd", args.chunk)}
     print(f"\ndoor demos at {size} px: {episodes} episodes, {frames} frames of {shape}; render "
-          f"stage {render_fps:.1f} frames/s (its manifest); read: tasks of {ROWS_PER_TASK} rows, "
-          f"batches of {args.batch}, {args.workers} readers")
+          f"{1e3 * render:.1f} core-ms per frame; read: tasks of {ROWS_PER_TASK} rows, batches of "
+          f"{args.batch}, {args.workers} readers; speeds in frames per CPU-second")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         folder = Path(tmp)
         files = {name: folder / f"{name}.hdf5" for name in codecs}
@@ -134,7 +157,7 @@ def bench_size(args: argparse.Namespace, size: int) -> None:
     print(f"  {'codec':<36} {'file B/frame':>12} {'frames only':>11} {'write f/s':>10} "
           f"{'of render':>9} {'read f/s':>9}  pixels")
     for name, (bpf, ppf, wfps, rfps) in rows.items():
-        print(f"  {name:<36} {bpf:12.0f} {ppf:11.0f} {wfps:10.0f} {100 * render_fps / wfps:8.1f}% "
+        print(f"  {name:<36} {bpf:12.0f} {ppf:11.0f} {wfps:10.0f} {100 / (render * wfps):8.1f}% "
               f"{rfps:9.0f}  identical")
     (base, new) = rows.values()
     print(f"  {'ratio new / before':<36} {new[0] / base[0]:12.3f} {new[1] / base[1]:11.3f} "
@@ -154,7 +177,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=EncodeConfig().batch_size)
     parser.add_argument("--workers", type=int, default=EncodeConfig().workers,
                         help="readers the encode tasks are dealt to (dask workers)")
-    parser.add_argument("--repeats", type=int, default=2, help="read passes; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=3, help="read passes; the fastest counts")
+    parser.add_argument("--render-steps", type=int, default=100,
+                        help="steps of demo 0 rendered to time the render")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the copies")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")

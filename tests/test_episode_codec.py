@@ -196,3 +196,43 @@ def test_rendered_door_frames_are_bit_identical_to_the_old_layout(tiny_door_demo
     first, second = frames.values()
     assert len(keys) == 1 and first.shape == (24, 48, 48, 3) and first.std() > 5
     assert np.array_equal(first, second)
+
+
+KEEP_WRITING = """
+import sys
+from pathlib import Path
+from pipeline.store.episodes import EpisodeWriter
+from pipeline.store.frames import FrameCodec
+from tests.test_episode_codec import episode
+
+writer = EpisodeWriter(Path(sys.argv[1]), {"env_name": "door"}, "sha", ("top", "side"),
+                       codec=FrameCodec("zstd", 16))
+for i in range(int(sys.argv[2])):
+    if i not in writer.completed():
+        writer.write(i, episode(40 + i % 7, seed=i))
+        print(i, flush=True)
+writer.close()
+"""
+
+
+@pytest.mark.parametrize("written", [1, 4])
+def test_a_writer_killed_mid_episode_resumes_to_the_same_pixels(tmp_path: Path, written: int) -> None:
+    path, total = tmp_path / "episodes.hdf5", 12
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-c", KEEP_WRITING, str(path), str(total)]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for _ in range(written):
+        proc.stdout.readline()
+    proc.kill()  # SIGKILL while it writes the next episodes: no cleanup, no close
+    proc.wait()
+    resumed = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    with EpisodeReader(path) as reader:
+        assert len(reader.names) == total
+        for i in range(total):
+            want = episode(40 + i % 7, seed=i)
+            lo = int(reader.episode_ends[i] - reader.lengths[i])
+            for cam in ("top", "side"):
+                got = reader.read_rows(cam, lo, int(reader.episode_ends[i]))
+                assert np.array_equal(got, want.frames[cam]), (i, cam)
