@@ -29,6 +29,8 @@ from pipeline.settings import (
 TASKS = ("door", "hammer", "pen", "relocate", "cartpole-swingup", "finger-spin", "walker-walk",
          "cheetah-run")
 REPLAY_MODES = ("states", "open_loop")
+# How episode files store frames (pipeline/store/frames.py); lossless, so not in any key.
+FRAME_CODECS = ("zstd", "lzf")
 PRECISIONS = ("fp32", "bf16")
 OBS_MODES = ("state", "vision+proprio", "vision", "noisy_proprio")
 REWARDS = ("dense", "sparse")
@@ -91,6 +93,10 @@ class RenderConfig(Validated):
     max_demos: int | None = setting(None, gt=0)  # render only the first N demos (tiny runs)
     max_steps: int | None = setting(None, gt=0)  # truncate each demo to N steps (tiny runs)
     workers: int = setting(2, key=False, gt=0, le=256)
+    # How frames are stored (rollouts use these too): lossless, so the pixels read back and the
+    # key are the same whatever they are; zstd over 64-frame chunks is ~9x smaller than lzf.
+    codec: str = setting("zstd", key=False, choices=FRAME_CODECS)
+    chunk_frames: int = setting(64, key=False, gt=0, le=1024)
 
 
 @dataclass(frozen=True)

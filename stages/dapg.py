@@ -54,6 +54,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.rl.policy import MLPBaseline
     from pipeline.rl.recording import RolloutRecorder, rollouts_info
     from pipeline.rl.trainer import train_dapg
+    from pipeline.store.frames import FrameCodec
 
     d, pcfg, task = ctx.config.dapg, ctx.config.policy, ctx.config.task
     steps = horizon(ctx.config)
@@ -70,7 +71,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if record:
         info = rollouts_info({"stage": "dapg", "key": ctx.key, "training": True}, src.obs_mode,
                              (0,), policy_config=policy.config(), seed=pcfg.seed)
-        recorder = RolloutRecorder(ctx.out_dir / "rollouts", task, d.record_every, info)
+        recorder = RolloutRecorder(ctx.out_dir / "rollouts", task, d.record_every, info,
+                                   FrameCodec.of(ctx.config.render))
     ctx.log(f"[dapg] {'DAPG' if d.use_demos else 'NPG'} on {task} ({src.obs_mode}): "
             f"{d.iterations} iterations x {d.trajectories} trajectories x {steps} steps, "
             f"{d.envs} envs")

@@ -52,6 +52,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.envs.replay import check_mode_supported, replay_parallel
     from pipeline.render_report import summarize_fidelity, write_contact_sheet
     from pipeline.store.episodes import EpisodeWriter
+    from pipeline.store.frames import FrameCodec
     from pipeline.store.space import frames_bytes, require_free_space
 
     task, rcfg = ctx.config.task, ctx.config.render
@@ -63,7 +64,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     demos, sha = load_demos(demos_res.out_dir / "demos.pickle", task, demos_res.summary["sha256"])
     demos = demos[: rcfg.max_demos] if rcfg.max_demos else demos
     env_args = {"env_name": task, "type": "adroit", "env_kwargs": inputs(ctx.config)}
-    writer = EpisodeWriter(ctx.out_dir / EPISODES, env_args, sha, cameras, log=ctx.log)
+    writer = EpisodeWriter(ctx.out_dir / EPISODES, env_args, sha, cameras, log=ctx.log,
+                           codec=FrameCodec.of(rcfg))
     done = writer.completed()
     if done:
         ctx.log(f"[render] resuming: {len(done)} of {len(demos)} episodes already written")
@@ -72,7 +74,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     total = sum(steps)
 
     def needed(frames: int) -> int:
-        return frames_bytes(frames, env.height, env.width, len(cameras))
+        return frames_bytes(frames, env.height, env.width, len(cameras), rcfg.codec)
 
     require_free_space(ctx.out_dir, needed(total), f"{total} frames per camera")
     started = time.perf_counter()

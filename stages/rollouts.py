@@ -141,6 +141,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.rl.checkpoints import load_policy
     from pipeline.rl.recording import RolloutFile, rollouts_info
     from pipeline.rollout_episodes import RolloutPlan, level_results, record_rollouts
+    from pipeline.store.frames import FrameCodec
     from pipeline.store.space import frames_bytes, require_free_space
 
     cfg, r = ctx.config, ctx.config.rollouts
@@ -162,7 +163,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                        r.deterministic and src is not None)
     frame_spec = frames(cfg)
     require_free_space(ctx.out_dir, frames_bytes(plan.total * plan.horizon, cfg.env.height,
-                                                 cfg.env.width, len(cameras)),
+                                                 cfg.env.width, len(cameras), cfg.render.codec),
                        f"{plan.total} rollout episodes")
     info = rollouts_info(identity, obs_mode, plan.levels, rollouts_key=ctx.key,
                          episodes_per_level=r.episodes, seed=r.seed, deterministic=plan.deterministic,
@@ -170,7 +171,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                          policy_config=policy.config())
     env_kwargs = {**frame_spec, "reward": cfg.env.reward, "horizon": plan.horizon}
     path = ctx.out_dir / EPISODES
-    with RolloutFile(path, cfg.task, cameras, info, env_kwargs, sha, ctx.log) as out:
+    with RolloutFile(path, cfg.task, cameras, info, env_kwargs, sha, ctx.log,
+                     FrameCodec.of(cfg.render)) as out:
         done = len(out.completed())
         if done:
             ctx.log(f"[rollouts] resuming: {done} of {plan.total} episodes already written")

@@ -1,8 +1,8 @@
 """Content keys stay what they were when settings moved between config sections (issue 19).
 
 The keys below were computed before the environment settings moved to their own `env` section
-(`demos.task`, `dapg.reward`, `dapg.horizon`, `render.cameras/width/height/shadows/distractor_*`)
-and `dapg.device` merged into `encode.device`. A stage computes its key from the values it depends
+(`env.task`, `env.reward`, `env.horizon`, `env.cameras/width/height/shadows/distractor_*`)
+and `encode.device` merged into `encode.device`. A stage computes its key from the values it depends
 on under stable names, so finished runs, the README's figures and resumable long runs stay cache
 hits. A change here must come with a stage version bump and a reason.
 """

@@ -12,7 +12,6 @@ Frame ``t`` shows the state of observation ``t``, the one action ``t`` was chose
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 from pipeline.config import EnvConfig, RenderConfig
 from pipeline.demos import Demo
 from pipeline.envs.distractors import DistractorSpec
-from pipeline.envs.gl import select_gl_backend
+from pipeline.envs.gl import render_pool, select_gl_backend
 from pipeline.errors import ConfigError
 from pipeline.procs import exit_with_parent
 
@@ -216,8 +215,6 @@ def replay_parallel(env: EnvConfig, render: RenderConfig,
         for job in jobs:
             yield _replay_in_worker(job)
         return
-    # spawn: a forked child would inherit (and corrupt) the parent's GL and MuJoCo state.
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(min(render.workers, len(jobs)), _init_pool_worker,
-                  (os.getpid(), env, render)) as pool:
+    with render_pool(min(render.workers, len(jobs)), _init_pool_worker,
+                     (os.getpid(), env, render)) as pool:
         yield from pool.imap(_replay_in_worker, jobs)

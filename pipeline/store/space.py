@@ -16,9 +16,10 @@ from pipeline.errors import bad_store
 # estimate on the low side): a share of the job, so a 7 MB job does not ask for 256 MB.
 MARGIN_SHARE = 0.25
 MIN_MARGIN_BYTES = 16 << 20
-# Stored bytes per raw frame byte with lzf, measured on the door demos at 256 px (710 MB for
-# 1.32 GB of frames); rounded up so the estimate errs on the safe side.
-LZF_RATIO = 0.6
+# Stored bytes per raw frame byte for each frame codec (pipeline/store/frames.py), rounded up so
+# the estimate errs on the safe side. lzf: door demos at 256 px, 710 MB for 1.32 GB of frames.
+# zstd: 0.06 on the same frames; busier scenes (distractors) compress less, so 3x headroom.
+CODEC_RATIOS = {"lzf": 0.6, "zstd": 0.2}
 
 
 def disk_free(folder: Path) -> int:
@@ -29,9 +30,10 @@ def disk_free(folder: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def frames_bytes(frames: int, height: int, width: int, cameras: int) -> int:
-    """Estimated bytes on disk for ``frames`` steps of RGB frames from ``cameras`` cameras."""
-    return int(frames * cameras * height * width * 3 * LZF_RATIO)
+def frames_bytes(frames: int, height: int, width: int, cameras: int, codec: str = "lzf") -> int:
+    """Estimated bytes on disk for ``frames`` steps of RGB frames from ``cameras`` cameras,
+    stored with ``codec`` (lzf, the default, is the largest)."""
+    return int(frames * cameras * height * width * 3 * CODEC_RATIOS[codec])
 
 
 def headroom(needed: int) -> int:
