@@ -78,7 +78,9 @@ def test_one_gpu_or_another_backend_spreads_nothing(monkeypatch: pytest.MonkeyPa
     assert EGL_DEVICE not in os.environ
     use_egl_device(3, 2)
     assert os.environ[EGL_DEVICE] == "1"
-    monkeypatch.delenv(EGL_DEVICE)
+    # Not monkeypatch.delenv: it would record "1" and put it back after the test, sending every
+    # later render in this session to an EGL device this machine may not have.
+    del os.environ[EGL_DEVICE]
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     monkeypatch.setenv("RRL_EGL_GPUS", "2")
     assert egl_gpus() == 0
