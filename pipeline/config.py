@@ -68,6 +68,9 @@ class RenderConfig(Validated):
 class EncodeConfig(Validated):
     encoder: str = setting("resnet34")
     weights: str = setting("pretrained")  # "pretrained", "random", or a .pth/.safetensors path
+    # The sha256 the weights file must have; any other file is refused. Not in the key: the
+    # file's own sha256 already is.
+    weights_sha256: str | None = setting(None, key=False, pattern=SHA256_PATTERN)
     precision: str = setting("fp32", choices=PRECISIONS)
     # Unset: the encoder's own input size (ImageNet models: RRL's Resize(256), CenterCrop(224)).
     resize: int | None = setting(None, gt=0, le=4096)

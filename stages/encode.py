@@ -54,7 +54,7 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     resize, crop = input_size(spec, e.resize, e.crop)
     return {
         "encoder": e.encoder,
-        "weights": weights_identity(e.encoder, e.weights),
+        "weights": weights_identity(e.encoder, e.weights, e.weights_sha256),
         "precision": e.precision,
         # Resolved ("auto" is what it stands for); the demos leave it out: old keys stay valid.
         **({"source": source} if (source := encode_source(cfg)) != "demos" else {}),

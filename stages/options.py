@@ -63,6 +63,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("encoder", ("encode.encoder",), "encoder name (rrl encoders)"),
     Option("weights", ("encode.weights",),
            "pretrained | random | path to .pth/.safetensors | a vae key (ENCODER=vae)"),
+    Option("weights-sha256", ("encode.weights_sha256",),
+           "refuse weights whose sha256 is not this one (64 hex digits)"),
     Option("precision", ("encode.precision",), "encoder arithmetic"),
     Option("store", ("encode.store",), "feature store: a path or s3://, gs:// URL"),
     Option("scheduler", ("encode.scheduler",), "dask scheduler address (tcp://host:8786)"),

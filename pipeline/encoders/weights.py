@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,10 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 _HASH_CACHE_NAME = "weights_sha256.json"
 _CHUNK = 1 << 20
 RACY_WINDOW_NS = 2_000_000_000  # coarser than any file clock in use (FAT: 2 s)
+# torch.hub's convention: ``resnet34-b627a593.pth`` names the first hex digits of the file's
+# sha256. torch.hub accepts any number of digits; 8 or more keeps a user's ``ckpt-2.pth`` (or
+# ``run-1.pt``) from being read as a hash prefix, and torchvision's own files use 8 to 10.
+HASH_PREFIX = re.compile(r"-([0-9a-f]{8,64})\.")
 
 
 def weights_fix(name: str) -> str:
@@ -44,17 +49,50 @@ def weights_fix(name: str) -> str:
     )
 
 
-def weights_identity(name: str, weights: str) -> dict[str, str]:
-    """What the weights are, for the cache key: a kind plus the tag or the file's sha256."""
+def weights_identity(name: str, weights: str, pin: str | None = None) -> dict[str, str]:
+    """What the weights are, for the cache key: a kind plus the tag or the file's sha256.
+
+    ``pin`` (``WEIGHTS_SHA256=``): the sha256 the weights file must have; anything else,
+    random weights included, is refused.
+    """
     spec = encoder_spec(name)  # unknown names fail here, before any file is read
     if weights == "random":
+        check_pin(pin, None, "WEIGHTS=random")
         return {"kind": "random"}
     if weights == "pretrained":
         if spec.pretrained_tag is None:
             raise no_pretrained_weights(name)
+        check_pin(pin, None, f"WEIGHTS=pretrained ({spec.pretrained_tag})")
         return {"kind": "pretrained", "tag": spec.pretrained_tag}
     encoder_spec(name, weights)  # a file whose architecture cannot be read fails here
-    return {"kind": "file", "sha256": file_sha256(check_weights_file(name, weights))}
+    path = check_weights_file(name, weights)
+    sha = file_sha256(path)
+    check_name_hash(path, sha)
+    check_pin(pin, sha, f"weights file {str(path)!r}")
+    return {"kind": "file", "sha256": sha}
+
+
+def check_name_hash(path: Path, sha256: str) -> None:
+    """Refuse a file whose name carries a hash prefix (torch.hub style) its bytes do not have."""
+    match = HASH_PREFIX.search(path.name)
+    if match and not sha256.startswith(match.group(1)):
+        raise WeightsError(
+            f"weights file {str(path)!r}: its name says its sha256 starts with "
+            f"{match.group(1)!r} (the torch.hub convention), but its bytes hash to {sha256}: the "
+            f"file is damaged or was changed after download, and is not loaded. Fix: download "
+            f"it again (or copy it again from a good copy); if the file was changed on purpose, "
+            f"rename it so that its name carries no '-<hex>.' hash prefix")
+
+
+def check_pin(pin: str | None, sha256: str | None, what: str) -> None:
+    """Refuse weights other than the pinned ``WEIGHTS_SHA256=`` (None: nothing pinned)."""
+    if pin is None or pin == sha256:
+        return
+    found = f"has sha256 {sha256}" if sha256 else "is not a file with a sha256"
+    raise WeightsError(
+        f"{what} {found}, but WEIGHTS_SHA256={pin} (encode.weights_sha256) pins the weights to "
+        f"another file. Fix: point WEIGHTS= at the file with that sha256, or change or unset "
+        f"WEIGHTS_SHA256 if these weights are the ones you want")
 
 
 def no_pretrained_weights(name: str) -> WeightsError:
