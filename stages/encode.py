@@ -156,8 +156,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                            identity.get("sha256"), place.device)
     encoder = cached_encoder(params)  # fails early (bad weights) before any cluster starts
     weights = dict(encoder.weights)
-    if weights["kind"] == "file":  # where it was, so rollouts can rebuild the same encoder
-        weights["path"] = str(Path(e.weights).resolve())
+    if weights["kind"] == "file":  # kept by content in the store, so others rebuild the encoder
+        weights.update(keep_weights_file(root, Path(e.weights), weights["sha256"]))
     attrs: dict[str, Any] = {
         "encoder": e.encoder, "weights": weights, "precision": e.precision,
         "preprocessing": encoder.preprocessing, "episodes_key": render.key,
@@ -197,6 +197,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {**_portable(summary(store)), "store": e.store, "encode_seconds": round(seconds, 2),
             "frames_per_second": round(num_rows * len(cameras) / seconds, 1),
             "shards_written": written, "verified": report.as_dict(), "device": device}
+
+
+def keep_weights_file(root: str, path: Path, sha256: str) -> dict[str, Any]:
+    """Put the weights file into the store's weights folder (before any shard is written, so a
+    complete group always has it); the attrs that name it: its file name and size, no path."""
+    from pipeline.store.weights_files import put_weights
+
+    put_weights(root, path, sha256)
+    return {"file": path.name, "bytes": path.stat().st_size}
 
 
 def _portable(summary: dict[str, Any]) -> dict[str, Any]:

@@ -97,7 +97,8 @@ OPTIONS: tuple[Option, ...] = (
 BY_NAME = {o.param: o for o in OPTIONS}
 BY_MAKE_VAR = {o.make_var: o for o in OPTIONS}
 # Make variables that are not config options: the Makefile handles them itself.
-MAKE_ONLY = ("FORCE", "URL", "PYTHON", "VENV", "DATA", "SET", "NAME", "STATUS", "KEY", "BUDGET")
+MAKE_ONLY = ("FORCE", "URL", "PYTHON", "VENV", "DATA", "SET", "NAME", "STATUS", "KEY", "BUDGET",
+             "MAX_WEIGHTS_MB")
 
 
 def overrides(values: dict[str, str | None], sets: list[str]) -> dict[str, str]:

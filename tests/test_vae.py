@@ -124,7 +124,7 @@ def test_encode_with_the_vae_key_like_any_encoder(tiny_door_demos, trained, tmp_
     from pipeline.encoders import create_encoder
     from pipeline.encoders.preprocess import normalize_pixels, resize_crop
     from pipeline.encoders.vae import load_vae
-    from pipeline.rl.data import _weights_arg
+    from pipeline.rl.data import weights_argument
     from pipeline.rl.vision import check_encoder_matches_store
 
     data, vae = trained
@@ -151,8 +151,9 @@ def test_encode_with_the_vae_key_like_any_encoder(tiny_door_demos, trained, tmp_
 
     # Rollouts rebuild the same encoder from the store's attrs, as make_sampler does.
     pre = attrs["preprocessing"]
-    encoder = create_encoder(attrs["encoder"], _weights_arg(attrs["weights"]), attrs["precision"],
-                             pre["resize"], pre["crop"])
+    encoder = create_encoder(attrs["encoder"], weights_argument(result_store(result),
+                                                                attrs["weights"]),
+                             attrs["precision"], pre["resize"], pre["crop"])
     check_encoder_matches_store(encoder, attrs, "store")
     assert encoder.preprocessing == pre and encoder.feature_dim == 8
 

@@ -104,9 +104,8 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
         raise ConfigError(f"dapg.device: {exc}") from None
     attrs = open_features(src.store, src.feature_key).attrs
     pre = attrs["preprocessing"]
-    weights = attrs["weights"]
-    encoder = create_encoder(attrs["encoder"], _weights_arg(weights), attrs["precision"],
-                             pre["resize"], pre["crop"], device=dapg.device)
+    encoder = create_encoder(attrs["encoder"], weights_argument(src.store, attrs["weights"]),
+                             attrs["precision"], pre["resize"], pre["crop"], device=dapg.device)
     check_encoder_matches_store(encoder, attrs, f"{src.store}/{src.feature_key}")
     render = RenderConfig(**{k: src.render[k] for k in ("width", "height", "shadows")})
     cores = len(os.sched_getaffinity(0))
@@ -119,14 +118,12 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
                          env_factory=env_factory or task_env, **layout.kwargs())
 
 
-def _weights_arg(weights: dict[str, Any]) -> str:
-    """The `weights=` argument that rebuilds the store's encoder."""
-    if weights.get("kind") == "file":
-        path = weights.get("path")
-        if not path or not Path(path).is_file():
-            from pipeline.errors import WeightsError
+def weights_argument(store: str, weights: dict[str, Any]) -> str:
+    """The `weights=` argument that rebuilds a group's encoder: its weights file, found by
+    sha256 in the store's weights folder or the local weights cache (never by a stored path)."""
+    from pipeline.store.weights_files import WeightsFile, fetch_weights
 
-            raise WeightsError(f"the store's encoder weights file (sha256 {weights.get('sha256')}) "
-                               f"is not at {path!r}. Fix: restore that file or re-run encode")
-        return str(path)
-    return str(weights.get("kind", "pretrained"))
+    ref = WeightsFile.from_attrs(weights)
+    if ref is None:
+        return str(weights.get("kind", "pretrained"))
+    return str(fetch_weights(store, ref, legacy_path=weights.get("path")))

@@ -48,6 +48,7 @@ class VerifyReport:
     zero_rows: dict[str, int] = field(default_factory=dict)  # camera -> rows that are all zero
     zero_row_episodes: dict[str, list[int]] = field(default_factory=dict)  # camera -> episodes
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what a copy left behind (weights files)
 
     @property
     def ok(self) -> bool:
@@ -68,7 +69,7 @@ class VerifyReport:
                 "shards_total": self.shards_total, "problems": list(self.problems),
                 "zero_rows": dict(self.zero_rows),
                 "zero_row_episodes": {c: list(e) for c, e in self.zero_row_episodes.items()},
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), **({"notes": list(self.notes)} if self.notes else {})}
 
 
 def verify_group(root_url: str, key: str, storage_options: Options = None) -> VerifyReport:
