@@ -25,7 +25,7 @@ endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
 .PHONY: help install gl-deps demos render vae encode features bc dapg evaluate rollouts probe status cameras distractors \
-	inspect options verify push pull experiment report test test-slow test-all test-gpu lint bench e2e clean
+	inspect options verify push pull experiment probe-zoo report test test-slow test-all test-gpu lint bench e2e clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
@@ -106,6 +106,9 @@ pull: $(INSTALLED) ## fetch the current config's feature store from URL=s3://buc
 
 experiment: $(INSTALLED) ## run an experiment's cells on dask (NAME=smoke BUDGET=smoke|paper; STATUS=1 lists them)
 	$(RRL) experiment $(if $(STATUS),status,run) $(NAME)
+
+probe-zoo: $(INSTALLED) ## linear probe of every encoder and stored layer of an experiment, ranked (NAME=zoo BUDGET=smoke)
+	$(RRL) experiment probe $(or $(NAME),zoo)
 
 report: $(INSTALLED) ## curves and tables of an experiment's finished cells (NAME=smoke BUDGET=)
 	$(RRL) report $(NAME)

@@ -70,6 +70,7 @@ def data_source(ctx: StageContext) -> Any:
         ctx.config.task, mode, store=ctx.config.encode.store, feature_key=enc.key,
         cameras=tuple(enc.summary["cameras"]),
         render={"width": r.width, "height": r.height, "shadows": r.shadows},
+        features=ctx.config.policy.features,
     )
 
 

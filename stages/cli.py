@@ -227,14 +227,14 @@ def distractors(
 
 
 @app.command()
-def encoders() -> None:
-    """List the registered encoders and their feature widths."""
-    from pipeline.encoders import encoder_spec, list_encoders
+def encoders(search: Annotated[str | None, typer.Option(
+                 help="list timm's pretrained tags matching this (substring or glob)")] = None,
+             limit: Annotated[int, typer.Option(help="at most this many tags")] = 50) -> None:
+    """The aliases, or timm's pretrained tags: input config and feature width per layer."""
+    from pipeline.encoders.catalog import listing
 
-    for name in list_encoders():
-        spec = encoder_spec(name)
-        tag = spec.pretrained_tag or "no pretrained weights (make vae, then WEIGHTS=<its key>)"
-        typer.echo(f"{name:<24} {spec.feature_dim:>5}-d  {spec.source}: {tag}")
+    for line in listing(search, limit):
+        typer.echo(line)
 
 
 def main() -> None:

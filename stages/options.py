@@ -66,6 +66,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("weights-sha256", ("encode.weights_sha256",),
            "refuse weights whose sha256 is not this one (64 hex digits)"),
     Option("precision", ("encode.precision",), "encoder arithmetic"),
+    Option("layers", ("encode.layers",),
+           "layers to store, from one forward pass: timm forward_intermediates indices "
+           "(ResNet stages 2,3,4; ViT blocks -4,-1) and/or pre_logits; unset: pre_logits"),
+    Option("features", ("policy.features", "probe.features"),
+           "stored features bc/dapg/probe read, concatenated (layer names or indices); unset: all"),
     Option("store", ("encode.store",), "feature store: a path or s3://, gs:// URL"),
     Option("scheduler", ("encode.scheduler",), "dask scheduler address (tcp://host:8786)"),
     Option("device", ("encode.device", "dapg.device"),

@@ -1,7 +1,8 @@
 """Cheap weights identity for cache keys and `rrl status`.
 
 Must not import torch: it runs on every `status`. A weights file is identified by the sha256 of
-its bytes, never its path, and the hash is remembered in a small JSON file keyed by
+its bytes, never its path (pretrained weights too: the tag and the sha256 of the cached download,
+``pipeline.encoders.hub``), and the hash is remembered in a small JSON file keyed by
 (absolute path, size, mtime_ns, ctime_ns, inode) so only the first call after a change reads the
 file. ctime and the inode catch a rewrite whose mtime was put back (``cp -p``, ``rsync -t``, tar);
 a file changed within the last ``RACY_WINDOW_NS`` is hashed but not remembered, as git does for
@@ -62,8 +63,14 @@ def weights_identity(name: str, weights: str, pin: str | None = None) -> dict[st
     if weights == "pretrained":
         if spec.pretrained_tag is None:
             raise no_pretrained_weights(name)
-        check_pin(pin, None, f"WEIGHTS=pretrained ({spec.pretrained_tag})")
-        return {"kind": "pretrained", "tag": spec.pretrained_tag}
+        from pipeline.encoders.hub import pretrained_file
+
+        path = pretrained_file(spec)  # the cached download (fetched once, if missing)
+        sha = file_sha256(path)
+        check_name_hash(path, sha)
+        check_pin(pin, sha, f"the pretrained weights of {spec.pretrained_tag} ({path})")
+        # A tag is only a name: the file's content is what the key must follow.
+        return {"kind": "pretrained", "tag": spec.pretrained_tag, "sha256": sha}
     encoder_spec(name, weights)  # a file whose architecture cannot be read fails here
     path = check_weights_file(name, weights)
     sha = file_sha256(path)

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.config import DAPGConfig, PolicyConfig, RenderConfig
 from pipeline.demos import load_demos
+from pipeline.encoders.layers import select_features
 from pipeline.rl.rollouts import Array, Sampler
 from pipeline.rl.vision import ObsSpec, check_encoder_matches_store
 
@@ -42,13 +43,16 @@ class DataSource:
     feature_key: str | None = None
     cameras: tuple[str, ...] = ()
     render: dict[str, Any] = field(default_factory=dict)  # width, height, shadows of the frames
+    features: tuple[str, ...] = ()  # FEATURES= as given (policy.features); empty: all stored
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "cameras": list(self.cameras)}
+        out = {**self.__dict__, "cameras": list(self.cameras), "features": list(self.features)}
+        return out if self.features else {k: v for k, v in out.items() if k != "features"}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DataSource:
-        return cls(**{**d, "cameras": tuple(d.get("cameras", ()))})
+        return cls(**{**d, "cameras": tuple(d.get("cameras", ())),
+                      "features": tuple(d.get("features", ()))})
 
     def located(self, data_dir: Path, default_store: str) -> DataSource:
         """This source with the demos file under `data_dir` and the store resolved."""
@@ -69,7 +73,8 @@ def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
     store = open_features(src.store, src.feature_key)  # self-sufficient: no frames needed
     proprio, actions = store.low_dim("proprio"), store.low_dim("actions")
     spec = ObsSpec(src.obs_mode, src.cameras, policy.proprio_noise)
-    features = {c: store.read(c) for c in src.cameras}
+    names = select_features(list(store.features), src.features, store.location)
+    features = {c: store.read_features(c, names) for c in src.cameras}
     obs = spec.assemble(features, proprio, np.random.default_rng([policy.seed, 2]))
     return obs, actions.astype(np.float64)
 
@@ -102,11 +107,15 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
         resolve_device(dapg.device)
     except ConfigError as exc:
         raise ConfigError(f"dapg.device: {exc}") from None
-    attrs = open_features(src.store, src.feature_key).attrs
-    pre = attrs["preprocessing"]
+    store = open_features(src.store, src.feature_key)
+    attrs, pre = store.attrs, store.attrs["preprocessing"]
     encoder = create_encoder(attrs["encoder"], weights_argument(src.store, attrs["weights"]),
-                             attrs["precision"], pre["resize"], pre["crop"], device=dapg.device)
+                             attrs["precision"], pre["resize"], pre["crop"], device=dapg.device,
+                             interpolation=pre.get("interpolation", "bilinear"),
+                             layers=tuple(attrs.get("layers", ())), pool=attrs.get("pool", "auto"),
+                             weights_prefix=attrs.get("weights_prefix"))
     check_encoder_matches_store(encoder, attrs, f"{src.store}/{src.feature_key}")
+    encoder = encoder.select(select_features(list(store.features), src.features, store.location))
     render = RenderConfig(**{k: src.render[k] for k in ("width", "height", "shadows")})
     cores = len(os.sched_getaffinity(0))
     layout = vision_layout(cores, encoder.device.type == "cuda")

@@ -2,14 +2,23 @@
 
     <root>/<key>/               attrs: key, encoder, weights, preprocessing, precision,
                                 episodes_key, versions, created, cameras, feature_dim, num_rows,
+                                features ([name, width] pairs; absent: one pre_logits feature),
+                                layers and pool (when encode.layers was set),
                                 array_sha256 (episode_ends and low_dim arrays),
                                 complete (set last, by ``finalize``, once verified)
-      <camera>                  float16 (N, D), chunks (rows_per_chunk, D), sharded, zstd level 3
+      <camera>                  float16 (N, D), chunks (rows_per_chunk, D), sharded, zstd level 3:
+                                the pooled pre-logits feature (the default, and every older group)
+      <camera>@<feature>        float16 (N, D_feature), the same layout: one array per camera and
+                                chosen layer (``layer3``, ``layer-1.cls``; pipeline/encoders/
+                                layers.py), all rows of all of them from one forward pass
       episode_ends              int64 (E,) cumulative step counts, rows in episode order
       low_dim/<name>            per-row proprio, actions, rewards
-      _shard_sha256/<camera>    uint8 (n_shards, 32), one uncompressed 32-byte chunk per shard:
+      _shard_sha256/<array>     uint8 (n_shards, 32), one uncompressed 32-byte chunk per shard:
                                 sha256 of that shard's rows (see ``rows_sha256``); all zeros
                                 (the fill value, no object) means the shard is not done
+
+``feature_dim`` is the width of one camera's features, all of them concatenated (what a policy
+reading every stored feature gets per camera).
 
 A shard is the unit of work, of resume and of verification. Zarr v3 has no locking, so two
 writers touching parts of one shard lose data silently: each shard is written whole by one task,
@@ -48,17 +57,58 @@ RESUME_FIX = "re-run the encode stage: it resumes, recomputing shards not done o
 FORCE_FIX = "re-encode it: run the encode stage with FORCE=1 (and STORE= this store)"
 
 
+PRE_LOGITS = "pre_logits"  # the default feature (pipeline.encoders.layers.PRE_LOGITS)
+
+
+def array_name(camera: str, feature: str) -> str:
+    """The array of one camera's feature: the camera's name for the default feature."""
+    return camera if feature == PRE_LOGITS else f"{camera}@{feature}"
+
+
+@dataclass(frozen=True)
+class FeatureArray:
+    name: str  # array path inside the group
+    camera: str
+    feature: str
+    width: int
+
+
+def feature_widths(attrs: dict[str, Any]) -> dict[str, int]:
+    """Stored features and their widths, in order; a group from before layers: one pre_logits."""
+    pairs = attrs.get("features")
+    if not pairs:
+        return {PRE_LOGITS: int(attrs["feature_dim"])}
+    return {str(name): int(width) for name, width in pairs}
+
+
+def feature_arrays(attrs: dict[str, Any]) -> list[FeatureArray]:
+    """Every feature array of a group, camera by camera."""
+    widths = feature_widths(attrs)
+    return [FeatureArray(array_name(cam, f), cam, f, w) for cam in attrs["cameras"]
+            for f, w in widths.items()]
+
+
 @dataclass
 class FeatureStoreSpec:
     key: str
     cameras: tuple[str, ...]
-    feature_dim: int
+    feature_dim: int  # one camera's width: all features concatenated
     num_rows: int
     episode_ends: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
     low_dim: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (num_rows, ...) array
     rows_per_chunk: int = 1024
     chunks_per_shard: int = 8
+    # name -> width, in the order compute_rows concatenates them; None: one pre_logits feature
+    features: dict[str, int] | None = None
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return dict(self.features) if self.features else {PRE_LOGITS: self.feature_dim}
+
+    def arrays(self, camera: str | None = None) -> list[FeatureArray]:
+        return [FeatureArray(array_name(c, f), c, f, w) for c in self.cameras
+                for f, w in self.widths.items() if camera in (None, c)]
 
     @property
     def rows_per_shard(self) -> int:
@@ -165,16 +215,30 @@ class FeatureStore:
         self.cameras: tuple[str, ...] = tuple(self.attrs["cameras"])
         self.num_rows = int(self.attrs["num_rows"])
         self.feature_dim = int(self.attrs["feature_dim"])
+        self.features: dict[str, int] = feature_widths(self.attrs)
         self.episode_ends: np.ndarray = np.asarray(child_array(group, ENDS)[:], dtype=np.int64)
 
     @property
     def location(self) -> str:
         return location(self.root_url, self.key)
 
-    def array(self, camera: str) -> zarr.Array:
+    def array(self, camera: str, feature: str | None = None) -> zarr.Array:
+        """One camera's array of ``feature`` (None: the group's only feature)."""
         if camera not in self.cameras:
             raise unknown_name("camera", camera, self.cameras)
-        return child_array(self.group, camera)
+        if feature is None:
+            if len(self.features) > 1:
+                raise bad_store(self.location, f"holds {len(self.features)} features per camera "
+                                f"({', '.join(self.features)})", "name the one to read "
+                                "(FEATURES=)")
+            feature = next(iter(self.features))
+        if feature not in self.features:
+            raise unknown_name(f"feature of {self.location}", feature, list(self.features))
+        return child_array(self.group, array_name(camera, feature))
+
+    def read_features(self, camera: str, names: list[str]) -> np.ndarray:
+        """One camera's ``names`` features, concatenated in that order, float16."""
+        return np.concatenate([self.read(camera, feature=n) for n in names], axis=1)
 
     def low_dim(self, name: str) -> np.ndarray:
         """A per-row array stored beside the features (proprio, actions, rewards)."""
@@ -184,13 +248,14 @@ class FeatureStore:
             raise bad_store(self.location, f"has no {LOW_DIM}/{name} array",
                             "re-encode with a current version of the encode stage") from None
 
-    def read(self, camera: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return np.asarray(self.array(camera)[start:stop], dtype=np.float16)
+    def read(self, camera: str, start: int = 0, stop: int | None = None,
+             feature: str | None = None) -> np.ndarray:
+        return np.asarray(self.array(camera, feature)[start:stop], dtype=np.float16)
 
-    def dask(self, camera: str) -> dask.array.Array:
+    def dask(self, camera: str, feature: str | None = None) -> dask.array.Array:
         import dask.array as da
 
-        arr = self.array(camera)
+        arr = self.array(camera, feature)
         # One dask chunk per shard: a shard is one object, so tasks never split a read of it.
         return da.from_zarr(arr, chunks=arr.shards or arr.chunks)
 
@@ -203,8 +268,8 @@ class FeatureStore:
         """Stored bytes per row of one camera (the mean over cameras when none is named)."""
         cams = [camera] if camera else list(self.cameras)
         fs, root = fs_path(self.root_url, self.storage_options)
-        total = sum(int(fs.du(f"{root}/{self.key}/{self.array(c).basename}", total=True))
-                    for c in cams)
+        total = sum(int(fs.du(f"{root}/{self.key}/{a.name}", total=True))
+                    for a in feature_arrays(self.attrs) if a.camera in cams)
         return total / max(self.num_rows * len(cams), 1)
 
 
@@ -223,12 +288,13 @@ def open_features(root_url: str, key: str, storage_options: Options = None) -> F
         raise bad_store(where, "group is incomplete (no complete marker): an interrupted write "
                         "never reads as done", RESUME_FIX)
     store = FeatureStore(root_url, key, group, storage_options)
-    for cam in store.cameras:
-        if store.array(cam).shape != (store.num_rows, store.feature_dim):
-            raise bad_store(f"{where}/{cam}", f"shape {store.array(cam).shape} does not match "
+    for a in feature_arrays(store.attrs):
+        arr = store.array(a.camera, a.feature)
+        if arr.shape != (store.num_rows, a.width):
+            raise bad_store(f"{where}/{a.name}", f"shape {arr.shape} does not match "
                             "the group attrs", "delete it and re-run encode")
-        if f"{SHARD_SHA256}/{cam}" not in group:  # consolidated metadata: no extra read
-            raise unverifiable(where, cam)
+        if f"{SHARD_SHA256}/{a.name}" not in group:  # consolidated metadata: no extra read
+            raise unverifiable(where, a.name)
     return store
 
 
@@ -242,9 +308,12 @@ def summary(store: FeatureStore) -> dict[str, Any]:
         "preprocessing": a.get("preprocessing"), "precision": a.get("precision"),
         "episodes_key": a.get("episodes_key"),
         "episodes_stage": a.get("episodes_stage", "render"), "created": a.get("created"),
-        "cameras": {c: {"shape": list(store.array(c).shape), "chunks": list(store.array(c).chunks),
-                        "shards": list(store.array(c).shards or ()),
-                        "dtype": str(store.array(c).dtype)} for c in store.cameras},
+        # Per camera: all its features together (one array unless several layers are stored).
+        "cameras": {c: {"shape": [store.num_rows, store.feature_dim], "chunks": list(arr.chunks),
+                        "shards": list(arr.shards or ()), "dtype": str(arr.dtype)}
+                    for c in store.cameras
+                    for arr in [store.array(c, next(iter(store.features)))]},
+        "features": dict(store.features),
         "episodes": len(store.episode_ends), "rows": store.num_rows,
         "feature_dim": store.feature_dim, "bytes": store.nbytes_stored(),
         "bytes_per_frame": round(store.bytes_per_frame(), 1), "versions": a.get("versions"),

@@ -25,6 +25,10 @@ def format_summary(s: dict[str, Any]) -> str:
     for cam, info in s["cameras"].items():
         lines.append(f"  {cam:<10} {info['dtype']} {tuple(info['shape'])}, chunks {tuple(info['chunks'])}, "
                      f"shards {tuple(info['shards'])}")
+    features = s.get("features") or {}
+    if len(features) > 1 or any(name != "pre_logits" for name in features):
+        lines.append("  features   " + ", ".join(f"{n} ({w})" for n, w in features.items())
+                     + " per camera (FEATURES= chooses)")
     lines.append(f"  size       {s['bytes'] / 1e6:.2f} MB on disk, {s['bytes_per_frame']:.0f} bytes per frame")
     if s.get("warning"):
         lines.append(f"  WARNING    {s['warning']}")

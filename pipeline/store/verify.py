@@ -24,6 +24,7 @@ from pipeline.store.features import (
     LOW_DIM,
     SHARD_SHA256,
     array_sha256,
+    feature_arrays,
     open_array,
     open_group,
     recorded_digests,
@@ -98,8 +99,8 @@ def verify_contents(root_url: str, key: str, attrs: dict[str, Any],
     started = time.perf_counter()
     report = VerifyReport(location(root_url, key), key)
     try:
-        cameras = list(attrs["cameras"])
-        num_rows, dim = int(attrs["num_rows"]), int(attrs["feature_dim"])
+        arrays = feature_arrays(attrs)
+        num_rows = int(attrs["num_rows"])
     except (KeyError, TypeError, ValueError):
         raise bad_store(report.location, "group attrs lack cameras, num_rows or feature_dim",
                         FORCE_FIX) from None
@@ -110,8 +111,8 @@ def verify_contents(root_url: str, key: str, attrs: dict[str, Any],
     ends = _check_small_arrays(root_url, key, sums, storage_options, report)
     if ends is not None and (len(ends) == 0 or int(ends[-1]) != num_rows):
         report.problems.append(f"{ENDS} does not end at num_rows={num_rows}")
-    for camera in cameras:
-        _check_camera(root_url, key, camera, (num_rows, dim), ends, storage_options, report)
+    for a in arrays:  # one per camera, or per camera and stored layer
+        _check_camera(root_url, key, a.name, (num_rows, a.width), ends, storage_options, report)
     report.rows = num_rows
     report.seconds = time.perf_counter() - started
     return report
