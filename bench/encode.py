@@ -132,7 +132,8 @@ def main() -> None:
                         help="comma-separated encoder names (any timm model)")
     parser.add_argument("--encoder", default="resnet34", help="for the cache-hit run")
     parser.add_argument("--layers", default=None,
-                        help="the multi-layer encode's layers (default: see default_layers)")
+                        help="the multi-layer encode's layers (default: see default_layers; "
+                             "'none' skips the multi-layer run)")
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
@@ -161,6 +162,8 @@ def main() -> None:
               f"{', '.join(ran)}, read+preprocess+forward+write)")
         print(f"  ratio stage/raw:    {stage / raw:8.2f}   (target >= 0.8)")
         print(f"  bytes per frame:    {bpf:8.0f}   (raw fp16 would be {2 * encoder.feature_dim})")
+        if args.layers == "none":
+            continue
         layers = tuple(args.layers.split(",")) if args.layers else default_layers(name)
         multi, _, _ = stage_throughput(args, name, episodes, rows, place, layers)
         print(f"  3 layers / 1 layer: {stage / multi:8.2f}   (time with layers {','.join(layers)} "

@@ -12,18 +12,18 @@ import torch
 import zarr
 
 from pipeline.config import PipelineConfig
+from pipeline.outputs import result_store
 from pipeline.rl.data import DataSource, demo_arrays
 from pipeline.runner import Runner
 from pipeline.store.episodes import EpisodeReader
 from pipeline.study.spec import load_experiment
 from pipeline.study.zoo_probe import probe_experiment, probe_table
 from stages import STAGES
-from stages.encode import result_store
 from tests.conftest import synthetic_door_demos, write_demo_pickle
 
 pytestmark = pytest.mark.gl
 
-TINY = {"render.width": "48", "render.height": "48", "render.cameras": "top",
+TINY = {"env.width": "48", "env.height": "48", "env.cameras": "top",
         "render.workers": "1", "encode.workers": "1", "encode.batch_size": "8",
         "encode.encoder": "convnext_atto", "encode.weights": "random",
         "encode.layers": "1,2,pre_logits"}

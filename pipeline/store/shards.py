@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.store.features import FeatureStoreSpec
+from pipeline.store.features import FeatureStoreSpec, is_complete
 from pipeline.store.remote import Options
 from pipeline.store.writer import prepare_group, shards_todo, write_shard
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 def _write_pieces(root_url: str, key: str, arrays: list[tuple[str, int]], shard_index: int,
                   storage_options: Options, *pieces: np.ndarray) -> int:
     """Write one shard of every array of a camera: the rows' columns, split by feature width."""
+    if is_complete(root_url, key, storage_options):
+        return shard_index  # another writer of this key (a shared bucket) finished and verified it
     rows = np.concatenate(pieces)
     start = 0
     for name, width in arrays:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.envs.families import task_facts
+from pipeline.outputs import EVAL_LOG, LOG, reference_log_files
 from pipeline.plots import read_csv_rows
 from pipeline.runner import MANIFEST
 from pipeline.study.cells import TARGET, CellPlan
@@ -96,8 +97,8 @@ def curve_of(rows: list[dict[str, float]], metric: Metric = SUCCESS) -> Curve:
 
 def collect(p: CellPlan, data_dir: Path) -> CellRun:
     dapg_dir = p.out_dir(data_dir, "dapg")
-    rows = read_csv_rows(dapg_dir / "log.csv") if (dapg_dir / "log.csv").exists() else []
-    evals = read_csv_rows(dapg_dir / "eval.csv") if (dapg_dir / "eval.csv").exists() else []
+    rows = read_csv_rows(dapg_dir / LOG) if (dapg_dir / LOG).exists() else []
+    evals = read_csv_rows(dapg_dir / EVAL_LOG) if (dapg_dir / EVAL_LOG).exists() else []
     manifests = {s: _manifest(p.out_dir(data_dir, s)) for s in p.own}
     target = manifests.get(TARGET)
     done = target is not None
@@ -159,7 +160,7 @@ def value_at(b: Band, samples: float) -> tuple[float, float, float, float] | Non
 
 def reference_curves(folder: Path, task: str, metric: Metric = SUCCESS) -> list[Curve]:
     """RRL's own logs for `task` (ResNet34, one per seed)."""
-    return [curve_of(read_csv_rows(p), metric) for p in sorted(folder.glob(f"{task}-v0_*.log.csv"))
+    return [curve_of(read_csv_rows(p), metric) for p in reference_log_files(task, folder)
             if f"_{RRL_ENCODER}_" in p.name]
 
 
@@ -169,17 +170,10 @@ def matches_reference(p: CellPlan) -> bool:
     return cfg.policy.obs_mode == RRL_OBS_MODE and cfg.encode.encoder == RRL_ENCODER
 
 
-def weights_label(p: CellPlan) -> str:
-    """The encoder weights' identity as the encode key records it; random weights stand out."""
-    if "encode" not in p.inputs:
-        return "none (state)"
-    w = p.inputs["encode"]["inputs"]["weights"]
-    if w.get("kind") == "random":
-        return "RANDOM"
-    if w.get("kind") == "file":
-        return f"file sha256 {str(w.get('sha256'))[:12]}"
-    return f"{w.get('kind')} {w.get('tag', '')}".strip()
+def cell_weights(p: CellPlan) -> dict[str, Any] | None:
+    """The encoder weights' identity as the cell's encode key records it (None: state)."""
+    return p.inputs["encode"]["inputs"]["weights"] if "encode" in p.inputs else None
 
 
 def is_random(p: CellPlan) -> bool:
-    return weights_label(p) == "RANDOM"
+    return (cell_weights(p) or {}).get("kind") == "random"

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
+from pipeline.fileio import write_text_atomic
+from pipeline.outputs import weights_label
 from pipeline.runner import Stage
 from pipeline.study.cells import CellPlan, plan
 from pipeline.study.curves import (
@@ -19,6 +21,7 @@ from pipeline.study.curves import (
     Curve,
     Metric,
     band,
+    cell_weights,
     collect,
     companion_metric,
     curve_of,
@@ -28,7 +31,6 @@ from pipeline.study.curves import (
     reference_curves,
     samples_to,
     value_at,
-    weights_label,
 )
 from pipeline.study.figure import Panel, draw_panels
 from pipeline.study.spec import Experiment
@@ -80,7 +82,7 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
     if random:
         lines += [f"**{note}** (cells marked RANDOM).", ""]
     lines += sections
-    md.write_text("\n".join(lines).rstrip() + "\n")
+    write_text_atomic(md, "\n".join(lines).rstrip() + "\n")
     return png, md
 
 
@@ -200,8 +202,8 @@ def _cell_row(r: CellRun) -> str:
     metric = metric_for(cfg.task)
     vision = "encode" in p.keys
     encoder = f"{cfg.encode.encoder} ({cfg.encode.precision})" if vision else "-"
-    weights = weights_label(p)
-    weights = f"**{weights}**" if weights == "RANDOM" else weights
+    weights = weights_label(cell_weights(p))
+    weights = f"**{weights}**" if is_random(p) else weights
     c = r.curve
     state = r.state if r.state != "partial" or c is None else (
         f"partial ({len(c.values)}/{cfg.dapg.iterations})")

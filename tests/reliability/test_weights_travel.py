@@ -25,7 +25,7 @@ from tests.helpers import TINY_RL
 
 pytestmark = [pytest.mark.gl, pytest.mark.slow]  # VAE, encode, bc and three DAPG runs: ~2 min
 
-TINY_VAE = {"render.width": "32", "render.height": "32", "render.cameras": "top",
+TINY_VAE = {"env.width": "32", "env.height": "32", "env.cameras": "top",
             "render.workers": "1", "vae.input_size": "32", "vae.latent": "8",
             "vae.channels": "8,16", "vae.epochs": "2", "vae.batch_size": "4", "vae.threads": "1",
             "encode.workers": "1", "encode.batch_size": "8", "dapg.envs": "2"}
