@@ -226,3 +226,21 @@ def test_rrl_encoders_listing() -> None:
     found = "\n".join(listing("vit_tiny_patch16", limit=2))
     assert "timm pretrained tags matching 'vit_tiny_patch16'" in found
     assert "blocks (tokens: cls/avg pooled)" in found and "mean (0.5, 0.5, 0.5)" in found
+
+
+def test_status_says_blocked_when_pretrained_weights_are_not_at_hand(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pretrained key holds the file's sha256: without the file (offline, empty cache) the
+    stages that need it are 'blocked' with the reason, and the others still get their status."""
+    import huggingface_hub.constants as hf
+
+    from pipeline.config import PipelineConfig
+    from pipeline.runner import Runner
+    from stages import STAGES
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    states = {s.name: s for s in Runner(PipelineConfig(), STAGES, tmp_path).status()}
+    assert states["render"].state == "missing"
+    assert states["encode"].state == states["dapg"].state == "blocked"
+    assert "resnet34.tv_in1k" in states["encode"].reason and "rrl run encode" in states["encode"].reason

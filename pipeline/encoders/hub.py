@@ -143,13 +143,14 @@ def _require_network(spec: EncoderSpec, where: str, url: str) -> None:
 def not_available(spec: EncoderSpec, where: str, why: str) -> WeightsError:
     reference = (f"; the standard file for these weights is named {spec.reference_file}"
                  if spec.reference_file else "")
+    hub_id = spec.hub.hf_hub_id if spec.hub else None
+    fill = (f"`huggingface-cli download {hub_id}`, then copy HF_HOME's hub folder here and set "
+            "HF_HUB_OFFLINE=1" if hub_id else
+            f"download {where} into torch.hub's checkpoints folder ({torch_hub_checkpoints()})")
     return WeightsError(
         f"pretrained weights for encoder {spec.name!r} ({spec.pretrained_tag}) are not in the "
-        f"local cache and cannot be downloaded from {where}: {why}. Fix: run once on a machine "
-        f"with internet access to fill the cache (for the hub: `huggingface-cli download "
-        f"{(spec.hub.hf_hub_id if spec.hub else None) or spec.pretrained_tag}`, then copy "
-        f"HF_HOME's hub folder here and set HF_HUB_OFFLINE=1), or supply a local file with "
+        f"local cache and cannot be downloaded from {where}: {why}. Fix: fill the cache from a "
+        f"machine with internet access ({fill}), or supply a local file with "
         f"WEIGHTS=/path/to/file.pth or WEIGHTS=/path/to/file.safetensors holding a state dict "
-        f"for the {spec.name} architecture{reference} (e.g. resnet34-b627a593.pth is "
-        f"torchvision's resnet34). Random weights are never used instead unless WEIGHTS=random "
-        f"is given.")
+        f"for the {spec.name} architecture{reference}. Random weights are never used instead "
+        f"unless WEIGHTS=random is given.")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
-from zarr.errors import ContainsGroupError, ZarrUserWarning
+from zarr.errors import ContainsArrayError, ContainsGroupError, ZarrUserWarning
 
 from pipeline.errors import bad_store
 from pipeline.store.features import (
@@ -77,11 +77,14 @@ def _require_array(group: zarr.Group, name: str, where: str, shape: tuple[int, .
     try:
         arr = group[name]
     except KeyError:
-        # Checksum records stay uncompressed: each chunk object is exactly the 32-byte digest.
-        group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
-                           compressors=ZstdCodec(level=3) if shards else None,
-                           fill_value=0, attributes=attributes)
-        return
+        try:
+            # Checksum records stay uncompressed: each chunk object is exactly the 32-byte digest.
+            group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                               compressors=ZstdCodec(level=3) if shards else None,
+                               fill_value=0, attributes=attributes)
+            return
+        except ContainsArrayError:  # another writer of the key (a shared bucket) made it first
+            arr = group[name]
     found = (getattr(arr, "shape", None), str(getattr(arr, "dtype", None)),
              getattr(arr, "chunks", None), getattr(arr, "shards", None))
     if found != (shape, dtype, chunks, shards):
