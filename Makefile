@@ -25,8 +25,8 @@ endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
 .PHONY: help install gl-deps demos render vae encode features bc dapg evaluate rollouts probe status cameras distractors \
-	inspect options verify push pull experiment evaluate-release report test docs-check test-slow test-all test-gpu lint \
-	bench bench-gpu e2e clean
+	inspect options verify push pull experiment probe-zoo evaluate-release report test docs-check test-slow test-all \
+	test-gpu lint bench bench-gpu e2e clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
@@ -110,6 +110,9 @@ pull: $(INSTALLED) ## fetch the current config's feature store from URL=s3://buc
 
 experiment: $(INSTALLED) ## run an experiment's cells on dask (NAME=smoke BUDGET=smoke|paper; STATUS=1 lists them)
 	$(RRL) experiment $(if $(STATUS),status,run) $(NAME)
+
+probe-zoo: $(INSTALLED) ## linear probe of every encoder and stored layer of an experiment, ranked (NAME=zoo BUDGET=smoke)
+	$(RRL) experiment probe $(or $(NAME),zoo)
 
 evaluate-release: $(INSTALLED) ## re-evaluate the released door VAE policy on a fresh clone (N=50 episodes, LEVELS=0,1,2,3)
 	$(RRL) evaluate-release $(or $(RELEASE),results/door_vae) --episodes $(or $(N),50) --levels $(or $(LEVELS),0)

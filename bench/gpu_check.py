@@ -218,7 +218,8 @@ def encode_bench(report: Report, args: argparse.Namespace, episodes: Path, budge
         name, part = f"encode_{precision}", f"bench/encode.py {args.encoder} {precision}"
         if no_time(report, part, budget):
             continue
-        cmd = [sys.executable, "bench/encode.py", "--device", "cuda", "--encoder", args.encoder,
+        cmd = [sys.executable, "bench/encode.py", "--device", "cuda", "--encoders", args.encoder,
+               "--encoder", args.encoder, "--layers", "none",
                "--precision", precision, "--episodes", str(episodes), "--frames",
                str(args.frames), "--workers", "1"]
         if precision == "bf16":

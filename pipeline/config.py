@@ -35,6 +35,8 @@ PRECISIONS = ("fp32", "bf16")
 OBS_MODES = ("state", "vision+proprio", "vision", "noisy_proprio")
 REWARDS = ("dense", "sparse")
 ENCODE_SOURCES = ("auto", "demos", "rollouts")
+INTERPOLATIONS = ("bilinear", "bicubic")  # resizing an encoder's input (encode.interpolation)
+POOLS = ("auto", "avg", "cls", "both")  # a chosen layer -> one vector (pipeline/encoders/layers.py)
 POLICY_STAGES = ("bc", "dapg")
 # rollouts.policy names that are not checkpoint files: auto (dapg where the task has demos, else
 # random), random (uniform over the action box), or this config's bc/dapg checkpoint.
@@ -103,10 +105,22 @@ class RenderConfig(Validated):
 class EncodeConfig(Validated):
     encoder: str = setting("resnet34")
     weights: str = setting("pretrained")  # "pretrained", "random", or a .pth/.safetensors path
+    # The sha256 the weights file must have; any other file is refused. Not in the key: the
+    # file's own sha256 already is.
+    weights_sha256: str | None = setting(None, key=False, pattern=SHA256_PATTERN)
     precision: str = setting("fp32", choices=PRECISIONS)
-    # Unset: the encoder's own input size (ImageNet models: RRL's Resize(256), CenterCrop(224)).
+    # Unset: the encoder's own input (timm's pretrained data config; resnet34: RRL's Resize(256),
+    # CenterCrop(224), bilinear). Each one set overrides it.
     resize: int | None = setting(None, gt=0, le=4096)
     crop: int | None = setting(None, gt=0, le=4096)
+    interpolation: str | None = setting(None, choices=INTERPOLATIONS)
+    # Empty: the pooled pre-logits feature. Else indices into timm's forward_intermediates
+    # (ResNet stages 2,3,4; ViT blocks -4,-1) and/or pre_logits, all from one forward pass, each
+    # stored as its own array (pipeline/encoders/layers.py). pool: how a layer becomes a vector.
+    layers: tuple[str, ...] = setting((), key="if_set")
+    pool: str = setting("auto", key="if_set", choices=POOLS)
+    # Load only a weights file's keys under this prefix, stripped (R3M: module.convnet.).
+    weights_prefix: str | None = setting(None, key="if_set")
     batch_size: int = setting(32, key=False, gt=0)
     store: str | None = setting(None, key=False)  # local path or fsspec URL
     scheduler: str | None = setting(None, key=False)  # tcp://host:port
@@ -152,6 +166,9 @@ class VAEConfig(Validated):
 @dataclass(frozen=True)
 class PolicyConfig(Validated):
     obs_mode: str = setting("vision+proprio", choices=OBS_MODES)
+    # Which stored features the policy reads, concatenated per camera (names from `rrl inspect`,
+    # or layer indices as in encode.layers); empty: every stored feature.
+    features: tuple[str, ...] = setting((), key="if_set")
     hidden: tuple[int, ...] = setting((256, 256), gt=0)
     proprio_noise: float = setting(0.0, ge=0)  # sigma of Gaussian noise on proprioception
     seed: int = setting(0, ge=0)
@@ -232,6 +249,7 @@ def _check_levels(name: str, levels: tuple[int, ...]) -> None:
 @dataclass(frozen=True)
 class ProbeConfig(Validated):
     include_proprio: bool = setting(False)  # also give the probe the store's proprioception
+    features: tuple[str, ...] = setting((), key="if_set")  # as policy.features
     test_fraction: float = setting(0.2, gt=0, le=0.5)  # share of demos held out to measure R^2
     folds: int = setting(5, ge=2, le=100)  # group k-fold over the training demos picks alpha
     alphas: tuple[float, ...] = setting(tuple(10.0**k for k in range(-3, 7)), gt=0)

@@ -42,12 +42,18 @@ class EncoderParams:
     # sha256 of the weights file the stage's key was computed from (None for pretrained/random).
     weights_sha256: str | None = None
     device: str = "cpu"  # resolved by whoever builds the model: auto, cpu, cuda or cuda:N
+    interpolation: str | None = None
+    layers: tuple[str, ...] = ()
+    pool: str = "auto"
+    weights_prefix: str | None = None
 
     def build(self) -> FrozenEncoder:
         from pipeline.encoders import create_encoder
 
         return create_encoder(self.encoder, weights=self.weights, precision=self.precision,
-                              resize=self.resize, crop=self.crop, device=self.device)
+                              resize=self.resize, crop=self.crop, device=self.device,
+                              interpolation=self.interpolation, layers=self.layers,
+                              pool=self.pool, weights_prefix=self.weights_prefix)
 
     def identity(self) -> dict[str, str]:
         """What the weights are right now (a file is hashed; the hash is cached while its stat is unchanged)."""
@@ -70,7 +76,8 @@ def cached_encoder(params: EncoderParams, threads: int | None = None) -> FrozenE
     identity = params.identity()
     _check_weights(params, identity, "the file now")
     key = json.dumps([params.encoder, identity, params.precision, params.resize, params.crop,
-                      params.device], sort_keys=True)
+                      params.device, params.interpolation, list(params.layers), params.pool,
+                      params.weights_prefix], sort_keys=True)
     if key not in _ENCODERS:
         import torch
 

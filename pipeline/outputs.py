@@ -52,13 +52,18 @@ class DataSource:
     feature_key: str | None = None
     cameras: tuple[str, ...] = ()
     render: dict[str, Any] = field(default_factory=dict)  # width, height, shadows of the frames
+    features: tuple[str, ...] = ()  # FEATURES= as given (policy.features); empty: all stored
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "cameras": list(self.cameras)}
+        # Without features when none were chosen: summaries written before FEATURES= existed
+        # and those written now with the default are the same JSON.
+        out = {**self.__dict__, "cameras": list(self.cameras), "features": list(self.features)}
+        return out if self.features else {k: v for k, v in out.items() if k != "features"}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DataSource:
-        return cls(**{**d, "cameras": tuple(d.get("cameras", ()))})
+        return cls(**{**d, "cameras": tuple(d.get("cameras", ())),
+                      "features": tuple(d.get("features", ()))})
 
     def located(self, data_dir: Path, default_store: str) -> DataSource:
         """This source with the demos file under `data_dir` and the store resolved."""
@@ -136,7 +141,8 @@ def data_source(cfg: PipelineConfig, data_dir: Path, upstream: dict[str, StageRe
     env = cfg.env  # rollouts must render frames the way the demo frames were rendered
     return DataSource(cfg.task, mode, store=cfg.encode.store, feature_key=enc.key,
                       cameras=tuple(enc.summary["cameras"]),
-                      render={"width": env.width, "height": env.height, "shadows": env.shadows})
+                      render={"width": env.width, "height": env.height, "shadows": env.shadows},
+                      features=cfg.policy.features)
 
 
 def locate(src: DataSource, cfg: PipelineConfig, data_dir: Path) -> DataSource:

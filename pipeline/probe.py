@@ -239,16 +239,20 @@ class ProbeData:
     episode_ends: np.ndarray
     cameras: tuple[str, ...]
     store_attrs: dict[str, Any]
+    names: list[str]  # the stored features probed, concatenated per camera in this order
 
 
 def load_probe_data(store_url: str, feature_key: str, episodes_file: str, task: str,
-                    include_proprio: bool) -> ProbeData:
-    """Features and states of the same rows; refuses a store and an episode file that disagree."""
+                    include_proprio: bool, chosen: tuple[str, ...] = ()) -> ProbeData:
+    """Features and states of the same rows; refuses a store and an episode file that disagree.
+    ``chosen``: the stored features to probe (``FEATURES=``; empty: all, concatenated)."""
+    from pipeline.encoders.layers import select_features
     from pipeline.store.episodes import EpisodeReader
     from pipeline.store.features import open_features
 
     store = open_features(store_url, feature_key)
-    parts = [store.read(cam).astype(np.float64) for cam in store.cameras]
+    names = select_features(list(store.features), chosen, store.location)
+    parts = [store.read_features(cam, names).astype(np.float64) for cam in store.cameras]
     if include_proprio:
         parts.append(store.low_dim("proprio").astype(np.float64))
     features = np.concatenate(parts, axis=1)
@@ -269,19 +273,21 @@ def load_probe_data(store_url: str, feature_key: str, episodes_file: str, task: 
                                  f"({int((~np.isfinite(values)).sum())} of them); nothing was "
                                  "probed. Fix: re-encode with encode.precision=fp32, or check "
                                  "the encoder's weights")
-    return ProbeData(features, state, ends, store.cameras, dict(store.attrs))
+    return ProbeData(features, state, ends, store.cameras, dict(store.attrs), names)
 
 
 def run_probe(store_url: str, feature_key: str, episodes_file: str, task: str,
               cfg: ProbeConfig) -> dict[str, Any]:
     """Load and probe: the whole job as one call, for a worker process to run."""
     started = time.perf_counter()
-    data = load_probe_data(store_url, feature_key, episodes_file, task, cfg.include_proprio)
+    data = load_probe_data(store_url, feature_key, episodes_file, task, cfg.include_proprio,
+                           cfg.features)
     loaded = time.perf_counter()
     result = probe_features(data.features, data.state, data.episode_ends, task, cfg)
     a = data.store_attrs
     return {"encoder": a.get("encoder"), "weights": a.get("weights") or {},
             "precision": a.get("precision"), "preprocessing": a.get("preprocessing"),
             "feature_dim": int(a.get("feature_dim", 0)), "cameras": list(data.cameras),
+            **({"features": data.names} if cfg.features or a.get("features") else {}),
             "demos": len(data.episode_ends), **result, "load_seconds": round(loaded - started, 2),
             "probe_seconds": round(time.perf_counter() - loaded, 2)}

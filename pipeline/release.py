@@ -91,7 +91,8 @@ def evaluate_release(folder: Path, episodes: int, levels: Sequence[int] = (0,),
     pre = enc.get("preprocessing") or {}
     encoder = create_encoder(enc["name"], str(folder / files["encoder"]["file"]),
                              enc.get("precision", "fp32"), pre.get("resize"), pre.get("crop"),
-                             device=device)
+                             device=device, interpolation=pre.get("interpolation"),
+                             layers=tuple(enc.get("layers", ())), pool=enc.get("pool", "auto"))
     if policy.obs_dim != encoder.feature_dim * len(run["cameras"]) + run["proprio_dim"]:
         raise StoreError(f"{folder}: the policy takes {policy.obs_dim}-d inputs, the encoder and "
                          "proprioception give another width. Fix: re-create the release")

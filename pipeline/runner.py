@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError, UnknownNameError, unknown_name
+from pipeline.errors import ConfigError, UnknownNameError, WeightsError, unknown_name
 from pipeline.fileio import write_json_atomic
 from pipeline.locks import lock_holder, stage_lock
 from pipeline.manifests import (
@@ -288,6 +288,9 @@ class Runner:
             raise  # a misspelt name is an error of the config, not of one stage (exit 2)
         except ConfigError as exc:  # e.g. the probe's targets exist for Adroit tasks only
             return StageStatus(name, "-" * 12, "n/a", str(exc).splitlines()[0])
+        except WeightsError as exc:  # pretrained weights are keyed by their file's sha256
+            why = str(exc).split(" Fix:")[0]
+            return StageStatus(name, "?" * 12, "blocked", f"{why} (`rrl run {name}` gives the fix)")
         why_not = self.stage(name).not_applicable
         reason = why_not(self.config) if why_not is not None else None
         if reason:

@@ -48,6 +48,10 @@ def configure(**values: Any) -> None:
     State.data = values.pop("data")
     State.config = PipelineConfig().with_overrides(overrides(values, sets))
     State.config = resolve_vae_weights(State.config, State.data)  # ENCODER=vae WEIGHTS=<vae key>
+    if State.config.encode.weights.startswith("sha256:"):  # a weights file named by content
+        from pipeline.store.weights_files import resolve_config_reference
+
+        State.config = resolve_config_reference(State.config, store_url())
 
 
 def _option_parameters() -> list[inspect.Parameter]:
@@ -172,24 +176,36 @@ def verify(key: Annotated[str | None, typer.Argument(help="feature key or prefix
         raise typer.Exit(1)
 
 
-@app.command()
-def push(key: Annotated[str, typer.Argument(help="feature key or prefix")],
-         url: Annotated[str, typer.Argument(help="destination root: path, s3://..., gs://...")]) -> None:
-    """Copy a finished feature group to a shared folder or bucket."""
+MaxWeightsMB = Annotated[float | None, typer.Option(
+    envvar="RRL_MAX_WEIGHTS_MB", help="leave out weights files larger than this many MB (the "
+    "group's features still copy; rebuilding its encoder then asks for the file)")]
+
+
+def _copy(src: str, dst: str, key: str, max_weights_mb: float | None) -> None:
     from pipeline.store.copy import copy_group
 
+    limit = None if max_weights_mb is None else int(max_weights_mb * 1e6)
+    for note in copy_group(src, dst, key, max_weights_bytes=limit).notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+@app.command()
+def push(key: Annotated[str, typer.Argument(help="feature key or prefix")],
+         url: Annotated[str, typer.Argument(help="destination root: path, s3://..., gs://...")],
+         max_weights_mb: MaxWeightsMB = None) -> None:
+    """Copy a finished feature group, and its weights files, to a shared folder or bucket."""
     full = _resolve_key(key)
-    copy_group(store_url(), url, full)
+    _copy(store_url(), url, full, max_weights_mb)
     typer.echo(f"pushed {full[:12]} to {url}")
 
 
 @app.command()
 def pull(key: Annotated[str, typer.Argument(help="full feature key (64 hex)")],
-         url: Annotated[str, typer.Argument(help="source root: path, s3://..., gs://...")]) -> None:
-    """Copy a feature group from a shared folder or bucket; `run encode` then finds it."""
-    from pipeline.store.copy import copy_group
-
-    copy_group(url, store_url(), key)
+         url: Annotated[str, typer.Argument(help="source root: path, s3://..., gs://...")],
+         max_weights_mb: MaxWeightsMB = None) -> None:
+    """Copy a feature group and its weights files from a shared folder or bucket; `run encode`
+    then finds it (WEIGHTS=sha256:<hex> names its weights file by content)."""
+    _copy(url, store_url(), key, max_weights_mb)
     typer.echo(f"pulled {key[:12]} into {store_url()}")
 
 
@@ -226,14 +242,14 @@ def distractors(
 
 
 @app.command()
-def encoders() -> None:
-    """List the registered encoders and their feature widths."""
-    from pipeline.encoders import encoder_spec, list_encoders
+def encoders(search: Annotated[str | None, typer.Option(
+                 help="list timm's pretrained tags matching this (substring or glob)")] = None,
+             limit: Annotated[int, typer.Option(help="at most this many tags")] = 50) -> None:
+    """The aliases, or timm's pretrained tags: input config and feature width per layer."""
+    from pipeline.encoders.catalog import listing
 
-    for name in list_encoders():
-        spec = encoder_spec(name)
-        tag = spec.pretrained_tag or "no pretrained weights (make vae, then WEIGHTS=<its key>)"
-        typer.echo(f"{name:<24} {spec.feature_dim:>5}-d  {spec.source}: {tag}")
+    for line in listing(search, limit):
+        typer.echo(line)
 
 
 def main() -> None:

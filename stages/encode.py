@@ -36,21 +36,25 @@ def episodes_upstream(ctx: StageContext) -> StageResult:
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    from pipeline.encoders import encoder_spec, input_size, weights_identity
+    from pipeline.encoders import encoder_spec, weights_identity
+    from pipeline.encoders.layers import feature_choice
+    from pipeline.encoders.registry import resolve_input
 
     e = cfg.encode
     check_task_config(cfg)
-    encoder_spec(e.encoder)  # unknown names fail here, listing the valid ones
-    # The encoder's own input size unless resize/crop are set (a VAE file stores its own).
+    encoder_spec(e.encoder)  # unknown names fail here, with the close matches
+    # The encoder's own input (timm's data config; a VAE file stores its own) unless set.
     spec = encoder_spec(e.encoder, e.weights)
-    resize, crop = input_size(spec, e.resize, e.crop)
     return {
         "encoder": e.encoder,
-        "weights": weights_identity(e.encoder, e.weights),
+        "weights": weights_identity(e.encoder, e.weights, e.weights_sha256),
         "precision": e.precision,
         # Resolved ("auto" is what it stands for); the demos leave it out: old keys stay valid.
         **({"source": source} if (source := encode_source(cfg)) != "demos" else {}),
-        "preprocessing": {"resize": resize, "crop": crop, "normalize": spec.normalize},
+        # resize, crop, normalize; interpolation, crop mode, mean/std where not RRL's
+        "preprocessing": resolve_input(spec, e.resize, e.crop, e.interpolation).key(),
+        **feature_choice(spec.source, e.layers, e.pool),  # only when encode.layers is set
+        **({"weights_prefix": e.weights_prefix} if e.weights_prefix else {}),
     }
 
 
@@ -144,15 +148,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
         low_dim = {"proprio": reader.read_all("obs/proprio"), "actions": reader.read_all("actions"),
                    "rewards": reader.read_all("rewards")}
     params = EncoderParams(e.encoder, e.weights, e.precision, size["resize"], size["crop"],
-                           identity.get("sha256"), place.device)
+                           identity.get("sha256"), place.device, e.interpolation, e.layers,
+                           e.pool, e.weights_prefix)
     encoder = cached_encoder(params)  # fails early (bad weights) before any cluster starts
     weights = dict(encoder.weights)
-    if weights["kind"] == "file":  # where it was, so rollouts can rebuild the same encoder
-        weights["path"] = str(Path(e.weights).resolve())
+    if weights["kind"] == "file":  # kept by content in the store, so others rebuild the encoder
+        weights.update(keep_weights_file(root, Path(e.weights), weights["sha256"]))
     attrs: dict[str, Any] = {
         "encoder": e.encoder, "weights": weights, "precision": e.precision,
         "preprocessing": encoder.preprocessing, "episodes_key": render.key,
         "episodes_stage": render.name,
+        **({"layers": list(e.layers), "pool": e.pool} if e.layers else {}),
+        **({"weights_prefix": e.weights_prefix} if e.weights_prefix else {}),
         "versions": package_versions(),
     }
     if e.precision != "fp32":
@@ -166,7 +173,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         # FORCE must really recompute: a complete (or foreign, or damaged) group would otherwise
         # short-circuit the work.
         ctx.log(f"[encode] FORCE: deleted the group {ctx.key[:12]} in {root}")
-    spec = FeatureStoreSpec(ctx.key, cameras, encoder.feature_dim, num_rows, ends, attrs, low_dim)
+    spec = FeatureStoreSpec(ctx.key, cameras, encoder.feature_dim, num_rows, ends, attrs, low_dim,
+                            features=encoder.features if e.layers else None)
     started = time.perf_counter()
     written = 0
     with get_client(e.scheduler, place.workers, gpus=place.gpus) as client:
@@ -198,6 +206,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {**_portable(summary(store)), "store": e.store, "encode_seconds": round(seconds, 2),
             "frames_per_second": round(num_rows * len(cameras) / seconds, 1),
             "shards_written": written, "verified": report.as_dict(), "device": device}
+
+
+def keep_weights_file(root: str, path: Path, sha256: str) -> dict[str, Any]:
+    """Put the weights file into the store's weights folder (before any shard is written, so a
+    complete group always has it); the attrs that name it: its file name and size, no path."""
+    from pipeline.store.weights_files import put_weights
+
+    put_weights(root, path, sha256)
+    return {"file": path.name, "bytes": path.stat().st_size}
 
 
 def _portable(summary: dict[str, Any]) -> dict[str, Any]:

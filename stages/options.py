@@ -63,7 +63,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("encoder", ("encode.encoder",), "encoder name (rrl encoders)"),
     Option("weights", ("encode.weights",),
            "pretrained | random | path to .pth/.safetensors | a vae key (ENCODER=vae)"),
+    Option("weights-sha256", ("encode.weights_sha256",),
+           "refuse weights whose sha256 is not this one (64 hex digits)"),
     Option("precision", ("encode.precision",), "encoder arithmetic"),
+    Option("layers", ("encode.layers",),
+           "layers to store, from one forward pass: timm forward_intermediates indices "
+           "(ResNet stages 2,3,4; ViT blocks -4,-1) and/or pre_logits; unset: pre_logits"),
+    Option("features", ("policy.features", "probe.features"),
+           "stored features bc/dapg/probe read, concatenated (layer names or indices); unset: all"),
     Option("store", ("encode.store",), "feature store: a path or s3://, gs:// URL"),
     Option("scheduler", ("encode.scheduler",), "dask scheduler address (tcp://host:8786)"),
     Option("device", ("encode.device",),
@@ -97,8 +104,8 @@ OPTIONS: tuple[Option, ...] = (
 BY_NAME = {o.param: o for o in OPTIONS}
 BY_MAKE_VAR = {o.make_var: o for o in OPTIONS}
 # Make variables that are not config options: the Makefile handles them itself.
-MAKE_ONLY = ("FORCE", "URL", "PYTHON", "VENV", "DATA", "SET", "NAME", "STATUS", "KEY", "BUDGET", "N",
-             "LEVELS", "RELEASE")
+MAKE_ONLY = ("FORCE", "URL", "PYTHON", "VENV", "DATA", "SET", "NAME", "STATUS", "KEY", "BUDGET",
+             "MAX_WEIGHTS_MB", "N", "LEVELS", "RELEASE")
 
 
 def overrides(values: dict[str, str | None], sets: list[str]) -> dict[str, str]:

@@ -78,6 +78,27 @@ def status(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experim
         typer.echo(f"{st.name:<36} {st.key[:12]}  {st.state}" + (f": {st.detail}" if st.detail else ""))
 
 
+@study_app.command("probe")
+def probe(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment name or file")],
+          budget: BudgetOption = DEFAULT_BUDGET,
+          out: Annotated[Path | None, typer.Option(
+              help="markdown table path; default DATA/experiments/NAME/BUDGET/probe.md")] = None
+          ) -> None:
+    """Linear probe of every encoder cell and every layer it stores, ranked by R^2."""
+    from pipeline.study.zoo_probe import probe_experiment, write_probe_table
+    from stages import STAGES
+
+    base, data = global_config(ctx)
+    exp = _load(name)
+    rows = probe_experiment(exp, budget, base, STAGES, data, log=lambda m: typer.echo(m, err=True))
+    path = out or data / "experiments" / exp.name / budget / "probe.md"
+    write_probe_table(rows, path, f"Linear probe: {exp.title} ({budget})",
+                      f"rrl experiment probe {name} --budget {budget}")
+    for i, r in enumerate(rows, 1):
+        typer.echo(f"{i:>3}  {r.mean_r2:7.3f}  {r.cell:<24} {r.feature:<16} {r.weights}")
+    typer.echo(f"table: {path}")
+
+
 def report(ctx: typer.Context,
            names: Annotated[list[str], typer.Argument(help="experiment names or files")],
            budget: BudgetOption = DEFAULT_BUDGET,

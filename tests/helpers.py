@@ -65,3 +65,48 @@ def replayed_door_frames(actions: np.ndarray, seed: int, size: int = 48) -> np.n
         frames.append(env.render("top"))
     env.close()
     return np.stack(frames)
+
+
+def stand_in_pretrained(cache: Path, monkeypatch: Any, names: tuple[str, ...]) -> dict[str, str]:
+    """Offline caches holding a stand-in file for each encoder's pretrained weights, as a cache
+    filled on an online machine would hold the real ones (Hugging Face hub layout, or torch.hub's
+    checkpoint folder for a URL). Keys of pretrained configs need the file's sha256; these files
+    give them on a machine without network. The bytes are not loadable weights. Returns each
+    name's file sha256."""
+    import hashlib
+
+    import huggingface_hub.constants as hf
+
+    from pipeline.encoders.hub import HF_DEFAULT_FILE, _candidates
+    from pipeline.encoders.registry import encoder_spec
+
+    hub_dir, torch_dir = cache / "hub", cache / "torch"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(hub_dir))
+    monkeypatch.setenv("TORCH_HOME", str(torch_dir))
+    out = {}
+    for name in names:
+        spec = encoder_spec(name)
+        assert spec.hub is not None, f"{name} has no pretrained weights"
+        data = f"stand-in weights for {spec.pretrained_tag}".encode()
+        sha = hashlib.sha256(data).hexdigest()
+        if spec.hub.hf_hub_id:
+            repo = hub_dir / f"models--{spec.hub.hf_hub_id.replace('/', '--')}"
+            commit = "0" * 40
+            (repo / "blobs").mkdir(parents=True, exist_ok=True)
+            (repo / "blobs" / sha).write_bytes(data)
+            (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+            file = _candidates(spec.hub.hf_hub_filename or HF_DEFAULT_FILE)[0]
+            link = repo / "snapshots" / commit / file
+            if not link.exists():
+                link.symlink_to(Path("../../blobs") / sha)
+            (repo / "refs").mkdir(exist_ok=True)
+            (repo / "refs" / "main").write_text(commit)
+        else:
+            assert spec.hub.url is not None
+            target = torch_dir / "hub" / "checkpoints" / Path(spec.hub.url).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        out[name] = sha
+    return out

@@ -53,7 +53,8 @@ def test_cli_reports_bad_demos_without_traceback(tmp_path: Path) -> None:
 def test_every_option_sets_its_fields(option) -> None:  # type: ignore[no-untyped-def]
     values = {"task": "hammer", "replay": "open_loop", "precision": "bf16", "obs-mode": "state",
               "reward": "sparse", "shadows": "1", "cameras": "fixed", "demos-sha256": "a" * 64,
-              "device": "cpu", "distractors": "2", "source": "rollouts"}
+              "weights-sha256": "b" * 64, "device": "cpu", "distractors": "2",
+              "source": "rollouts"}
     raw = values.get(option.name, "7")
     cfg = PipelineConfig().with_overrides(overrides({option.param: raw}, []))
     for dotted in option.fields:

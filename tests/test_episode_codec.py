@@ -19,6 +19,7 @@ from pipeline.runner import Runner
 from pipeline.store.episodes import Episode, EpisodeReader, EpisodeWriter
 from pipeline.store.frames import LEGACY, ChunkCache, FrameCodec, codec_of
 from stages import STAGES
+from tests.helpers import stand_in_pretrained
 
 LENGTHS = (50, 17, 70)  # episodes shorter and longer than a chunk, ending inside one
 
@@ -143,7 +144,8 @@ def test_frames_stored_with_a_filter_hdf5_lacks_are_refused_with_a_fix(tmp_path:
         EpisodeReader(path)
 
 
-def test_codec_and_chunk_length_change_no_key(tmp_path: Path) -> None:
+def test_codec_and_chunk_length_change_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in_pretrained(tmp_path, monkeypatch, ("resnet34",))  # RRL's defaults, offline
     demos = {"demos.path": str(tmp_path / "door.pickle"), "demos.sha256": "a" * 64}
     keys = []
     for codec in ({}, {"render.codec": "lzf", "render.chunk_frames": "1"},

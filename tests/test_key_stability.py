@@ -5,6 +5,11 @@ The keys below were computed before the environment settings moved to their own 
 and `encode.device` merged into `encode.device`. A stage computes its key from the values it depends
 on under stable names, so finished runs, the README's figures and resumable long runs stay cache
 hits. A change here must come with a stage version bump and a reason.
+
+Two deliberate changes since (issue 20, the representation zoo), each named where it applies:
+pretrained weights are keyed by their file's sha256, so a stage that depends on them has no key
+until the file is there (offline with an empty cache: a WeightsError naming the fix), and
+resnet10t's input is timm's own config for its weights (176 px, bicubic), a different tensor.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import MOVED, PipelineConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, WeightsError
 from pipeline.runner import Runner
 from stages import STAGES
 
@@ -28,16 +33,18 @@ CASES: dict[str, dict[str, str]] = {
  "probe_proprio": {"probe.include_proprio": "true", "encode.encoder": "resnet10t", "encode.weights": "random"},
 }
 
+PRETRAINED = "pretrained"  # the key holds the pretrained file's sha256 (issue 20): none offline
+
 # stage -> key prefix (16 hex digits: enough to fail on any change), computed before the move.
 KEYS = {
     "defaults": {
-        "bc": "9e135c6c69fb4b40", "dapg": "367e884e8daf36a1", "demos": "2be3d3230e19d44a",
-        "encode": "ff2233c8bfc03ebb", "evaluate": "90d8fc7701b55140", "probe": "c8e36886ce68bd31",
-        "render": "3053436b74f612ad", "rollouts": "431e61682b19af3c", "vae": "e4fdc541c02cb20d",
+        "bc": PRETRAINED, "dapg": PRETRAINED, "demos": "2be3d3230e19d44a",
+        "encode": PRETRAINED, "evaluate": PRETRAINED, "probe": PRETRAINED,
+        "render": "3053436b74f612ad", "rollouts": PRETRAINED, "vae": "e4fdc541c02cb20d",
     },
     "dmc_state_npg": {
         "bc": "414cd2bed6520d78", "dapg": "71182ad2ad4292d4", "demos": "dabbb2944152ebcc",
-        "encode": "dd98cb408c5c1ba0", "evaluate": "59be3a6c116bafa1", "probe": None,
+        "encode": PRETRAINED, "evaluate": "59be3a6c116bafa1", "probe": None,
         "render": "74aa67587eed2622", "rollouts": "13657f90e8da26a9", "vae": "e6eb3588749dea71",
     },
     "dmc_vision": {
@@ -46,14 +53,14 @@ KEYS = {
         "render": "05e89c820acacb5d", "rollouts": "829a21a36c0e935c", "vae": "95cfe7659548a3a7",
     },
     "hammer_open_loop": {
-        "bc": "28612967559d7ac3", "dapg": "33603ef22c8eaa90", "demos": "08d4df808b259b71",
-        "encode": "a4ea8b57d5b5f845", "evaluate": "b1b78af1765e46fa", "probe": "b5cc98fc0c4a7bec",
-        "render": "a1d3d7f20c1b32d7", "rollouts": "edda29fd7b96d852", "vae": "35cb0ebf1f5bbc10",
+        "bc": PRETRAINED, "dapg": PRETRAINED, "demos": "08d4df808b259b71",
+        "encode": PRETRAINED, "evaluate": PRETRAINED, "probe": PRETRAINED,
+        "render": "a1d3d7f20c1b32d7", "rollouts": PRETRAINED, "vae": "35cb0ebf1f5bbc10",
     },
-    "probe_proprio": {
-        "bc": "2dac529d15cbb00d", "dapg": "049c904e96268f99", "demos": "2be3d3230e19d44a",
-        "encode": "9eca7158bd6548f6", "evaluate": "6ef79397f868e403", "probe": "0fa3d6e1fb3f5f25",
-        "render": "3053436b74f612ad", "rollouts": "e11d69f478b742af", "vae": "e4fdc541c02cb20d",
+    "probe_proprio": {  # resnet10t: timm's c3_in1k input since issue 20 (was 256/224 bilinear)
+        "bc": "b7043b31bdee42d1", "dapg": "144404ce6c603243", "demos": "2be3d3230e19d44a",
+        "encode": "53718c37c76a420b", "evaluate": "7d8fcd0bebfe0b18", "probe": "8b8158826d99feac",
+        "render": "3053436b74f612ad", "rollouts": "6b827fed3ff3a364", "vae": "e4fdc541c02cb20d",
     },
     "random_resnet34_64px_bf16": {
         "bc": "265485edc3636d56", "dapg": "2a115f9503471ccb", "demos": "2be3d3230e19d44a",
@@ -62,26 +69,34 @@ KEYS = {
     },
     "rollouts_random_levels": {
         "bc": "cebc33eda5e369ab", "dapg": "49861580791d4190", "demos": "2be3d3230e19d44a",
-        "encode": "ddb434bc5bf80e9c", "evaluate": "34a7e6e94f838efb", "probe": "50ea64f6ade038df",
+        "encode": PRETRAINED, "evaluate": "34a7e6e94f838efb", "probe": PRETRAINED,
         "render": "3053436b74f612ad", "rollouts": "7803a48b931d8bb8", "vae": "e4fdc541c02cb20d",
     },
     "sparse_horizon_distract_shadows": {
-        "bc": "a2e74759a3242d45", "dapg": "ed8f792c84623e9e", "demos": "2be3d3230e19d44a",
-        "encode": "8c1bd7347fce2883", "evaluate": "52d883f5011661a0", "probe": "da5bd3a3d5042b3c",
-        "render": "fb41be89a9fe8341", "rollouts": "6320f7cc44f47d61", "vae": "477bfca723587668",
+        "bc": PRETRAINED, "dapg": PRETRAINED, "demos": "2be3d3230e19d44a",
+        "encode": PRETRAINED, "evaluate": PRETRAINED, "probe": PRETRAINED,
+        "render": "fb41be89a9fe8341", "rollouts": PRETRAINED, "vae": "477bfca723587668",
     },
     "state_cell": {
         "bc": "cebc33eda5e369ab", "dapg": "85166fc5f19ff680", "demos": "2be3d3230e19d44a",
-        "encode": "6d1b971480e57216", "evaluate": "a1423e4da6c730a3", "probe": "513fceb98a74331c",
+        "encode": PRETRAINED, "evaluate": "a1423e4da6c730a3", "probe": PRETRAINED,
         "render": "e6b948d38164163f", "rollouts": "10742093c6523040", "vae": "616b501924f639b3",
     },
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_keys_did_not_change_when_settings_moved(case: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_keys_did_not_change_when_settings_moved(case: str, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # No pretrained file anywhere, and no network asked: the same answer on every machine.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     runner = Runner(PipelineConfig().with_overrides(CASES[case]), STAGES, tmp_path)
     for stage, expected in KEYS[case].items():
+        if expected == PRETRAINED:
+            with pytest.raises(WeightsError, match="Fix:"):
+                runner.key(stage)
+            continue
         if expected is None:  # the stage does not apply (e.g. the probe on DeepMind Control)
             with pytest.raises(ConfigError):
                 runner.key(stage)

@@ -59,12 +59,12 @@ def test_rollouts_refuse_an_encoder_other_than_the_stores() -> None:
 
     encoder = create_encoder("resnet10t", "random", resize=48, crop=40)
     attrs = {"encoder": "resnet10t", "weights": dict(encoder.weights), "precision": "fp32",
-             "preprocessing": {"resize": 48, "crop": 40}}
+             "preprocessing": dict(encoder.preprocessing), "feature_dim": encoder.feature_dim}
     check_encoder_matches_store(encoder, attrs, "store")  # the same: accepted
     with pytest.raises(ConfigError, match="encoder: store 'resnet18' vs rollout 'resnet10t'"):
         check_encoder_matches_store(encoder, {**attrs, "encoder": "resnet18"}, "store")
     with pytest.raises(ConfigError, match="crop"):
-        check_encoder_matches_store(encoder, {**attrs, "preprocessing": {"resize": 48, "crop": 32}}, "s")
+        check_encoder_matches_store(encoder, {**attrs, "preprocessing": {**attrs["preprocessing"], "crop": 32}}, "s")
 
 
 def test_state_pipeline_bc_dapg_evaluate(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -175,6 +175,6 @@ def test_a_checkpoint_file_is_keyed_by_its_bytes_not_its_path(rolled, tiny_door_
 
 
 def test_encoding_rollouts_of_a_vision_policy_is_refused_up_front(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    cfg = PipelineConfig().with_overrides({"encode.source": "rollouts"})  # a vision policy
+    cfg = PipelineConfig().with_overrides({"encode.source": "rollouts", "encode.weights": "random"})  # a vision policy
     with pytest.raises(ConfigError, match=r"encode\.source=rollouts.*Fix"):
         Runner(cfg, STAGES, tmp_path).key("encode")  # not a RecursionError

@@ -22,7 +22,7 @@ from pipeline.runner import Runner, StageResult
 from pipeline.store.episodes import EpisodeReader
 from pipeline.vae.resolve import resolve_vae_weights
 from stages import STAGES
-from tests.helpers import demo_config
+from tests.helpers import demo_config, stand_in_pretrained
 
 TINY = {"env.width": "32", "env.height": "32", "env.cameras": "top",
         "render.workers": "1", "vae.input_size": "32", "vae.latent": "8", "vae.channels": "8,16",
@@ -50,7 +50,9 @@ def trained(tiny_door_demos, tmp_path_factory):  # type: ignore[no-untyped-def]
     return data, run(config(tiny_door_demos), data, "vae")
 
 
-def test_encoder_input_size_comes_from_the_encoder() -> None:
+def test_encoder_input_size_comes_from_the_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in_pretrained(tmp_path, monkeypatch, ("resnet34",))  # RRL's defaults, offline
+
     def pre(**fields: str) -> dict[str, Any]:
         return dict(Runner(PipelineConfig().with_overrides(fields), STAGES, "unused")
                     .inputs("encode")["preprocessing"])
@@ -123,7 +125,7 @@ def test_encode_with_the_vae_key_like_any_encoder(tiny_door_demos, trained, tmp_
     from pipeline.encoders import create_encoder
     from pipeline.encoders.preprocess import normalize_pixels, resize_crop
     from pipeline.encoders.vae import load_vae
-    from pipeline.rl.data import _weights_arg
+    from pipeline.rl.data import weights_argument
     from pipeline.rl.vision import check_encoder_matches_store
 
     data, vae = trained
@@ -150,8 +152,9 @@ def test_encode_with_the_vae_key_like_any_encoder(tiny_door_demos, trained, tmp_
 
     # Rollouts rebuild the same encoder from the store's attrs, as make_sampler does.
     pre = attrs["preprocessing"]
-    encoder = create_encoder(attrs["encoder"], _weights_arg(attrs["weights"]), attrs["precision"],
-                             pre["resize"], pre["crop"])
+    encoder = create_encoder(attrs["encoder"], weights_argument(result_store(result),
+                                                                attrs["weights"]),
+                             attrs["precision"], pre["resize"], pre["crop"])
     check_encoder_matches_store(encoder, attrs, "store")
     assert encoder.preprocessing == pre and encoder.feature_dim == 8
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,45 +12,67 @@ import torch
 from torch import nn
 
 from pipeline.devices import fp32_exact, resolve_device
+from pipeline.encoders.input_config import InputConfig
+from pipeline.encoders.layers import PRE_LOGITS
 from pipeline.encoders.loading import build_module
-from pipeline.encoders.preprocess import preprocess, preprocessing_description
-from pipeline.encoders.registry import encoder_spec, input_size
-from pipeline.errors import invalid_value, unknown_name
+from pipeline.encoders.preprocess import apply_input
+from pipeline.encoders.registry import encoder_spec, resolve_input
+from pipeline.errors import ConfigError, invalid_value, unknown_name
 
 PRECISIONS = ("fp32", "bf16")
 
 
 class FrozenEncoder:
-    """Eval-mode, gradient-free model whose output is the global-average-pooled feature vector."""
+    """Eval-mode, gradient-free model whose output is its ``features`` (name -> width),
+    concatenated in that order: the pooled pre-logits feature, or the chosen layers."""
 
-    def __init__(
-        self,
-        name: str,
-        module: nn.Module,
-        feature_dim: int,
-        weights: dict[str, str],
-        precision: str,
-        resize: int,
-        crop: int,
-        device: torch.device,
-        normalize: str = "imagenet",
-    ) -> None:
+    def __init__(self, name: str, module: nn.Module, weights: dict[str, str], precision: str,
+                 input_config: InputConfig, device: torch.device,
+                 features: dict[str, int]) -> None:
         self.name = name
         self.module = module
-        self.feature_dim = feature_dim
         self.weights = weights
         self.precision = precision
-        self.resize = resize
-        self.crop = crop
+        self.input = input_config
         self.device = device
-        self.normalize = normalize
-        self.preprocessing: dict[str, Any] = preprocessing_description(resize, crop, normalize)
+        self.features = dict(features)
+        self.columns: np.ndarray | None = None  # set by ``select``: the columns encode returns
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(self.features.values())
+
+    @property
+    def resize(self) -> int:
+        return self.input.resize
+
+    @property
+    def crop(self) -> int:
+        return self.input.crop
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.input.description()
 
     def __repr__(self) -> str:
         return (
             f"FrozenEncoder({self.name!r}, weights={self.weights['kind']}, "
-            f"precision={self.precision}, dim={self.feature_dim}, device={self.device})"
+            f"precision={self.precision}, features={self.features}, device={self.device})"
         )
+
+    def select(self, names: list[str]) -> FrozenEncoder:
+        """A view of this encoder whose ``encode`` returns only ``names``, concatenated."""
+        starts, start = {}, 0
+        for feature, width in self.features.items():
+            starts[feature] = (start, width)
+            start += width
+        missing = [n for n in names if n not in starts]
+        if missing:
+            raise unknown_name("feature", missing[0], list(self.features))
+        view = copy.copy(self)
+        view.columns = np.concatenate([np.arange(starts[n][0], sum(starts[n])) for n in names])
+        view.features = {n: self.features[n] for n in names}
+        return view
 
     @contextlib.contextmanager
     def _precision(self) -> Iterator[None]:
@@ -85,9 +108,9 @@ class FrozenEncoder:
                 chunk = np.ascontiguousarray(frames[start : start + step])
                 if not chunk.flags.writeable:  # torch warns on read-only numpy memory
                     chunk = chunk.copy()
-                x = preprocess(torch.from_numpy(chunk), self.resize, self.crop, self.device,
-                               self.normalize)
-                out[start : start + step] = self.forward_preprocessed(x).cpu().numpy()
+                x = apply_input(torch.from_numpy(chunk), self.input, self.device)
+                rows = self.forward_preprocessed(x).cpu().numpy()
+                out[start : start + step] = rows if self.columns is None else rows[:, self.columns]
         return out
 
 
@@ -98,32 +121,49 @@ def create_encoder(
     resize: int | None = None,
     crop: int | None = None,
     device: str = "cpu",
+    interpolation: str | None = None,
+    layers: tuple[str, ...] = (),
+    pool: str = "auto",
+    weights_prefix: str | None = None,
 ) -> FrozenEncoder:
     """Build a frozen encoder. `weights`: "pretrained", "random" or a .pth/.safetensors path;
-    `resize`/`crop`: None for the encoder's own input size (ImageNet models: 256/224);
-    `device`: "cpu", "cuda[:N]" or "auto" (CUDA when present)."""
+    `resize`/`crop`/`interpolation`: None for the encoder's own input (timm's data config);
+    `layers`/`pool`: which features (see ``pipeline.encoders.layers``); `weights_prefix`: load
+    a file's keys under that prefix; `device`: "cpu", "cuda[:N]" or "auto" (CUDA when present)."""
     spec = encoder_spec(name, weights)
     if precision not in PRECISIONS:
         raise unknown_name("precision", precision, PRECISIONS)
     for field, value in (("resize", resize), ("crop", crop)):
         if value is not None and value <= 0:
             raise invalid_value(field, value, "a positive integer")
-    resize, crop = input_size(spec, resize, crop)
+    input_config = resolve_input(spec, resize, crop, interpolation)
     torch_device = torch.device(resolve_device(device))
     if torch_device.type == "cuda":
         fp32_exact()  # the device stays out of the keys only because fp32 is exact there
-    module, identity = build_module(spec, weights)
+    module, identity = build_module(spec, weights, input_config.crop, weights_prefix)
+    if layers:
+        if spec.source != "timm":
+            raise ConfigError(f"encode.layers needs a timm model; {name!r} ({spec.source}) "
+                              "gives one feature. Fix: leave encode.layers unset")
+        from pipeline.encoders.features import LayerFeatures, count_layers
+
+        module = LayerFeatures(module, layers, pool, count_layers(module, input_config.crop, name),
+                               name)
+    features = _widths(module, input_config.crop, layers)
     module = module.to(torch_device)
     if precision == "bf16":
         module = module.to(memory_format=torch.channels_last)
-    return FrozenEncoder(
-        name=name,
-        module=module,
-        feature_dim=spec.feature_dim,
-        weights=identity,
-        precision=precision,
-        resize=resize,
-        crop=crop,
-        device=torch_device,
-        normalize=spec.normalize,
-    )
+    return FrozenEncoder(name, module, identity, precision, input_config, torch_device, features)
+
+
+def _widths(module: nn.Module, crop: int, layers: tuple[str, ...]) -> dict[str, int]:
+    """Each feature's width, from one forward of a blank frame (on the CPU, before moving)."""
+    blank = torch.zeros(1, 3, crop, crop)
+    with torch.inference_mode():
+        if not layers:
+            return {PRE_LOGITS: int(module(blank).shape[1])}
+        from pipeline.encoders.features import LayerFeatures
+
+        assert isinstance(module, LayerFeatures)
+        return {name: int(part.shape[1]) for name, part in zip(module.names, module.parts(blank),
+                                                                strict=True)}

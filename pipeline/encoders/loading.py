@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.encoders.hub import pretrained_file
 from pipeline.encoders.registry import EncoderSpec
 from pipeline.encoders.weights import (
     SAFETENSORS_SUFFIXES,
@@ -23,46 +24,43 @@ RANDOM_SEED = 0
 _SHOWN_KEYS = 5
 
 
-def build_module(spec: EncoderSpec, weights: str) -> tuple[nn.Module, dict[str, str]]:
-    """The headless module with `weights` loaded, and its identity plus state_dict_sha256."""
+def build_module(spec: EncoderSpec, weights: str, crop: int, prefix: str | None = None
+                 ) -> tuple[nn.Module, dict[str, str]]:
+    """The headless module for inputs of side ``crop`` with ``weights`` loaded, and its
+    identity plus state_dict_sha256. ``prefix``: load only a file's keys under it, stripped."""
     identity = weights_identity(spec.name, weights)
     # Seed every build, not only "random": then random init is identical in every encode worker
     # and process, and the caller's RNG stream is left untouched by fork_rng.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
-        if identity["kind"] == "pretrained":
-            module = _build_pretrained(spec)
+        if identity["kind"] == "pretrained" and spec.load_pretrained is not None:
+            module = _load_pretrained(spec, crop)
         else:
-            module = spec.builder(False)
+            module = spec.builder(crop)
     if identity["kind"] == "file":
         path = check_weights_file(spec.name, weights)
+        load_into(module, read_state_dict(path, spec.name), spec, path, prefix)
+    elif identity["kind"] == "pretrained" and spec.load_pretrained is None:
+        path = pretrained_file(spec)  # a torchvision file: a plain state dict
         load_into(module, read_state_dict(path, spec.name), spec, path)
     module.eval()
     module.requires_grad_(False)
     return module, {**identity, "state_dict_sha256": state_dict_sha256(module)}
 
 
-def _build_pretrained(spec: EncoderSpec) -> nn.Module:
+def _load_pretrained(spec: EncoderSpec, crop: int) -> nn.Module:
+    assert spec.load_pretrained is not None
+    path = pretrained_file(spec)  # found in the cache: weights_identity has just resolved it
     try:
-        return spec.builder(True)
+        return spec.load_pretrained(crop, path)
     except PipelineError:
         raise
-    except Exception as err:  # download errors come as OSError, URLError, HF errors, ...
-        reference = (
-            f"; the standard file for these weights is named {spec.reference_file} and loads as is"
-            if spec.reference_file
-            else ""
-        )
+    except Exception as err:  # a file timm cannot load into this architecture
         raise WeightsError(
-            f"downloading pretrained weights for encoder {spec.name!r} ({spec.source} "
-            f"{spec.pretrained_tag!r}) failed and no cached copy was found "
-            f"({type(err).__name__}: {err}). Fix: run once on a machine with internet access to "
-            f"fill the {spec.source} cache, or supply a local file with "
-            f"WEIGHTS=/path/to/file.pth or WEIGHTS=/path/to/file.safetensors holding a state "
-            f"dict for the {spec.name} architecture{reference} (e.g. resnet34-b627a593.pth is "
-            f"torchvision's resnet34). Set HF_HUB_OFFLINE=1 to fail fast without network. "
-            f"Random weights are never used instead unless WEIGHTS=random is given."
-        ) from err
+            f"the pretrained weights file {str(path)!r} of {spec.pretrained_tag} does not load "
+            f"into the {spec.name} architecture ({type(err).__name__}: {str(err)[:400]}). Fix: "
+            f"delete that file from the cache so it is downloaded again, or "
+            f"{weights_fix(spec.name).removeprefix('Fix: ')}") from err
 
 
 def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
@@ -96,9 +94,22 @@ def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
 
 
 def load_into(
-    module: nn.Module, state: dict[str, torch.Tensor], spec: EncoderSpec, path: Path
+    module: nn.Module, state: dict[str, torch.Tensor], spec: EncoderSpec, path: Path,
+    prefix: str | None = None,
 ) -> None:
-    """Load strictly, except for the classifier, which the encoder has removed."""
+    """Load strictly, except for the classifier, which the encoder has removed.
+
+    ``prefix`` (another project's checkpoint: R3M's ``module.convnet.``): only the keys under it
+    count, with it stripped; the rest of that checkpoint (other networks) is ignored. Then the
+    model family's own checkpoint filter runs where timm has one (a ViT's resamples its position
+    embedding, converts other ViT formats).
+    """
+    ignored = 0
+    if prefix:
+        kept = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        ignored = len(state) - len(kept)
+        state = kept
+    state = _timm_filter(module, state)
     state = {k: v for k, v in state.items() if k not in spec.head_keys}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -118,11 +129,44 @@ def load_into(
         if keys
     ]
     if problems:
+        under = (f" (keys under the prefix {prefix!r}, stripped; {ignored} keys outside it "
+                 f"ignored)" if prefix else "")
+        guess = _shared_prefix(unexpected, set(expected))
+        hint = (f"; the unexpected keys are the model's under {guess!r}: set "
+                f"encode.weights_prefix={(prefix or '') + guess}" if guess else
+                "" if prefix else "; a checkpoint of another project whose keys all share a "
+                "prefix (R3M: module.convnet.) loads with encode.weights_prefix=<that prefix>")
         raise WeightsError(
-            f"weights file {str(path)!r} does not match the {spec.name} architecture: "
-            f"{'; '.join(problems)}. {weights_fix(spec.name)}"
+            f"weights file {str(path)!r} does not match the {spec.name} architecture{under}: "
+            f"{'; '.join(problems)}{hint}. {weights_fix(spec.name)}"
         )
     module.load_state_dict(state, strict=True)
+
+
+def _shared_prefix(unexpected: list[str], expected: set[str]) -> str:
+    """The dotted prefix that, stripped from unexpected keys, leaves most of the model's own."""
+    candidates = {k[: i + 1] for k in unexpected for i, c in enumerate(k) if c == "."}
+    best, hits = "", 0
+    for prefix in candidates:
+        found = sum(k.startswith(prefix) and k.removeprefix(prefix) in expected for k in unexpected)
+        if found > hits:
+            best, hits = prefix, found
+    return best if hits >= max(1, len(expected) // 2) else ""
+
+
+def _timm_filter(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's checkpoint filter of the model's family, if it has one (as timm's loader runs)."""
+    import sys
+
+    family = sys.modules.get(type(module).__module__)
+    filter_fn = getattr(family, "checkpoint_filter_fn", None)
+    if filter_fn is None or not type(module).__module__.startswith("timm."):
+        return state
+    try:
+        filtered = filter_fn(dict(state), module)
+    except Exception:  # a filter written for one foreign format: the state dict as it is
+        return state
+    return dict(filtered) if isinstance(filtered, Mapping) else state
 
 
 def state_dict_sha256(module: nn.Module) -> str:

@@ -1,16 +1,30 @@
-"""The registered encoders: ImageNet classifiers with their classifier removed, and the VAE.
+"""The registered encoders: short aliases of timm models, torchvision's ShuffleNet and the VAE.
 
-The timm ResNets use the `tv_in1k` tags, which are torchvision's ImageNet weights, as in RRL;
-their key names match torchvision's, so a torchvision ResNet file loads into them directly.
+Every other timm model name works too (``timm_zoo``, installed here as the registry's lookup);
+the aliases keep RRL's names. Each alias's input is timm's pretrained data config for its tag,
+written out here so that `rrl status` never imports timm (tests/test_zoo.py checks each against
+``timm.data.resolve_model_data_config``). The ResNets use the `tv_in1k` tags, torchvision's
+ImageNet weights as in RRL, whose config is RRL's Resize(256)/CenterCrop(224); their key names
+match torchvision's, so a torchvision ResNet file loads into them directly. ``resnet10t.c3_in1k``
+and ``mobilenetv3_large_100.ra_in1k`` are timm's own trainings, at 176 px and 224 px, bicubic.
 The `vae` encoder is the encoder half of the VAE the vae stage trains on a task's own frames.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import TYPE_CHECKING
 
-from pipeline.encoders.registry import EncoderSpec, register_encoder
+from pipeline.encoders.input_config import InputConfig
+from pipeline.encoders.registry import (
+    RRL_INPUT,
+    EncoderSpec,
+    HubSource,
+    register_encoder,
+    set_lookup,
+)
+from pipeline.encoders.timm_zoo import timm_model, timm_pretrained_model, timm_spec
 from pipeline.encoders.vae_architecture import (
     DEFAULT_ARCHITECTURE,
     VAEArchitecture,
@@ -20,67 +34,42 @@ from pipeline.encoders.vae_architecture import (
 if TYPE_CHECKING:
     from torch import nn
 
-
-def _timm(tag: str, pretrained: bool) -> nn.Module:
-    import timm
-
-    # num_classes=0 swaps the classifier for Identity, leaving global-average-pooled features;
-    # timm skips the classifier weights when loading pretrained ones into such a model.
-    model: nn.Module = timm.create_model(tag, pretrained=pretrained, num_classes=0)
-    return model
+set_lookup(timm_spec)
 
 
-@register_encoder(feature_dim=512, source="timm", pretrained_tag="resnet10t.c3_in1k")
-def resnet10t(pretrained: bool) -> nn.Module:
-    return _timm("resnet10t.c3_in1k", pretrained)
+def _alias(name: str, tag: str, feature_dim: int, data: InputConfig,
+           reference_file: str | None = None, classifier: str = "fc") -> None:
+    register_encoder(
+        name=name, source="timm", pretrained_tag=tag, feature_dim=feature_dim,
+        head_keys=(f"{classifier}.weight", f"{classifier}.bias"), reference_file=reference_file,
+        input=data, hub=HubSource(hf_hub_id=f"timm/{tag}"),
+        load_pretrained=partial(timm_pretrained_model, tag, data.crop, False),
+    )(partial(timm_model, tag, data.crop, False))
 
 
-@register_encoder(
-    feature_dim=512, source="timm", pretrained_tag="resnet18.tv_in1k",
-    reference_file="resnet18-f37072fd.pth",
-)
-def resnet18(pretrained: bool) -> nn.Module:
-    return _timm("resnet18.tv_in1k", pretrained)
-
-
-@register_encoder(
-    feature_dim=512, source="timm", pretrained_tag="resnet34.tv_in1k",
-    reference_file="resnet34-b627a593.pth",
-)
-def resnet34(pretrained: bool) -> nn.Module:
-    return _timm("resnet34.tv_in1k", pretrained)
-
-
-@register_encoder(
-    feature_dim=2048, source="timm", pretrained_tag="resnet50.tv_in1k",
-    reference_file="resnet50-0676ba61.pth",
-)
-def resnet50(pretrained: bool) -> nn.Module:
-    return _timm("resnet50.tv_in1k", pretrained)
-
-
+_alias("resnet10t", "resnet10t.c3_in1k", 512, InputConfig(201, 176, "bicubic"))
+_alias("resnet18", "resnet18.tv_in1k", 512, RRL_INPUT, "resnet18-f37072fd.pth")
+_alias("resnet34", "resnet34.tv_in1k", 512, RRL_INPUT, "resnet34-b627a593.pth")
+_alias("resnet50", "resnet50.tv_in1k", 2048, RRL_INPUT, "resnet50-0676ba61.pth")
 # With num_classes=0 timm keeps the 960->1280 conv_head, so the features are 1280-d, not 960.
-@register_encoder(
-    feature_dim=1280, source="timm", pretrained_tag="mobilenetv3_large_100.ra_in1k",
-    head_keys=("classifier.weight", "classifier.bias"),
-    reference_file="mobilenetv3_large_100_ra-f55367f5.pth",
-)
-def mobilenetv3_large_100(pretrained: bool) -> nn.Module:
-    return _timm("mobilenetv3_large_100.ra_in1k", pretrained)
+_alias("mobilenetv3_large_100", "mobilenetv3_large_100.ra_in1k", 1280,
+       InputConfig(256, 224, "bicubic"), "mobilenetv3_large_100_ra-f55367f5.pth", "classifier")
+
+SHUFFLENET_URL = "https://download.pytorch.org/models/shufflenetv2_x1-5666bf0f80.pth"
 
 
-# timm has no ShuffleNet, so this one comes from torchvision.
+# timm has no ShuffleNet, so this one comes from torchvision (its weights file by URL, as
+# torchvision downloads it, into torch.hub's cache).
 @register_encoder(
     feature_dim=1024, source="torchvision",
     pretrained_tag="ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1",
-    reference_file="shufflenetv2_x1-5666bf0f80.pth",
+    reference_file="shufflenetv2_x1-5666bf0f80.pth", hub=HubSource(url=SHUFFLENET_URL),
 )
-def shufflenet_v2_x1_0(pretrained: bool) -> nn.Module:
+def shufflenet_v2_x1_0(crop: int) -> nn.Module:
     from torch import nn
-    from torchvision.models import ShuffleNet_V2_X1_0_Weights, shufflenet_v2_x1_0
+    from torchvision.models import shufflenet_v2_x1_0
 
-    weights = ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1 if pretrained else None
-    model: nn.Module = shufflenet_v2_x1_0(weights=weights)
+    model: nn.Module = shufflenet_v2_x1_0(weights=None)
     model.fc = nn.Identity()  # its forward ends in mean([2, 3]) then fc: pooled features remain
     return model
 
@@ -97,16 +86,17 @@ def _vae_spec_for_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:
     if arch == DEFAULT_ARCHITECTURE:
         return spec
     return dataclasses.replace(spec, feature_dim=arch.latent,
-                               input_size=(arch.input_size, arch.input_size),
-                               builder=lambda pretrained: _vae_encoder(arch))
+                               input=InputConfig.named(arch.input_size, arch.input_size, "none"),
+                               builder=lambda crop: _vae_encoder(arch))
 
 
 # Trained by the vae stage (`make vae`) on [0, 1] pixels: no ImageNet normalisation, and no
 # pretrained weights. The feature is the posterior mean.
 @register_encoder(
     feature_dim=DEFAULT_ARCHITECTURE.latent, source="project", pretrained_tag=None, head_keys=(),
-    input_size=(DEFAULT_ARCHITECTURE.input_size, DEFAULT_ARCHITECTURE.input_size),
-    normalize="none", for_weights=_vae_spec_for_weights,
+    input=InputConfig.named(DEFAULT_ARCHITECTURE.input_size, DEFAULT_ARCHITECTURE.input_size,
+                            "none"),
+    for_weights=_vae_spec_for_weights,
 )
-def vae(pretrained: bool) -> nn.Module:
+def vae(crop: int) -> nn.Module:
     return _vae_encoder(DEFAULT_ARCHITECTURE)

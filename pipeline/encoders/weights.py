@@ -1,7 +1,8 @@
 """Cheap weights identity for cache keys and `rrl status`.
 
 Must not import torch: it runs on every `status`. A weights file is identified by the sha256 of
-its bytes, never its path, and the hash is remembered in a small JSON file keyed by
+its bytes, never its path (pretrained weights too: the tag and the sha256 of the cached download,
+``pipeline.encoders.hub``), and the hash is remembered in a small JSON file keyed by
 (absolute path, size, mtime_ns, ctime_ns, inode) so only the first call after a change reads the
 file. ctime and the inode catch a rewrite whose mtime was put back (``cp -p``, ``rsync -t``, tar);
 a file changed within the last ``RACY_WINDOW_NS`` is hashed but not remembered, as git does for
@@ -14,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +29,10 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 _HASH_CACHE_NAME = "weights_sha256.json"
 _CHUNK = 1 << 20
 RACY_WINDOW_NS = 2_000_000_000  # coarser than any file clock in use (FAT: 2 s)
+# torch.hub's convention: ``resnet34-b627a593.pth`` names the first hex digits of the file's
+# sha256. torch.hub accepts any number of digits; 8 or more keeps a user's ``ckpt-2.pth`` (or
+# ``run-1.pt``) from being read as a hash prefix, and torchvision's own files use 8 to 10.
+HASH_PREFIX = re.compile(r"-([0-9a-f]{8,64})\.")
 
 
 def weights_fix(name: str) -> str:
@@ -44,17 +50,56 @@ def weights_fix(name: str) -> str:
     )
 
 
-def weights_identity(name: str, weights: str) -> dict[str, str]:
-    """What the weights are, for the cache key: a kind plus the tag or the file's sha256."""
+def weights_identity(name: str, weights: str, pin: str | None = None) -> dict[str, str]:
+    """What the weights are, for the cache key: a kind plus the tag or the file's sha256.
+
+    ``pin`` (``WEIGHTS_SHA256=``): the sha256 the weights file must have; anything else,
+    random weights included, is refused.
+    """
     spec = encoder_spec(name)  # unknown names fail here, before any file is read
     if weights == "random":
+        check_pin(pin, None, "WEIGHTS=random")
         return {"kind": "random"}
     if weights == "pretrained":
         if spec.pretrained_tag is None:
             raise no_pretrained_weights(name)
-        return {"kind": "pretrained", "tag": spec.pretrained_tag}
+        from pipeline.encoders.hub import pretrained_file
+
+        path = pretrained_file(spec)  # the cached download (fetched once, if missing)
+        sha = file_sha256(path)
+        check_name_hash(path, sha)
+        check_pin(pin, sha, f"the pretrained weights of {spec.pretrained_tag} ({path})")
+        # A tag is only a name: the file's content is what the key must follow.
+        return {"kind": "pretrained", "tag": spec.pretrained_tag, "sha256": sha}
     encoder_spec(name, weights)  # a file whose architecture cannot be read fails here
-    return {"kind": "file", "sha256": file_sha256(check_weights_file(name, weights))}
+    path = check_weights_file(name, weights)
+    sha = file_sha256(path)
+    check_name_hash(path, sha)
+    check_pin(pin, sha, f"weights file {str(path)!r}")
+    return {"kind": "file", "sha256": sha}
+
+
+def check_name_hash(path: Path, sha256: str) -> None:
+    """Refuse a file whose name carries a hash prefix (torch.hub style) its bytes do not have."""
+    match = HASH_PREFIX.search(path.name)
+    if match and not sha256.startswith(match.group(1)):
+        raise WeightsError(
+            f"weights file {str(path)!r}: its name says its sha256 starts with "
+            f"{match.group(1)!r} (the torch.hub convention), but its bytes hash to {sha256}: the "
+            f"file is damaged or was changed after download, and is not loaded. Fix: download "
+            f"it again (or copy it again from a good copy); if the file was changed on purpose, "
+            f"rename it so that its name carries no '-<hex>.' hash prefix")
+
+
+def check_pin(pin: str | None, sha256: str | None, what: str) -> None:
+    """Refuse weights other than the pinned ``WEIGHTS_SHA256=`` (None: nothing pinned)."""
+    if pin is None or pin == sha256:
+        return
+    found = f"has sha256 {sha256}" if sha256 else "is not a file with a sha256"
+    raise WeightsError(
+        f"{what} {found}, but WEIGHTS_SHA256={pin} (encode.weights_sha256) pins the weights to "
+        f"another file. Fix: point WEIGHTS= at the file with that sha256, or change or unset "
+        f"WEIGHTS_SHA256 if these weights are the ones you want")
 
 
 def no_pretrained_weights(name: str) -> WeightsError:

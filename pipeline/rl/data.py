@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.config import PolicyConfig
 from pipeline.demos import load_demos
+from pipeline.encoders.layers import select_features
 from pipeline.outputs import DataSource
 from pipeline.rl.rollouts import Array, Sampler
 from pipeline.rl.vision import ObsSpec, check_encoder_matches_store
@@ -38,7 +38,8 @@ def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
     store = open_features(src.store, src.feature_key)  # self-sufficient: no frames needed
     proprio, actions = store.low_dim("proprio"), store.low_dim("actions")
     spec = ObsSpec(src.obs_mode, src.cameras, policy.proprio_noise)
-    features = {c: store.read(c) for c in src.cameras}
+    names = select_features(list(store.features), src.features, store.location)
+    features = {c: store.read_features(c, names) for c in src.cameras}
     obs = spec.assemble(features, proprio, np.random.default_rng([policy.seed, 2]))
     return obs, actions.astype(np.float64)
 
@@ -71,12 +72,15 @@ def make_sampler(src: DataSource, policy: PolicyConfig, reward: str, envs: int,
         resolve_device(device)
     except ConfigError as exc:
         raise ConfigError(f"encode.device: {exc}") from None
-    attrs = open_features(src.store, src.feature_key).attrs
-    pre = attrs["preprocessing"]
-    weights = attrs["weights"]
-    encoder = create_encoder(attrs["encoder"], _weights_arg(weights), attrs["precision"],
-                             pre["resize"], pre["crop"], device=device)
+    store = open_features(src.store, src.feature_key)
+    attrs, pre = store.attrs, store.attrs["preprocessing"]
+    encoder = create_encoder(attrs["encoder"], weights_argument(src.store, attrs["weights"]),
+                             attrs["precision"], pre["resize"], pre["crop"], device=device,
+                             interpolation=pre.get("interpolation", "bilinear"),
+                             layers=tuple(attrs.get("layers", ())), pool=attrs.get("pool", "auto"),
+                             weights_prefix=attrs.get("weights_prefix"))
     check_encoder_matches_store(encoder, attrs, f"{src.store}/{src.feature_key}")
+    encoder = encoder.select(select_features(list(store.features), src.features, store.location))
     cores = len(os.sched_getaffinity(0))
     layout = vision_layout(cores, encoder.device.type == "cuda")
     if workers:
@@ -88,14 +92,12 @@ def make_sampler(src: DataSource, policy: PolicyConfig, reward: str, envs: int,
                          env_factory=env_factory or task_env, **layout.kwargs())
 
 
-def _weights_arg(weights: dict[str, Any]) -> str:
-    """The `weights=` argument that rebuilds the store's encoder."""
-    if weights.get("kind") == "file":
-        path = weights.get("path")
-        if not path or not Path(path).is_file():
-            from pipeline.errors import WeightsError
+def weights_argument(store: str, weights: dict[str, Any]) -> str:
+    """The `weights=` argument that rebuilds a group's encoder: its weights file, found by
+    sha256 in the store's weights folder or the local weights cache (never by a stored path)."""
+    from pipeline.store.weights_files import WeightsFile, fetch_weights
 
-            raise WeightsError(f"the store's encoder weights file (sha256 {weights.get('sha256')}) "
-                               f"is not at {path!r}. Fix: restore that file or re-run encode")
-        return str(path)
-    return str(weights.get("kind", "pretrained"))
+    ref = WeightsFile.from_attrs(weights)
+    if ref is None:
+        return str(weights.get("kind", "pretrained"))
+    return str(fetch_weights(store, ref, legacy_path=weights.get("path")))

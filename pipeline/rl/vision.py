@@ -52,19 +52,26 @@ class ObsSpec:
 
 def check_encoder_matches_store(encoder: FrozenEncoder, attrs: dict[str, Any], store: str) -> None:
     """Refuse to roll out with an encoder other than the one that made the training features."""
+    pre = attrs.get("preprocessing") or {}
+    # Older stores recorded no crop mode: theirs was the centre crop.
+    stored_pre = {"crop_mode": "center", **{k: pre.get(k) for k in _INPUT}}
     mine = {"encoder": encoder.name, "weights": _weights_id(encoder.weights),
-            "precision": encoder.precision,
-            "crop": encoder.preprocessing.get("crop"), "resize": encoder.preprocessing.get("resize")}
+            "precision": encoder.precision, "features": encoder.features,
+            **{k: encoder.preprocessing.get(k) for k in _INPUT}}
     theirs = {"encoder": attrs.get("encoder"), "weights": _weights_id(attrs.get("weights") or {}),
               "precision": attrs.get("precision"),
-              "crop": (attrs.get("preprocessing") or {}).get("crop"),
-              "resize": (attrs.get("preprocessing") or {}).get("resize")}
+              "features": {n: w for n, w in attrs.get("features", [])} or {"pre_logits":
+                                                                          attrs.get("feature_dim")},
+              **{k: stored_pre.get(k) for k in _INPUT}}
     diff = {k: (theirs[k], mine[k]) for k in mine if mine[k] != theirs[k]}
     if diff:
         detail = ", ".join(f"{k}: store {a!r} vs rollout {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(f"the rollout encoder differs from the one that made the policy's "
                           f"training features in {store} ({detail}). Fix: roll out with the "
                           "store's encoder settings (ENCODER=, WEIGHTS=, PRECISION=)")
+
+
+_INPUT = ("resize", "crop", "interpolation", "crop_mode", "mean", "std")
 
 
 def _weights_id(w: dict[str, Any]) -> tuple[Any, ...]:

@@ -4,7 +4,8 @@ A copy is a plain object-by-object copy of the group: no re-encoding, so it runs
 the storage. The order is what keeps a copy cut short from ever reading as done: whatever was at
 the destination goes first, then the data, then the per-shard checksum records (the done
 markers), then a check of every shard there against its record, and last the group's own
-``zarr.json``, which holds ``complete`` and the consolidated metadata.
+``zarr.json``, which holds ``complete`` and the consolidated metadata. The weights files the
+group was encoded with (``weights_files``) travel before that marker too, unless left out by size.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipeline.errors import StoreError, bad_store
 from pipeline.store.features import FORCE_FIX, SHARD_SHA256, is_complete, open_features, open_root
 from pipeline.store.remote import Options, fs_path, location, same_place
 from pipeline.store.verify import VerifyReport, verify_contents, verify_group
+from pipeline.store.weights_files import WeightsFile, carry_weights
 from pipeline.store.writer import delete_group
 
 MARKER = "zarr.json"
@@ -39,20 +41,26 @@ def _batches(files: dict[str, int]) -> list[list[str]]:
 
 
 def copy_group(src_url: str, dst_url: str, key: str, src_options: Options = None,
-               dst_options: Options = None, progress: bool = True) -> VerifyReport:
+               dst_options: Options = None, progress: bool = True,
+               max_weights_bytes: int | None = None) -> VerifyReport:
     """Copy the complete group ``key`` from ``src_url`` to ``dst_url`` (push or pull).
 
     The source must open as complete with matching attrs (else StoreError). A destination that
     already holds the complete group and passes verification is left alone; anything else there
-    is deleted first. Returns the verification of the destination.
+    is deleted first. The group's weights files come along unless larger than
+    ``max_weights_bytes``. Returns the verification of the destination; its ``notes`` name
+    weights files left behind.
     """
     source = open_features(src_url, key, src_options)
+    refs = [r for r in [WeightsFile.from_attrs(source.attrs.get("weights") or {})] if r]
     if same_place(src_url, dst_url, src_options, dst_options):
         return verify_group(src_url, key, src_options).raise_if_bad(FORCE_FIX)
     if is_complete(dst_url, key, dst_options):
         with contextlib.suppress(StoreError):  # an unverifiable group there is replaced
             report = verify_group(dst_url, key, dst_options)
             if report.ok:
+                report.notes = carry_weights(src_url, dst_url, refs, src_options, dst_options,
+                                             max_weights_bytes).lines()
                 return report
     delete_group(dst_url, key, dst_options)
     src_fs, src_root = fs_path(src_url, src_options)
@@ -88,6 +96,8 @@ def copy_group(src_url: str, dst_url: str, key: str, src_options: Options = None
         report = verify_contents(dst_url, key, source.attrs, dst_options)
         if not report.ok:
             _blame(src_url, key, src_options, report)
+        report.notes = carry_weights(src_url, dst_url, refs, src_options, dst_options,
+                                     max_weights_bytes).lines()
         copy([MARKER])
     open_features(dst_url, key, dst_options)
     return report

@@ -2,14 +2,23 @@
 
     <root>/<key>/               attrs: key, encoder, weights, preprocessing, precision,
                                 episodes_key, versions, created, cameras, feature_dim, num_rows,
+                                features ([name, width] pairs; absent: one pre_logits feature),
+                                layers and pool (when encode.layers was set),
                                 array_sha256 (episode_ends and low_dim arrays),
                                 complete (set last, by ``finalize``, once verified)
-      <camera>                  float16 (N, D), chunks (rows_per_chunk, D), sharded, zstd level 3
+      <camera>                  float16 (N, D), chunks (rows_per_chunk, D), sharded, zstd level 3:
+                                the pooled pre-logits feature (the default, and every older group)
+      <camera>@<feature>        float16 (N, D_feature), the same layout: one array per camera and
+                                chosen layer (``layer3``, ``layer-1.cls``; pipeline/encoders/
+                                layers.py), all rows of all of them from one forward pass
       episode_ends              int64 (E,) cumulative step counts, rows in episode order
       low_dim/<name>            per-row proprio, actions, rewards
-      _shard_sha256/<camera>    uint8 (n_shards, 32), one uncompressed 32-byte chunk per shard:
+      _shard_sha256/<array>     uint8 (n_shards, 32), one uncompressed 32-byte chunk per shard:
                                 sha256 of that shard's rows (see ``rows_sha256``); all zeros
                                 (the fill value, no object) means the shard is not done
+
+``feature_dim`` is the width of one camera's features, all of them concatenated (what a policy
+reading every stored feature gets per camera).
 
 A shard is the unit of work, of resume and of verification. Zarr v3 has no locking, so two
 writers touching parts of one shard lose data silently: each shard is written whole by one task,
@@ -52,17 +61,58 @@ DAMAGED_FIX = ("re-encode it: run the encode stage with FORCE=1 and the same set
                "be pulled again instead")
 
 
+PRE_LOGITS = "pre_logits"  # the default feature (pipeline.encoders.layers.PRE_LOGITS)
+
+
+def array_name(camera: str, feature: str) -> str:
+    """The array of one camera's feature: the camera's name for the default feature."""
+    return camera if feature == PRE_LOGITS else f"{camera}@{feature}"
+
+
+@dataclass(frozen=True)
+class FeatureArray:
+    name: str  # array path inside the group
+    camera: str
+    feature: str
+    width: int
+
+
+def feature_widths(attrs: dict[str, Any]) -> dict[str, int]:
+    """Stored features and their widths, in order; a group from before layers: one pre_logits."""
+    pairs = attrs.get("features")
+    if not pairs:
+        return {PRE_LOGITS: int(attrs["feature_dim"])}
+    return {str(name): int(width) for name, width in pairs}
+
+
+def feature_arrays(attrs: dict[str, Any]) -> list[FeatureArray]:
+    """Every feature array of a group, camera by camera."""
+    widths = feature_widths(attrs)
+    return [FeatureArray(array_name(cam, f), cam, f, w) for cam in attrs["cameras"]
+            for f, w in widths.items()]
+
+
 @dataclass
 class FeatureStoreSpec:
     key: str
     cameras: tuple[str, ...]
-    feature_dim: int
+    feature_dim: int  # one camera's width: all features concatenated
     num_rows: int
     episode_ends: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
     low_dim: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (num_rows, ...) array
     rows_per_chunk: int = 1024
     chunks_per_shard: int = 8
+    # name -> width, in the order compute_rows concatenates them; None: one pre_logits feature
+    features: dict[str, int] | None = None
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return dict(self.features) if self.features else {PRE_LOGITS: self.feature_dim}
+
+    def arrays(self, camera: str | None = None) -> list[FeatureArray]:
+        return [FeatureArray(array_name(c, f), c, f, w) for c in self.cameras
+                for f, w in self.widths.items() if camera in (None, c)]
 
     @property
     def rows_per_shard(self) -> int:
@@ -199,18 +249,36 @@ class FeatureStore:
         self.cameras: tuple[str, ...] = tuple(self.attrs["cameras"])
         self.num_rows = int(self.attrs["num_rows"])
         self.feature_dim = int(self.attrs["feature_dim"])
-        self._digests: dict[str, np.ndarray] = {}
-        self._verified: dict[str, set[int]] = {}
+        self.features: dict[str, int] = feature_widths(self.attrs)
+        self._digests: dict[str, np.ndarray] = {}  # array name -> its shards' recorded sha256
+        self._verified: dict[str, set[int]] = {}  # array name -> shards checked so far
         self.episode_ends: np.ndarray = self._checked_array(ENDS).astype(np.int64)
 
     @property
     def location(self) -> str:
         return location(self.root_url, self.key)
 
-    def array(self, camera: str) -> zarr.Array:
+    def array(self, camera: str, feature: str | None = None) -> zarr.Array:
+        """One camera's array of ``feature`` (None: the group's only feature)."""
+        return child_array(self.group, self.array_name(camera, feature))
+
+    def array_name(self, camera: str, feature: str | None = None) -> str:
+        """The path in the group of one camera's ``feature`` (None: the group's only feature)."""
         if camera not in self.cameras:
             raise unknown_name("camera", camera, self.cameras)
-        return child_array(self.group, camera)
+        if feature is None:
+            if len(self.features) > 1:
+                raise bad_store(self.location, f"holds {len(self.features)} features per camera "
+                                f"({', '.join(self.features)})", "name the one to read "
+                                "(FEATURES=)")
+            feature = next(iter(self.features))
+        if feature not in self.features:
+            raise unknown_name(f"feature of {self.location}", feature, list(self.features))
+        return array_name(camera, feature)
+
+    def read_features(self, camera: str, names: list[str]) -> np.ndarray:
+        """One camera's ``names`` features, concatenated in that order, float16."""
+        return np.concatenate([self.read(camera, feature=n) for n in names], axis=1)
 
     def low_dim(self, name: str) -> np.ndarray:
         """A per-row array stored beside the features (proprio, actions, rewards), checked."""
@@ -238,9 +306,11 @@ class FeatureStore:
                           "when it was written")
         return values
 
-    def read(self, camera: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows ``start:stop`` of one camera, after checking every shard they lie in."""
-        arr = self.array(camera)
+    def read(self, camera: str, start: int = 0, stop: int | None = None,
+             feature: str | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of one camera's ``feature``, after checking every shard they lie in."""
+        name = self.array_name(camera, feature)
+        arr = child_array(self.group, name)
         stop = self.num_rows if stop is None else min(stop, self.num_rows)
         if not 0 <= start <= stop:
             raise IndexError(f"rows {start}:{stop} outside 0..{self.num_rows}")
@@ -252,45 +322,45 @@ class FeatureStore:
         except OSError:
             raise  # the store is unreachable: that says nothing about the data
         except Exception:  # a codec error: read shard by shard to name the damaged one
-            block = np.concatenate([self._decode_shard(arr, camera, i, rows)
+            block = np.concatenate([self._decode_shard(arr, name, i, rows)
                                     for i in range(first, last)])
-        self._check_shards(camera, block, first, last, rows)
+        self._check_shards(name, block, first, last, rows)
         return block[start - lo:stop - lo]
 
-    def dask(self, camera: str) -> dask.array.Array:
-        """One camera as a lazy dask array, one block per shard, each checked as it is read."""
+    def dask(self, camera: str, feature: str | None = None) -> dask.array.Array:
+        """One camera's feature as a lazy dask array, one block per shard, each checked as read."""
         import dask
         import dask.array as da
 
-        rows = rows_per_shard(self.array(camera))
+        arr = self.array(camera, feature)
+        rows, width = rows_per_shard(arr), int(arr.shape[1])
         return da.concatenate([
-            da.from_delayed(dask.delayed(self.read)(camera, a, min(a + rows, self.num_rows)),
-                            shape=(min(a + rows, self.num_rows) - a, self.feature_dim),
-                            dtype=np.float16)
+            da.from_delayed(dask.delayed(self.read)(camera, a, min(a + rows, self.num_rows), feature),
+                            shape=(min(a + rows, self.num_rows) - a, width), dtype=np.float16)
             for a in range(0, self.num_rows, rows)])
 
-    def _decode_shard(self, arr: zarr.Array, camera: str, i: int, rows: int) -> np.ndarray:
+    def _decode_shard(self, arr: zarr.Array, name: str, i: int, rows: int) -> np.ndarray:
         stop = min((i + 1) * rows, self.num_rows)
         try:
             return np.asarray(arr[i * rows:stop], dtype=np.float16)
         except OSError:
             raise
         except Exception as exc:
-            raise damaged(f"{self.location}/{camera}", f"shard {i} (rows {i * rows}..{stop - 1}) "
+            raise damaged(f"{self.location}/{name}", f"shard {i} (rows {i * rows}..{stop - 1}) "
                           f"cannot be decoded ({type(exc).__name__})") from None
 
-    def _check_shards(self, camera: str, block: np.ndarray, first: int, last: int,
+    def _check_shards(self, name: str, block: np.ndarray, first: int, last: int,
                       rows: int) -> None:
-        done = self._verified.setdefault(camera, set())
-        if camera not in self._digests:
-            self._digests[camera] = recorded_digests(self.root_url, self.key, camera,
-                                                     self.storage_options)
-        digests = self._digests[camera]
+        done = self._verified.setdefault(name, set())
+        if name not in self._digests:
+            self._digests[name] = recorded_digests(self.root_url, self.key, name,
+                                                   self.storage_options)
+        digests = self._digests[name]
         for i in range(first, last):
             if i in done:
                 continue
             part = block[(i - first) * rows:(i - first + 1) * rows]
-            where = f"{self.location}/{camera}"
+            where = f"{self.location}/{name}"
             span = f"shard {i} (rows {i * rows}..{i * rows + len(part) - 1})"
             if i >= len(digests) or not digests[i].any():
                 raise damaged(where, f"{span} has no checksum record (lost, or never finished)")
@@ -308,8 +378,8 @@ class FeatureStore:
         """Stored bytes per row of one camera (the mean over cameras when none is named)."""
         cams = [camera] if camera else list(self.cameras)
         fs, root = fs_path(self.root_url, self.storage_options)
-        total = sum(int(fs.du(f"{root}/{self.key}/{self.array(c).basename}", total=True))
-                    for c in cams)
+        total = sum(int(fs.du(f"{root}/{self.key}/{a.name}", total=True))
+                    for a in feature_arrays(self.attrs) if a.camera in cams)
         return total / max(self.num_rows * len(cams), 1)
 
 
@@ -328,10 +398,11 @@ def open_features(root_url: str, key: str, storage_options: Options = None) -> F
         raise bad_store(where, "group is incomplete (no complete marker): an interrupted write "
                         "never reads as done", RESUME_FIX)
     store = FeatureStore(root_url, key, group, storage_options)
-    for cam in store.cameras:
-        if store.array(cam).shape != (store.num_rows, store.feature_dim):
-            raise bad_store(f"{where}/{cam}", f"shape {store.array(cam).shape} does not match "
+    for a in feature_arrays(store.attrs):
+        arr = store.array(a.camera, a.feature)
+        if arr.shape != (store.num_rows, a.width):
+            raise bad_store(f"{where}/{a.name}", f"shape {arr.shape} does not match "
                             "the group attrs", "delete it and re-run encode")
-        if f"{SHARD_SHA256}/{cam}" not in group:  # consolidated metadata: no extra read
-            raise unverifiable(where, cam)
+        if f"{SHARD_SHA256}/{a.name}" not in group:  # consolidated metadata: no extra read
+            raise unverifiable(where, a.name)
     return store

@@ -19,6 +19,10 @@ def format_summary(s: dict[str, Any]) -> str:
     for cam, info in s["cameras"].items():
         lines.append(f"  {cam:<10} {info['dtype']} {tuple(info['shape'])}, chunks {tuple(info['chunks'])}, "
                      f"shards {tuple(info['shards'])}")
+    features = s.get("features") or {}
+    if len(features) > 1 or any(name != "pre_logits" for name in features):
+        lines.append("  features   " + ", ".join(f"{n} ({w})" for n, w in features.items())
+                     + " per camera (FEATURES= chooses)")
     lines.append(f"  size       {s['bytes'] / 1e6:.2f} MB on disk, {s['bytes_per_frame']:.0f} bytes per frame")
     if s.get("warning"):
         lines.append(f"  WARNING    {s['warning']}")
@@ -50,9 +54,12 @@ def summary(store: FeatureStore) -> dict[str, Any]:
         "preprocessing": a.get("preprocessing"), "precision": a.get("precision"),
         "episodes_key": a.get("episodes_key"),
         "episodes_stage": a.get("episodes_stage", "render"), "created": a.get("created"),
-        "cameras": {c: {"shape": list(store.array(c).shape), "chunks": list(store.array(c).chunks),
-                        "shards": list(store.array(c).shards or ()),
-                        "dtype": str(store.array(c).dtype)} for c in store.cameras},
+        # Per camera: all its features together (one array unless several layers are stored).
+        "cameras": {c: {"shape": [store.num_rows, store.feature_dim], "chunks": list(arr.chunks),
+                        "shards": list(arr.shards or ()), "dtype": str(arr.dtype)}
+                    for c in store.cameras
+                    for arr in [store.array(c, next(iter(store.features)))]},
+        "features": dict(store.features),
         "episodes": len(store.episode_ends), "rows": store.num_rows,
         "feature_dim": store.feature_dim, "bytes": store.nbytes_stored(),
         "bytes_per_frame": round(store.bytes_per_frame(), 1), "versions": a.get("versions"),

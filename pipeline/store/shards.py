@@ -23,11 +23,17 @@ if TYPE_CHECKING:
     import distributed
 
 
-def _write_pieces(root_url: str, key: str, camera: str, shard_index: int,
+def _write_pieces(root_url: str, key: str, arrays: list[tuple[str, int]], shard_index: int,
                   storage_options: Options, *pieces: np.ndarray) -> int:
+    """Write one shard of every array of a camera: the rows' columns, split by feature width."""
     if is_complete(root_url, key, storage_options):
         return shard_index  # another writer of this key (a shared bucket) finished and verified it
-    write_shard(root_url, key, camera, shard_index, np.concatenate(pieces), storage_options)
+    rows = np.concatenate(pieces)
+    start = 0
+    for name, width in arrays:
+        write_shard(root_url, key, name, shard_index, rows[:, start:start + width],
+                    storage_options)
+        start += width
     return shard_index
 
 
@@ -41,7 +47,8 @@ def write_shards_distributed(
 
     A group that is already complete is left alone (0): rebuilding one takes ``delete_group``.
 
-    ``compute_rows(start, stop)`` runs on workers, for pieces of at most ``rows_per_task`` rows
+    ``compute_rows(start, stop)`` returns the camera's rows with every feature's columns side by
+    side (``spec.features`` order); it runs on workers, for pieces of at most ``rows_per_task`` rows
     (default: one chunk), so even a single shard keeps every worker busy. It is pickled to the
     workers, so it must be a module-level function or a picklable callable object; anything
     expensive it needs (a model) should be built once per worker process and cached there.
@@ -56,7 +63,10 @@ def write_shards_distributed(
 
     if prepare_group(root_url, spec, storage_options):
         return 0
-    todo = shards_todo(root_url, spec.key, camera, storage_options, verify=True)
+    arrays = [(a.name, a.width) for a in spec.arrays(camera)]
+    # A shard is redone whole, every feature array of the camera: they come from one forward.
+    todo = sorted({i for name, _ in arrays
+                   for i in shards_todo(root_url, spec.key, name, storage_options, verify=True)})
     step = rows_per_task or spec.rows_per_chunk
     run = uuid.uuid4().hex[:8]
     writes: dict[Any, int] = {}
@@ -70,7 +80,7 @@ def write_shards_distributed(
                                   resources=resources)
             piece_rows[piece] = min(a + step, stop) - a
             pieces.append(piece)
-        write = client.submit(_write_pieces, root_url, spec.key, camera, i, storage_options,
+        write = client.submit(_write_pieces, root_url, spec.key, arrays, i, storage_options,
                               *pieces, pure=False, key=f"shard-{spec.key[:8]}-{camera}-{i}-{run}")
         writes[write] = i
     failed: list[tuple[int, Any]] = []

@@ -24,6 +24,7 @@ from pipeline.store.features import (
     LOW_DIM,
     SHARD_SHA256,
     array_sha256,
+    feature_arrays,
     open_array,
     open_group,
     recorded_digests,
@@ -49,6 +50,7 @@ class VerifyReport:
     zero_rows: dict[str, int] = field(default_factory=dict)  # camera -> rows that are all zero
     zero_row_episodes: dict[str, list[int]] = field(default_factory=dict)  # camera -> episodes
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what a copy left behind (weights files)
 
     @property
     def ok(self) -> bool:
@@ -69,7 +71,7 @@ class VerifyReport:
                 "shards_total": self.shards_total, "problems": list(self.problems),
                 "zero_rows": dict(self.zero_rows),
                 "zero_row_episodes": {c: list(e) for c, e in self.zero_row_episodes.items()},
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), **({"notes": list(self.notes)} if self.notes else {})}
 
 
 def verify_group(root_url: str, key: str, storage_options: Options = None) -> VerifyReport:
@@ -98,8 +100,8 @@ def verify_contents(root_url: str, key: str, attrs: dict[str, Any],
     started = time.perf_counter()
     report = VerifyReport(location(root_url, key), key)
     try:
-        cameras = list(attrs["cameras"])
-        num_rows, dim = int(attrs["num_rows"]), int(attrs["feature_dim"])
+        arrays = feature_arrays(attrs)
+        num_rows = int(attrs["num_rows"])
     except (KeyError, TypeError, ValueError):
         raise bad_store(report.location, "group attrs lack cameras, num_rows or feature_dim",
                         FORCE_FIX) from None
@@ -110,8 +112,8 @@ def verify_contents(root_url: str, key: str, attrs: dict[str, Any],
     ends = _check_small_arrays(root_url, key, sums, storage_options, report)
     if ends is not None and (len(ends) == 0 or int(ends[-1]) != num_rows):
         report.problems.append(f"{ENDS} does not end at num_rows={num_rows}")
-    for camera in cameras:
-        _check_camera(root_url, key, camera, (num_rows, dim), ends, storage_options, report)
+    for a in arrays:  # one per camera, or per camera and stored layer
+        _check_camera(root_url, key, a.name, (num_rows, a.width), ends, storage_options, report)
     report.rows = num_rows
     report.seconds = time.perf_counter() - started
     return report
@@ -232,23 +234,25 @@ def missing_objects(root_url: str, key: str, storage_options: Options = None) ->
     base = f"{root}/{key}"
     fs.invalidate_cache(base)
     present = {p[len(base) + 1:] for p in fs.find(base)}
-    missing = []
-    cameras = group.attrs.get("cameras")
-    for camera in cameras if isinstance(cameras, list) else []:
+    missing: list[str] = []
+    attrs = dict(group.attrs)
+    if not isinstance(attrs.get("cameras"), list):
+        return missing
+    for name in [a.name for a in feature_arrays(attrs)]:  # per camera, or camera and layer
         try:
-            arr = open_array(root_url, f"{key}/{camera}", storage_options, write=False)
-            record = open_array(root_url, f"{key}/{SHARD_SHA256}/{camera}", storage_options,
+            arr = open_array(root_url, f"{key}/{name}", storage_options, write=False)
+            record = open_array(root_url, f"{key}/{SHARD_SHA256}/{name}", storage_options,
                                 write=False)
         except StoreError:
-            missing.append(f"camera {camera!r}: array or checksum records missing")
+            missing.append(f"camera {name!r}: array or checksum records missing")
             continue
         rows = rows_per_shard(arr)
         for i in range(-(-arr.shape[0] // rows)):
-            if f"{camera}/{arr.metadata.encode_chunk_key((i, 0))}" not in present:
+            if f"{name}/{arr.metadata.encode_chunk_key((i, 0))}" not in present:
                 n = min(rows, arr.shape[0] - i * rows)
                 zero = rows_sha256(np.zeros((n, arr.shape[1]), np.float16))
                 if np.asarray(record[i], np.uint8).tobytes() != zero:
-                    missing.append(f"camera {camera!r} shard {i}: its file is missing")
-            if f"{SHARD_SHA256}/{camera}/{record.metadata.encode_chunk_key((i, 0))}" not in present:
-                missing.append(f"camera {camera!r} shard {i}: its checksum record is missing")
+                    missing.append(f"camera {name!r} shard {i}: its file is missing")
+            if f"{SHARD_SHA256}/{name}/{record.metadata.encode_chunk_key((i, 0))}" not in present:
+                missing.append(f"camera {name!r} shard {i}: its checksum record is missing")
     return missing

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
-from zarr.errors import ContainsGroupError, ZarrUserWarning
+from zarr.errors import ContainsArrayError, ContainsGroupError, ZarrUserWarning
 
 from pipeline.errors import bad_store
 from pipeline.store.features import (
@@ -29,6 +29,7 @@ from pipeline.store.features import (
     FeatureStoreSpec,
     array_sha256,
     child_array,
+    feature_arrays,
     open_array,
     open_group,
     open_root,
@@ -50,6 +51,8 @@ def _jsonable(obj: Any) -> Any:
 def _initial_attrs(spec: FeatureStoreSpec) -> dict[str, Any]:
     attrs = _jsonable(spec.attrs)
     attrs.setdefault("versions", {"zarr": zarr.__version__, "numpy": np.__version__})
+    if spec.features:
+        attrs["features"] = [[name, int(width)] for name, width in spec.features.items()]
     attrs.update(key=spec.key, cameras=list(spec.cameras), feature_dim=int(spec.feature_dim),
                  num_rows=int(spec.num_rows),
                  created=datetime.now(UTC).isoformat(timespec="seconds"), complete=False)
@@ -74,11 +77,14 @@ def _require_array(group: zarr.Group, name: str, where: str, shape: tuple[int, .
     try:
         arr = group[name]
     except KeyError:
-        # Checksum records stay uncompressed: each chunk object is exactly the 32-byte digest.
-        group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
-                           compressors=ZstdCodec(level=3) if shards else None,
-                           fill_value=0, attributes=attributes)
-        return
+        try:
+            # Checksum records stay uncompressed: each chunk object is exactly the 32-byte digest.
+            group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                               compressors=ZstdCodec(level=3) if shards else None,
+                               fill_value=0, attributes=attributes)
+            return
+        except ContainsArrayError:  # another writer of the key (a shared bucket) made it first
+            arr = group[name]
     found = (getattr(arr, "shape", None), str(getattr(arr, "dtype", None)),
              getattr(arr, "chunks", None), getattr(arr, "shards", None))
     if found != (shape, dtype, chunks, shards):
@@ -132,11 +138,11 @@ def prepare_group(root_url: str, spec: FeatureStoreSpec, storage_options: Option
             if not np.array_equal(old, ends):
                 raise bad_store(where, "complete group has different episode_ends", _REBUILD_FIX)
             return True
-    d = int(spec.feature_dim)
-    for cam in spec.cameras:
-        _require_array(group, cam, where, (spec.num_rows, d), "float16",
+    for a in spec.arrays():
+        d = int(a.width)
+        _require_array(group, a.name, where, (spec.num_rows, d), "float16",
                        (spec.rows_per_chunk, d), (spec.rows_per_shard, d))
-        _require_array(group, f"{SHARD_SHA256}/{cam}", where, (spec.num_shards, 32), "uint8",
+        _require_array(group, f"{SHARD_SHA256}/{a.name}", where, (spec.num_shards, 32), "uint8",
                        (1, 32), None, {"checksum": ROWS_CHECKSUM})
     # Small and cheap: rewriting them on every resume also repairs a write cut short by a crash.
     sums = {ENDS: array_sha256(ends)}
@@ -208,10 +214,10 @@ def finalize(root_url: str, key: str, storage_options: Options = None) -> Verify
     if group is None:
         raise bad_store(where, "no feature group to finalize", "run prepare_group first")
     attrs: dict[str, Any] = group.attrs.asdict()
-    for cam in attrs["cameras"]:
-        missing = shards_todo(root_url, key, cam, storage_options)
+    for a in feature_arrays(attrs):
+        missing = shards_todo(root_url, key, a.name, storage_options)
         if missing:
-            raise bad_store(where, f"camera {cam!r} still misses shards {missing[:10]}"
+            raise bad_store(where, f"array {a.name!r} still misses shards {missing[:10]}"
                             f"{' ...' if len(missing) > 10 else ''}", RESUME_FIX)
     # Temporary files a killed local writer left behind are not part of the store.
     fs, root = fs_path(root_url, storage_options)

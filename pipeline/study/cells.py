@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, WeightsError
 from pipeline.fileio import write_json_atomic
 from pipeline.runner import MANIFEST, Progress, Runner, Stage
 from pipeline.study.spec import Cell, Experiment
@@ -58,6 +58,8 @@ def plan(exp: Experiment, cells: list[Cell], stages: dict[str, Stage],
     for cell in cells:
         try:
             plans.append(_plan_cell(cell, stages, data_dir))
+        except WeightsError as exc:  # not the file's fault: its own fix says where weights come from
+            raise WeightsError(f"{exp.path}: cell {cell.name!r}: {exc}") from None
         except PipelineError as exc:
             raise exp.error(f"cell {cell.name!r}", str(exc), "correct that value in the file") from None
     seen: dict[str, str] = {}

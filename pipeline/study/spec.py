@@ -12,6 +12,7 @@
     name = "DAPG (state)"
     "policy.obs_mode" = "state"
     "policy.seed" = [0, 1]                   # a list here is a small grid of its own
+    budgets = ["paper"]                      # only in these budgets (default: every budget)
     [budgets.smoke]                          # how long to run
     seeds = [0]                              # replaces policy.seed's values in every cell
     parallel = 1                             # cells at once (default: from the CPU count)
@@ -31,7 +32,7 @@ import difflib
 import itertools
 import tomllib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,9 @@ class Experiment:
     extra: tuple[tuple[str, dict[str, list[str]]], ...]
     budgets: dict[str, Budget]
     description: str = ""
+    # extra cell name -> the budgets it belongs to (``budgets = ["paper"]`` in its [[cells]]
+    # entry); cells not named here belong to every budget
+    cell_budgets: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def budget(self, name: str) -> Budget:
         if name not in self.budgets:
@@ -88,7 +92,9 @@ class Experiment:
         """Every cell of the grid and the extra cells, each with its validated config."""
         b = self.budget(budget)
         start = base or PipelineConfig()
-        tables = ([("", self.grid)] if self.grid else []) + list(self.extra)
+        tables = ([("", self.grid)] if self.grid else []) + [
+            (name, table) for name, table in self.extra
+            if b.name in self.cell_budgets.get(name, (b.name,))]
         cells = []
         for prefix, table in tables:
             if b.seeds is not None:
@@ -169,12 +175,20 @@ def load_experiment(path: str | Path) -> Experiment:
     base = _values(draft, "[base]", _table(draft, raw, "base"))
     grid = _axes(draft, "[grid]", _table(draft, raw, "grid"))
     extra = []
+    cell_budgets: dict[str, tuple[str, ...]] = {}
     for i, cell in enumerate(raw.get("cells", [])):
         where = f"[[cells]] #{i + 1}"
         if not isinstance(cell, dict) or not isinstance(cell.get("name"), str) or not cell["name"]:
             raise draft.error(where, "each extra cell needs a name", 'add name = "..."')
         extra.append((cell["name"], _axes(draft, f"{where} ({cell['name']})",
-                                          {k: v for k, v in cell.items() if k != "name"})))
+                                          {k: v for k, v in cell.items()
+                                           if k not in ("name", "budgets")})))
+        if "budgets" in cell:
+            only = cell["budgets"]
+            if not isinstance(only, list) or not all(isinstance(b, str) for b in only):
+                raise draft.error(f"{where} budgets", f"{only!r} is not a list of budget names",
+                                  'write budgets = ["smoke"]')
+            cell_budgets[cell["name"]] = tuple(only)
     budgets = {}
     for name, table in _table(draft, raw, "budgets").items():
         if not isinstance(table, dict):
@@ -182,8 +196,13 @@ def load_experiment(path: str | Path) -> Experiment:
         budgets[name] = _budget(draft, name, table)
     if not budgets:
         raise draft.error("[budgets]", "no budget defined", "add [budgets.smoke] (and paper)")
+    for cell_name, only in cell_budgets.items():
+        for name in only:
+            if name not in budgets:
+                raise draft.error(f"[[cells]] {cell_name!r} budgets", f"no budget {name!r}",
+                                  f"use one of {', '.join(budgets)}")
     exp = Experiment(path.stem, path, draft.title, base, grid, tuple(extra), budgets,
-                     str(raw.get("description", "")).strip())
+                     str(raw.get("description", "")).strip(), cell_budgets)
     for budget in budgets:
         exp.cells(budget)  # every budget's every cell is a valid config
     return exp

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from pipeline.config import PipelineConfig
@@ -13,7 +14,7 @@ from pipeline.rl.checkpoints import load_policy
 from pipeline.rl.policy import GaussianMLPPolicy
 from pipeline.runner import Runner
 from stages import STAGES
-from tests.helpers import demo_config
+from tests.helpers import demo_config, stand_in_pretrained
 
 
 def _config(demos: tuple[Path, str], use_demos: bool) -> PipelineConfig:
@@ -33,7 +34,9 @@ def test_npg_starts_from_a_fresh_policy_and_dapg_from_bc(tiny_door_demos: tuple[
     assert not all(torch.equal(fresh[k], cloned[k]) for k in fresh)
 
 
-def test_dapg_keys_do_not_change_with_the_npg_option_present() -> None:
+def test_dapg_keys_do_not_change_with_the_npg_option_present(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in_pretrained(tmp_path, monkeypatch, ("resnet34",))  # RRL's defaults, offline
     base = Runner(PipelineConfig(), STAGES, "data")
     explicit = Runner(PipelineConfig().with_overrides({"dapg.use_demos": "true"}), STAGES, "data")
     assert base.key("bc") == explicit.key("bc")
