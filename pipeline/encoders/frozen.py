@@ -33,6 +33,7 @@ class FrozenEncoder:
         crop: int,
         device: torch.device,
         normalize: str = "imagenet",
+        frame_stack: int = 1,
     ) -> None:
         self.name = name
         self.module = module
@@ -43,6 +44,7 @@ class FrozenEncoder:
         self.crop = crop
         self.device = device
         self.normalize = normalize
+        self.frame_stack = frame_stack  # frames per input, stacked along the channels
         self.preprocessing: dict[str, Any] = preprocessing_description(resize, crop, normalize)
 
     def __repr__(self) -> str:
@@ -69,11 +71,16 @@ class FrozenEncoder:
         return out.float()
 
     def encode(self, frames: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """uint8 frames (N, H, W, 3) -> float32 features (N, feature_dim), `batch_size` at once."""
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        """uint8 frames (N, H, W, 3) -> float32 features (N, feature_dim), `batch_size` at once.
+
+        An encoder of stacked frames (``frame_stack`` k > 1) takes (N, H, W, 3k): each row k
+        consecutive RGB frames, oldest first (``pipeline.encoders.framestack``)."""
+        channels = 3 * self.frame_stack
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != channels:
             raise invalid_value(
                 "frames", f"array of dtype {frames.dtype} and shape {frames.shape}",
-                "uint8 frames of shape (N, H, W, 3)",
+                f"uint8 frames of shape (N, H, W, {channels})"
+                + (f": {self.frame_stack} stacked RGB frames" if self.frame_stack > 1 else ""),
             )
         if batch_size is not None and batch_size <= 0:
             raise invalid_value("batch_size", batch_size, "a positive integer or None")
@@ -126,4 +133,5 @@ def create_encoder(
         crop=crop,
         device=torch_device,
         normalize=spec.normalize,
+        frame_stack=spec.frame_stack,
     )

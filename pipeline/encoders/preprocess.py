@@ -72,8 +72,11 @@ def resize_crop(frames: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
 
 
 def normalize_pixels(x: torch.Tensor, normalize: str = "imagenet") -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32: pixels / 255, then the normalisation's mean and std."""
-    mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in normalization(normalize))
+    """uint8 (N, 3k, H, W) -> float32: pixels / 255, then the normalisation's mean and std (each
+    of k stacked RGB frames alike)."""
+    stacked = x.shape[1] // 3
+    mean, std = (torch.tensor(v * stacked, device=x.device).view(1, 3 * stacked, 1, 1)
+                 for v in normalization(normalize))
     return ((x.to(torch.float32) / 255.0 - mean) / std).contiguous()
 
 
@@ -81,6 +84,6 @@ def preprocess(
     frames: torch.Tensor, resize: int, crop: int, device: torch.device | str = "cpu",
     normalize: str = "imagenet",
 ) -> torch.Tensor:
-    """uint8 (N, H, W, 3) on the CPU -> float32 (N, 3, crop, crop) on `device`, normalised."""
+    """uint8 (N, H, W, 3k) on the CPU -> float32 (N, 3k, crop, crop) on `device`, normalised."""
     x = resize_crop(frames, resize, crop).to(device)  # uint8: a quarter the transfer
     return normalize_pixels(x, normalize)

@@ -49,6 +49,9 @@ class EncoderSpec:
     # (this spec, weights) -> the spec of those weights, for encoders whose architecture is
     # stored in the weights file. Must stay torch-free: it runs when keys are computed.
     for_weights: Callable[[EncoderSpec, str], EncoderSpec] | None = None
+    # Consecutive frames of an episode the encoder takes at once, stacked along the channels,
+    # oldest first (RAD: 3); the frames before an episode's first are that first frame.
+    frame_stack: int = 1
 
 
 _REGISTRY: dict[str, EncoderSpec] = {}
@@ -65,6 +68,7 @@ def register_encoder(
     input_size: tuple[int, int] = IMAGENET_INPUT,
     normalize: str = "imagenet",
     for_weights: Callable[[EncoderSpec, str], EncoderSpec] | None = None,
+    frame_stack: int = 1,
 ) -> Callable[[Builder], Builder]:
     """Register the decorated builder under its function name (or `name`)."""
 
@@ -87,6 +91,7 @@ def register_encoder(
             input_size=input_size,
             normalize=normalize,
             for_weights=for_weights,
+            frame_stack=frame_stack,
         )
         return builder
 

@@ -20,7 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.plots import read_csv_rows
 from pipeline.runner import MANIFEST, Runner, Stage, diff_flat, write_json_atomic
 from pipeline.study.spec import Cell, Experiment
-from pipeline.vae.resolve import resolve_vae_weights
+from pipeline.vae.resolve import resolve_trained_weights
 
 TARGET = "evaluate"  # a cell is done when this stage is
 FIRST_OWN = "bc"  # the first stage a cell runs itself; everything upstream of it is shared
@@ -70,8 +70,8 @@ def plan(exp: Experiment, cells: list[Cell], stages: dict[str, Stage],
 
 
 def _plan_cell(cell: Cell, stages: dict[str, Stage], data_dir: Path) -> CellPlan:
-    # A cell may name a VAE trained here by its key (encode.weights), as the CLI's WEIGHTS= does.
-    cell = dataclasses.replace(cell, config=resolve_vae_weights(cell.config, data_dir))
+    # A cell may name an encoder trained here (vae, rad) by its key, as the CLI's WEIGHTS= does.
+    cell = dataclasses.replace(cell, config=resolve_trained_weights(cell.config, data_dir))
     runner = Runner(cell.config, stages, data_dir)
     order = list(stages)
     shared = _closure(runner, runner.upstream_of(FIRST_OWN))
