@@ -67,7 +67,7 @@ def test_written_encoder_gives_the_actors_features(tmp_path: Path) -> None:
 
     torch.save({"frames": torch.from_numpy(frames)}, tmp_path / "episode.pt")
     assert check_encoder_file(agent, path, tmp_path / "episode.pt", 8) <= 1e-6
-    with pytest.raises(WeightsError, match="not a RAD encoder file.*Fix:"):
+    with pytest.raises(WeightsError, match=r"not a RAD encoder file.*Fix:"):
         from safetensors.torch import save_file
 
         save_file(agent.encoder_state(), str(tmp_path / "plain.safetensors"))
@@ -127,9 +127,9 @@ def test_rad_settings_are_checked_and_only_dmc_tasks_run(tmp_path: Path) -> None
     from pipeline.runner import Runner
     from stages import STAGES
 
-    with pytest.raises(ConfigError, match="rad.crop.*Fix|at most rad.render_size"):
+    with pytest.raises(ConfigError, match=r"at most rad\.render_size"):
         PipelineConfig().with_overrides({"rad.crop": "120"})
-    with pytest.raises(ConfigError, match="Adroit task.*Fix: TASK=cartpole-swingup"):
+    with pytest.raises(ConfigError, match=r"Adroit task.*Fix: TASK=cartpole-swingup"):
         Runner(PipelineConfig(), STAGES, tmp_path).key("rad")
     cfg = PipelineConfig().with_overrides({"demos.task": TASK, **TINY_RAD})
     runner = Runner(cfg, STAGES, tmp_path)
@@ -169,7 +169,7 @@ def test_a_crash_after_any_episode_resumes_to_the_same_run(tmp_path: Path,
     for name, tensor in straight.agent.encoder_state().items():
         assert resumed.agent.encoder_state()[name].equal(tensor), name
     other = dataclasses.replace(cfg, batch_size=5)
-    with pytest.raises(ConfigError, match="another RAD run.*Fix"):
+    with pytest.raises(ConfigError, match=r"another RAD run.*Fix"):
         rad_train.train_rad(other, setup, tmp_path / "crashed", log=None)
 
 
@@ -221,3 +221,51 @@ def test_kill_9_then_resume_equals_a_run_never_stopped_and_rerun_is_a_cache_hit(
     again = subprocess.run(_rrl(killed, "run", "rad"), env=_env(), check=True, capture_output=True,
                            text=True)
     assert "cache hit" in again.stdout + again.stderr and "running" not in again.stderr
+
+
+@pytest.mark.gl
+def test_fixed_rad_encoder_through_the_store_and_npg(tmp_path: Path) -> None:
+    """`rad` -> ENCODER=rad WEIGHTS=<its key> -> random rollouts encoded as stacks -> NPG from
+    the frozen features -> evaluate; the stored features are the actor's on the same frames."""
+    from pipeline.rl.rad import RADAgent
+    from pipeline.rl.rad_replay import center_crop
+    from pipeline.runner import Runner
+    from pipeline.store.episodes import EpisodeReader
+    from pipeline.store.features import open_features
+    from pipeline.vae.resolve import resolve_trained_weights
+    from stages import STAGES
+
+    sizes = {"render.width": "20", "render.height": "20"}
+    rad_cfg = PipelineConfig().with_overrides({"demos.task": TASK, **TINY_RAD, **sizes})
+    rad = Runner(rad_cfg, STAGES, tmp_path, log=lambda m: None).run("rad")
+    npg = rad_cfg.with_overrides({
+        "encode.encoder": "rad", "encode.weights": rad.key[:12], "encode.workers": "1",
+        "dapg.use_demos": "false", "dapg.horizon": "6", "dapg.iterations": "1",
+        "dapg.trajectories": "2", "dapg.envs": "2", "dapg.eval_episodes": "1",
+        "rollouts.episodes": "2", "rollouts.envs": "2", "rollouts.workers": "1",
+        "evaluate.episodes": "2", "evaluate.video_episodes": "0"})
+    npg = resolve_trained_weights(npg, tmp_path)
+    assert npg.encode.weights == str(rad.out_dir / "encoder.safetensors")
+    runner = Runner(npg, STAGES, tmp_path, log=lambda m: None)
+    result = runner.run("evaluate")
+    assert np.isfinite(result.summary["mean_return"]) and result.summary["episodes"] == 2
+    bc = runner.result("bc")
+    assert bc is not None and bc.summary["obs_dim"] == 8 + 2  # RAD's features + cart proprio
+    encode, rollouts = runner.result("encode"), runner.result("rollouts")
+    assert encode is not None and rollouts is not None
+    stored = open_features(str(tmp_path / "features.zarr"), encode.key).read("fixed")
+    with EpisodeReader(rollouts.file("episodes_file")) as reader:
+        frames = np.stack([reader.read_rows("fixed", a, a + 6) for a in (0, 6)])  # 2 x 6 steps
+    agent = RADAgent(rad_cfg.rad, 1, 0)  # rebuilt from the written encoder file's tensors
+    from safetensors.torch import load_file
+
+    state = load_file(str(rad.out_dir / "encoder.safetensors"))
+    agent.convs.load_state_dict({k[len("convs."):]: v for k, v in state.items() if k.startswith("convs.")})
+    agent.actor.fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+    agent.actor.ln.load_state_dict({"weight": state["ln.weight"], "bias": state["ln.bias"]})
+    expected = []
+    for episode in frames:
+        chw = episode.transpose(0, 3, 1, 2)
+        stacks = np.stack([stack_frames(chw, t, 3) for t in range(len(chw))])
+        expected.append(agent.actor_features(center_crop(stacks, 16)))
+    np.testing.assert_allclose(stored, np.concatenate(expected), atol=2e-3)  # float16 store

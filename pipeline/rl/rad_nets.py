@@ -34,6 +34,7 @@ def init_weights(module: nn.Module) -> None:
         nn.init.orthogonal_(module.weight)
         nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Conv2d):
+        assert module.bias is not None  # RAD's convolutions have biases
         with torch.no_grad():
             module.weight.zero_()
             module.bias.zero_()

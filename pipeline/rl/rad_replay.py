@@ -92,11 +92,11 @@ class EpisodeReplay:
         picks = rng.integers(0, ends[-1], size=batch_size)
         which = np.searchsorted(ends, picks, side="right")
         steps = picks - np.concatenate([[0], ends[:-1]])[which]
-        obs = np.stack([stack_frames(episodes[e].frames, t, self.k) for e, t in zip(which, steps)])
-        nxt = np.stack([stack_frames(episodes[e].frames, t + 1, self.k)
-                        for e, t in zip(which, steps)])
-        actions = np.stack([episodes[e].actions[t] for e, t in zip(which, steps)])
-        rewards = np.array([[episodes[e].rewards[t]] for e, t in zip(which, steps)], np.float32)
+        pairs = list(zip(which.tolist(), steps.tolist(), strict=True))
+        obs = np.stack([stack_frames(episodes[e].frames, t, self.k) for e, t in pairs])
+        nxt = np.stack([stack_frames(episodes[e].frames, t + 1, self.k) for e, t in pairs])
+        actions = np.stack([episodes[e].actions[t] for e, t in pairs])
+        rewards = np.array([[episodes[e].rewards[t]] for e, t in pairs], np.float32)
         return Batch(random_crop(obs, crop, rng), actions.astype(np.float32), rewards,
                      random_crop(nxt, crop, rng))
 

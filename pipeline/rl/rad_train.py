@@ -73,11 +73,6 @@ class RADRun:
     resumed_from: int = 0  # episodes already done when this process started
 
 
-def episode_count(cfg: RADConfig, horizon: int, action_repeat: int) -> int:
-    """Whole episodes covering ``rad.env_steps`` control steps."""
-    return math.ceil(cfg.env_steps / (horizon * action_repeat))
-
-
 def make_env(cfg: RADConfig, setup: RADSetup, horizon: int) -> DMCEnv:
     return DMCEnv(setup.task, horizon=horizon, cameras=(setup.camera,), width=cfg.render_size,
                   height=cfg.render_size, shadows=setup.shadows)
@@ -135,7 +130,7 @@ def train_rad(cfg: RADConfig, setup: RADSetup, out_dir: Path,
     """Run RAD to ``rad.env_steps`` control steps in ``out_dir``, resuming a checkpoint there."""
     spec = dmc_task_spec(setup.task)
     horizon = cfg.horizon or spec.default_horizon
-    total = episode_count(cfg, horizon, spec.action_repeat)
+    total = spec.episodes_for(cfg.env_steps, horizon)
     out = Path(out_dir)
     (out / EPISODES).mkdir(parents=True, exist_ok=True)
     agent = RADAgent(cfg, spec.act_dim, setup.seed)

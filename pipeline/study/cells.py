@@ -37,7 +37,7 @@ class CellPlan:
 
     @property
     def key(self) -> str:
-        return self.keys[TARGET]
+        return self.keys[self.cell.target]
 
     def out_dir(self, data_dir: Path, stage: str) -> Path:
         return Path(data_dir) / stage / self.keys[stage][:12]
@@ -69,13 +69,27 @@ def plan(exp: Experiment, cells: list[Cell], stages: dict[str, Stage],
     return plans
 
 
+def plan_each(exp: Experiment, cells: list[Cell], stages: dict[str, Stage],
+              data_dir: Path) -> tuple[list[CellPlan], list[tuple[Cell, str]]]:
+    """Like ``plan``, but a cell that cannot be planned yet (it names the encoder of a RAD cell
+    that has not finished) is returned with the reason instead of failing the others."""
+    plans, blocked = [], []
+    for cell in cells:
+        try:
+            plans.append(_plan_cell(cell, stages, data_dir))
+        except PipelineError as exc:
+            blocked.append((cell, str(exc).splitlines()[0]))
+    return plan(exp, [p.cell for p in plans], stages, data_dir), blocked
+
+
 def _plan_cell(cell: Cell, stages: dict[str, Stage], data_dir: Path) -> CellPlan:
     # A cell may name an encoder trained here (vae, rad) by its key, as the CLI's WEIGHTS= does.
     cell = dataclasses.replace(cell, config=resolve_trained_weights(cell.config, data_dir))
     runner = Runner(cell.config, stages, data_dir)
     order = list(stages)
-    shared = _closure(runner, runner.upstream_of(FIRST_OWN))
-    needed = _closure(runner, [TARGET])
+    # A cell ending at another stage (rad) learns from what it renders: nothing is shared.
+    shared = _closure(runner, runner.upstream_of(FIRST_OWN)) if cell.target == TARGET else set()
+    needed = _closure(runner, [cell.target])
     own = [s for s in needed if s not in shared]
     keys = {s: runner.key(s) for s in sorted(needed, key=order.index)}
     inputs = {s: {"version": runner.stage(s).version, "inputs": runner.inputs(s),
@@ -105,8 +119,8 @@ def shared_jobs(plans: list[CellPlan], stages: dict[str, Stage]) -> list[tuple[s
     return [(stage, p) for (stage, _), p in sorted(jobs.items(), key=lambda j: order.index(j[0][0]))]
 
 
-def is_done(p: CellPlan, data_dir: Path, stage: str = TARGET) -> bool:
-    return (p.out_dir(data_dir, stage) / MANIFEST).exists()
+def is_done(p: CellPlan, data_dir: Path, stage: str | None = None) -> bool:
+    return (p.out_dir(data_dir, stage or p.cell.target) / MANIFEST).exists()
 
 
 def cell_state(p: CellPlan, data_dir: Path, previous: dict[str, Any] | None = None) -> CellState:
@@ -118,8 +132,8 @@ def cell_state(p: CellPlan, data_dir: Path, previous: dict[str, Any] | None = No
         holder = lock_holder(p.out_dir(data_dir, stage).with_suffix(".lock"))
         if holder:
             return CellState(p.cell.name, p.key, "running", f"{stage}, {holder}{_progress(p, data_dir)}")
-    old = (previous or {}).get("keys", {})
-    if old.get(TARGET) not in (None, p.key) and (data_dir / TARGET / old[TARGET][:12] / MANIFEST).exists():
+    old, target = (previous or {}).get("keys", {}), p.cell.target
+    if old.get(target) not in (None, p.key) and (data_dir / target / old[target][:12] / MANIFEST).exists():
         longer = _continues(p, data_dir)
         return CellState(p.cell.name, p.key, "stale",
                          stale_reason(p, old, data_dir) + (f"; {longer}" if longer else ""))
@@ -150,7 +164,10 @@ def _continues(p: CellPlan, data_dir: Path) -> str:
 
 
 def _progress(p: CellPlan, data_dir: Path) -> str:
-    """How far the cell's DAPG got: its log has one row per finished iteration."""
+    """How far the cell's DAPG (or RAD) got: its log has one row per finished iteration (episode)."""
+    if p.cell.target == "rad":
+        log = p.out_dir(data_dir, "rad") / "log.csv"
+        return f" (rad episode {len(read_csv_rows(log))})" if log.exists() else ""
     if "dapg" not in p.keys:
         return ""
     log = p.out_dir(data_dir, "dapg") / "log.csv"

@@ -12,6 +12,9 @@
     name = "DAPG (state)"
     "policy.obs_mode" = "state"
     "policy.seed" = [0, 1]                   # a list here is a small grid of its own
+    [[cells]]
+    name = "RAD (pixels)"
+    stage = "rad"                            # the cell is this stage's output (default: evaluate)
     [budgets.smoke]                          # how long to run
     seeds = [0]                              # replaces policy.seed's values in every cell
     parallel = 1                             # cells at once (default: from the CPU count)
@@ -27,6 +30,7 @@ values (so a grid over a budget field wins over the budget). A list value of a t
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tomllib
 import typing
@@ -42,6 +46,9 @@ SEED_FIELD = "policy.seed"  # cells differing only in this are one curve (mean a
 TOP_LEVEL = ("title", "description", "include", "base", "grid", "cells", "budgets")
 INCLUDABLE = ("description", "base", "budgets")
 RUN_SETTINGS = ("parallel", "seeds")  # budget entries that are not config fields
+# The stage whose output a cell is: the policy learned from a cached store and evaluated, or a
+# RAD agent, which learns from the pixels it renders (its own stage, no upstream).
+CELL_STAGES = ("evaluate", "rad")
 REPO_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
@@ -59,6 +66,7 @@ class Cell:
     group: str  # the name without the seed: one curve of the report
     values: tuple[tuple[str, str], ...]  # the cell's own (dotted field, value) pairs
     config: PipelineConfig
+    target: str = CELL_STAGES[0]  # the stage whose output the cell is
 
     @property
     def slug(self) -> str:
@@ -77,6 +85,7 @@ class Experiment:
     extra: tuple[tuple[str, dict[str, list[str]]], ...]
     budgets: dict[str, Budget]
     description: str = ""
+    targets: tuple[tuple[str, str], ...] = ()  # extra cell name -> its stage, where not evaluate
 
     def budget(self, name: str) -> Budget:
         if name not in self.budgets:
@@ -98,7 +107,9 @@ class Experiment:
                 shown = {k: values[k] for k in varied}
                 name = _join(prefix, _label(shown))
                 group = _join(prefix, _label({k: v for k, v in shown.items() if k != SEED_FIELD}))
-                cells.append(self._cell(name, group, values, start, b, prefix or "[grid]"))
+                cell = self._cell(name, group, values, start, b, prefix or "[grid]")
+                cells.append(dataclasses.replace(cell, target=dict(self.targets).get(
+                    prefix, CELL_STAGES[0])))
         names = [c.name for c in cells]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -167,13 +178,20 @@ def load_experiment(path: str | Path) -> Experiment:
         raw = _merge_include(raw, _read_toml(path.parent / str(raw["include"]), INCLUDABLE))
     base = _values(draft, "[base]", _table(draft, raw, "base"))
     grid = _axes(draft, "[grid]", _table(draft, raw, "grid"))
-    extra = []
+    extra, targets = [], []
     for i, cell in enumerate(raw.get("cells", [])):
         where = f"[[cells]] #{i + 1}"
         if not isinstance(cell, dict) or not isinstance(cell.get("name"), str) or not cell["name"]:
             raise draft.error(where, "each extra cell needs a name", 'add name = "..."')
+        stage = cell.get("stage", CELL_STAGES[0])
+        if stage not in CELL_STAGES:
+            raise draft.error(f"{where} ({cell['name']}) stage", f"{stage!r} is not a stage a cell "
+                              "can end at", f"use one of {', '.join(CELL_STAGES)}")
+        if stage != CELL_STAGES[0]:
+            targets.append((cell["name"], stage))
         extra.append((cell["name"], _axes(draft, f"{where} ({cell['name']})",
-                                          {k: v for k, v in cell.items() if k != "name"})))
+                                          {k: v for k, v in cell.items()
+                                           if k not in ("name", "stage")})))
     budgets = {}
     for name, table in _table(draft, raw, "budgets").items():
         if not isinstance(table, dict):
@@ -182,7 +200,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if not budgets:
         raise draft.error("[budgets]", "no budget defined", "add [budgets.smoke] (and paper)")
     exp = Experiment(path.stem, path, draft.title, base, grid, tuple(extra), budgets,
-                     str(raw.get("description", "")).strip())
+                     str(raw.get("description", "")).strip(), tuple(targets))
     for budget in budgets:
         exp.cells(budget)  # every budget's every cell is a valid config
     return exp
