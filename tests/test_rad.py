@@ -238,6 +238,7 @@ def test_fixed_rad_encoder_through_the_store_and_npg(tmp_path: Path) -> None:
     sizes = {"render.width": "20", "render.height": "20"}
     rad_cfg = PipelineConfig().with_overrides({"demos.task": TASK, **TINY_RAD, **sizes})
     rad = Runner(rad_cfg, STAGES, tmp_path, log=lambda m: None).run("rad")
+    assert Runner(rad_cfg, STAGES, tmp_path, log=lambda m: None).run("rad").cache_hit
     npg = rad_cfg.with_overrides({
         "encode.encoder": "rad", "encode.weights": rad.key[:12], "encode.workers": "1",
         "dapg.use_demos": "false", "dapg.horizon": "6", "dapg.iterations": "1",
