@@ -25,7 +25,8 @@ endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
 .PHONY: help install gl-deps demos render vae rad encode features bc dapg evaluate rollouts probe status cameras distractors \
-	inspect options verify push pull experiment report test test-slow test-all test-gpu lint bench e2e clean
+	inspect options verify push pull experiment evaluate-release report test docs-check test-slow test-all test-gpu lint \
+	bench bench-gpu e2e clean
 
 help: ## list targets and variables
 	@echo "usage: make <target> [VAR=value ...]"
@@ -34,11 +35,14 @@ help: ## list targets and variables
 
 install: $(INSTALLED) ## create .venv and install everything (plus GL libraries if missing)
 
+# robomimic is installed without its dependencies: tests/test_robomimic_reader.py needs only its
+# file reader, not its training stack (tensorboard, egl_probe, ...).
 $(INSTALLED): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory gl-deps
 	$(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(VENV)/bin/pip install -q --upgrade pip 2>&1 | { $(QUIET_PIP); }
 	set -o pipefail; $(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]' 2>&1 | { $(QUIET_PIP); }
+	set -o pipefail; $(VENV)/bin/pip install -q --no-deps -c constraints.txt robomimic termcolor 2>&1 | { $(QUIET_PIP); }
 	@touch $@
 
 gl-deps: ## install the Debian GL libraries MuJoCo needs for offscreen rendering, if missing
@@ -110,11 +114,17 @@ pull: $(INSTALLED) ## fetch the current config's feature store from URL=s3://buc
 experiment: $(INSTALLED) ## run an experiment's cells on dask (NAME=smoke BUDGET=smoke|paper; STATUS=1 lists them)
 	$(RRL) experiment $(if $(STATUS),status,run) $(NAME)
 
+evaluate-release: $(INSTALLED) ## re-evaluate the released door VAE policy on a fresh clone (N=50 episodes, LEVELS=0,1,2,3)
+	$(RRL) evaluate-release $(or $(RELEASE),results/door_vae) --episodes $(or $(N),50) --levels $(or $(LEVELS),0)
+
 report: $(INSTALLED) ## curves and tables of an experiment's finished cells (NAME=smoke BUDGET=)
 	$(RRL) report $(NAME)
 
 test: $(INSTALLED) ## fast test suite (the one CI runs)
 	$(PY) -m pytest -q
+
+docs-check: $(INSTALLED) ## every make/rrl command in README.md and docs/ parses; every relative link resolves
+	$(PY) -m pytest -q tests/test_docs.py
 
 test-slow: $(INSTALLED) ## heavy tests only (kill -9 and cluster runs, moved workspace, full door data)
 	$(PY) -m pytest -q -m slow
@@ -132,9 +142,13 @@ lint: $(INSTALLED) ## ruff and mypy
 bench: $(INSTALLED) ## benchmarks (print measured ratios)
 	$(PY) bench/encode.py
 	$(PY) bench/rollout.py
+	$(PY) bench/episodes.py
+
+bench-gpu: $(INSTALLED) ## one table measuring a GPU machine (< 8 min; without CUDA: the CPU parts)
+	$(PY) bench/gpu_check.py
 
 E2E_VARS = DATA=$(DATA)/e2e MAX_DEMOS=2 SIZE=64 ENCODER=resnet10t WEIGHTS=random \
-	ITERS=2 TRAJ=4 SET="encode.resize=64 encode.crop=56 dapg.horizon=50 dapg.eval_episodes=2 \
+	ITERS=2 TRAJ=4 SET="encode.resize=64 encode.crop=56 env.horizon=50 dapg.eval_episodes=2 \
 	evaluate.episodes=4 evaluate.video_episodes=1"
 
 e2e: $(INSTALLED) ## tiny end-to-end run of every stage (2 demos, 64 px, resnet10t) in data/e2e

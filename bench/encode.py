@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--episodes", type=Path, default=None)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--no-cache-hit", action="store_true",
+                        help="skip the cache-hit re-run (two tiny `rrl run encode` processes)")
     args = parser.parse_args()
     place = placement(args.device, args.workers, remote=False)
     episodes = args.episodes or newest_episodes()
@@ -131,6 +133,8 @@ def main() -> None:
     print(f"ratio stage/raw:    {stage / raw:8.2f}   (target >= 0.8)")
     print(f"bytes per frame:    {bpf:8.0f}   (target <= 1100 for 512-d; raw fp16 would be "
           f"{2 * cached_encoder(EncoderParams(args.encoder, 'random', args.precision, args.resize, args.crop)).feature_dim})")
+    if args.no_cache_hit:
+        return
     hit = cache_hit_seconds(args)
     print(f"cache-hit re-run:   {hit:8.2f} s (`rrl run encode`, whole process)" if hit is not None
           else "cache-hit re-run:   skipped (no ../shared door demos)")

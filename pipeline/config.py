@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.devices import DEVICE_PATTERN
-from pipeline.errors import invalid_value, unknown_name
+from pipeline.errors import ConfigError, invalid_value, unknown_name
 from pipeline.settings import (
     SHA256_PATTERN,
     Validated,
@@ -29,6 +29,8 @@ from pipeline.settings import (
 TASKS = ("door", "hammer", "pen", "relocate", "cartpole-swingup", "finger-spin", "walker-walk",
          "cheetah-run")
 REPLAY_MODES = ("states", "open_loop")
+# How episode files store frames (pipeline/store/frames.py); lossless, so not in any key.
+FRAME_CODECS = ("zstd", "lzf")
 PRECISIONS = ("fp32", "bf16")
 OBS_MODES = ("state", "vision+proprio", "vision", "noisy_proprio")
 REWARDS = ("dense", "sparse")
@@ -40,8 +42,43 @@ ROLLOUT_POLICIES = ("auto", "random", *POLICY_STAGES)
 
 
 @dataclass(frozen=True)
-class DemosConfig(Validated):
+class EnvConfig(Validated):
+    """The environment: every stage that makes one (render, rollouts, dapg, evaluate) reads this.
+
+    Apart from the algorithms' own settings, as LeRobot keeps its EnvConfig apart from the policy
+    config: a DAPG config says how to learn, this one what is learnt on and how it looks.
+    """
+
     task: str = setting("door", choices=TASKS)
+    reward: str = setting("dense", choices=REWARDS)
+    # Env steps per episode; None: the task's own (Adroit 200, DMC 1000 // action repeat). The
+    # stages key the resolved value, so an unset horizon and the same value set share a key.
+    horizon: int | None = setting(None, gt=0)
+    cameras: tuple[str, ...] = setting(())  # empty: the cameras RRL used for the task
+    width: int = setting(256, gt=0, le=4096)  # rendered frame size, pixels
+    height: int = setting(256, gt=0, le=4096)
+    shadows: bool = setting(False)
+    # Demo i is rendered under DistractorSpec(level, seed + i). Not in key_dict: the render stage
+    # adds the spec (with its version) to the key when the level is above 0, whose frames differ.
+    distractor_level: int = setting(0, key=False, ge=0, le=3)
+    distractor_seed: int = setting(0, key=False, ge=0)
+    # Mixed scenes: demo i is rendered at level levels[i % len(levels)] (in the scene of seed
+    # distractor_seed + i), e.g. 0,1,2,3 for frames to train a VAE robust to distractors.
+    distractor_levels: tuple[int, ...] = setting((), key=False, ge=0, le=3)
+
+    def _check(self) -> None:
+        if self.distractor_levels and self.distractor_level:
+            raise invalid_value("env.distractor_levels", self.distractor_levels,
+                                "nothing when env.distractor_level is set (one level, or a mix)")
+        if len(set(self.distractor_levels)) != len(self.distractor_levels):
+            raise invalid_value("env.distractor_levels", self.distractor_levels,
+                                "distinct levels 0-3, e.g. 0,1,2,3")
+    # Action repeat is a fact of each task, not a setting: DMControl-100k's per task (cartpole 8,
+    # finger 2, walker 2, cheetah 4; pipeline/envs/dmc_tasks.py), Adroit's frame_skip of 5.
+
+
+@dataclass(frozen=True)
+class DemosConfig(Validated):
     # A local file; when unset the file is downloaded. Its sha256, not its path, enters the key.
     path: str | None = setting(None, key=False)
     # Expected sha256 of the file. Unset means the pinned upstream checksum for the task.
@@ -50,18 +87,16 @@ class DemosConfig(Validated):
 
 @dataclass(frozen=True)
 class RenderConfig(Validated):
-    cameras: tuple[str, ...] = setting(())  # empty: the cameras RRL used for the task
-    width: int = setting(256, gt=0, le=4096)
-    height: int = setting(256, gt=0, le=4096)
-    shadows: bool = setting(False)
+    """How demos are replayed into frames; what the frames look like is the env section's."""
+
     replay: str = setting("states", choices=REPLAY_MODES)
     max_demos: int | None = setting(None, gt=0)  # render only the first N demos (tiny runs)
     max_steps: int | None = setting(None, gt=0)  # truncate each demo to N steps (tiny runs)
     workers: int = setting(2, key=False, gt=0, le=256)
-    # Demo i is rendered under DistractorSpec(level, seed + i). Not in key_dict: the render stage
-    # adds the spec (with its version) to the key when the level is above 0, whose frames differ.
-    distractor_level: int = setting(0, key=False, ge=0, le=3)
-    distractor_seed: int = setting(0, key=False, ge=0)
+    # How frames are stored (rollouts use these too): lossless, so the pixels read back and the
+    # key are the same whatever they are; zstd over 64-frame chunks is ~9x smaller than lzf.
+    codec: str = setting("zstd", key=False, choices=FRAME_CODECS)
+    chunk_frames: int = setting(64, key=False, gt=0, le=1024)
 
 
 @dataclass(frozen=True)
@@ -76,7 +111,8 @@ class EncodeConfig(Validated):
     store: str | None = setting(None, key=False)  # local path or fsspec URL
     scheduler: str | None = setting(None, key=False)  # tcp://host:port
     workers: int = setting(2, key=False, gt=0, le=256)
-    # Not in the key: fp32 on CUDA runs without TF32 and agrees with the CPU (pipeline/devices.py).
+    # Where frames are encoded: by this stage, and during vision rollouts (dapg, evaluate). Not in
+    # the key: fp32 on CUDA runs without TF32 and agrees with the CPU (pipeline/devices.py).
     device: str = setting("auto", key=False, pattern=DEVICE_PATTERN)
     # Which episode file is encoded: the rendered demos, or a policy's rollouts (rollouts stage);
     # auto: the demos where the task has them, else the rollouts (pipeline/envs/families.py).
@@ -119,15 +155,17 @@ class RADConfig(Validated):
 
     Defaults are RAD's DMControl settings (Laskin et al. 2020, and the defaults and
     scripts/run.sh of github.com/MishaLaskin/rad), with the DMControl-100k budget. The seed is
-    ``policy.seed`` (SEED=), so an experiment's seeds vary RAD runs as they vary NPG runs.
+    ``policy.seed`` (SEED=), so an experiment's seeds vary RAD runs as they vary NPG runs. What
+    is learnt on is the env section's: task, episode length (env.horizon), camera, shadows.
     """
 
     # Suite control steps (action repeat included), the axis of DMControl-100k; whole episodes run.
     env_steps: int = setting(100_000, gt=0)
-    # Env steps (after action repeat) per episode; None: the task's 1000 // action repeat.
-    horizon: int | None = setting(None, gt=0)
     frame_stack: int = setting(3, gt=0, le=16)
-    render_size: int = setting(100, ge=8, le=1024)  # frames are rendered square at this size
+    # Frames are rendered square at this size, then cropped to ``crop``: RAD's augmentation
+    # (its pre_transform_image_size), so RAD's own setting, not env.width/height (whose 256 px
+    # default would make the replay 6.5x larger). Encode the fixed encoder's frames at it (SIZE=).
+    render_size: int = setting(100, ge=8, le=1024)
     crop: int = setting(84, ge=8, le=1024)  # random crops in training, the centre crop in acting
     batch_size: int = setting(128, gt=0)
     init_steps: int = setting(1000, ge=0)  # env steps of uniform random actions before updates
@@ -182,16 +220,12 @@ class BCConfig(Validated):
 class DAPGConfig(Validated):
     iterations: int = setting(300, gt=0)
     trajectories: int = setting(200, gt=0)
-    # Env steps per episode; None: the task's own (Adroit 200, DMC 1000 // action repeat). The
-    # stages key the resolved value, so an unset horizon and the same value set share a key.
-    horizon: int | None = setting(None, gt=0)
-    reward: str = setting("dense", choices=REWARDS)
     use_demos: bool = setting(True)  # False: plain NPG
     lam0: float = setting(1e-2, ge=0)
     lam1: float = setting(0.95, gt=0, le=1)
     gamma: float = setting(0.995, gt=0, le=1)
     gae_lambda: float = setting(0.97, ge=0, le=1)
-    step_size: float = setting(0.05, gt=0)  # normalised KL step (mjrl's delta)
+    step_size: float = setting(0.05, gt=0)  # normalized KL step (mjrl's delta)
     cg_iters: int = setting(10, gt=0)
     cg_damping: float = setting(1e-4, ge=0)
     vf_epochs: int = setting(2, ge=0)
@@ -200,7 +234,6 @@ class DAPGConfig(Validated):
     eval_episodes: int = setting(10, ge=0)  # mean-action episodes per iteration (eval_score)
     envs: int = setting(8, key=False, gt=0, le=1024)  # envs stepped in parallel
     record_every: int = setting(0, key=False, ge=0)  # write rollouts every k iterations
-    device: str = setting("auto", key=False, pattern=DEVICE_PATTERN)  # where rollout frames are encoded
 
 
 @dataclass(frozen=True)
@@ -259,6 +292,7 @@ class ProbeConfig(Validated):
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
     demos: DemosConfig = field(default_factory=DemosConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
@@ -278,10 +312,10 @@ class PipelineConfig:
 
     @property
     def task(self) -> str:
-        return self.demos.task
+        return self.env.task
 
     def with_overrides(self, overrides: dict[str, str]) -> PipelineConfig:
-        """Apply ``{"render.width": "64"}``-style overrides, parsing each value to its field's type."""
+        """Apply ``{"env.width": "64"}``-style overrides, parsing each value to its field's type."""
         sections: dict[str, dict[str, Any]] = {}
         for dotted, raw in overrides.items():
             section, name = split_field(dotted)
@@ -295,8 +329,21 @@ class PipelineConfig:
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(PipelineConfig)}  # type: ignore[misc]
 
 
+# Settings that moved to the section of their concept: old name -> new name. An old name (in
+# SET=, --set or an experiment file) is refused with its new one; keys did not change.
+MOVED = {"demos.task": "env.task", "dapg.reward": "env.reward", "dapg.horizon": "env.horizon",
+         "render.cameras": "env.cameras", "render.width": "env.width",
+         "render.height": "env.height", "render.shadows": "env.shadows",
+         "render.distractor_level": "env.distractor_level",
+         "render.distractor_seed": "env.distractor_seed", "dapg.device": "encode.device",
+         "rad.horizon": "env.horizon"}
+
+
 def split_field(dotted: str) -> tuple[str, str]:
-    """``"render.width"`` -> ("render", "width"), failing with the valid names when unknown."""
+    """``"env.width"`` -> ("env", "width"), failing with the valid names when unknown."""
+    if dotted in MOVED:
+        raise ConfigError(f"setting {dotted} is now {MOVED[dotted]} (the environment's settings "
+                          f"have their own section). Fix: write {MOVED[dotted]}=...")
     section, _, name = dotted.partition(".")
     if section not in SECTIONS:
         raise unknown_name("config section", section, list(SECTIONS))

@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.cache import cache_dir
 from pipeline.envs.tasks import task_spec
 from pipeline.errors import DemoUnavailableError, bad_demo
+from pipeline.fileio import fsync_dir
 
 UPSTREAM_COMMIT = "9a1de23df6574e1b94e1da742e3326eb1f61c013"  # aravindr93/hand_dapg master
 UPSTREAM_URL = (
@@ -211,6 +212,7 @@ def fetch_demos(task: str, sha256: str | None = None, timeout: float = 30.0) -> 
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, target)
+    fsync_dir(target.parent)
     return target
 
 

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 # memory for reuse instead; malloc reads these only at process start, hence "pre-spawn".
 _MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# A task's failure reaches the client as its exception, which the CLI tells in one line with its
+# fix; the worker's own log of it ("Compute Failed" and a traceback block) would only bury that
+# line, as would the nanny's notes while a failed cluster shuts down. A worker that dies shows up
+# as a KilledWorker exception the same way.
+_CLUSTER_LOGS = logging.CRITICAL
 
 
 def get_client(scheduler: str | None = None, workers: int = 2,
@@ -60,7 +65,7 @@ def get_client(scheduler: str | None = None, workers: int = 2,
         if gpus:
             return _ClusterClient(_gpu_cluster(gpus, threads_per_worker, resources or {}))
         return Client(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                      dashboard_address=None, silence_logs=logging.WARNING,
+                      dashboard_address=None, silence_logs=_CLUSTER_LOGS,
                       **({"resources": resources} if resources else {}))
 
 
@@ -92,7 +97,7 @@ def _gpu_cluster(gpus: Sequence[int], threads: int, resources: dict[str, float])
         "host": host, "nthreads": threads, "silence_logs": logging.WARNING,
         "memory_limit": MEMORY_LIMIT // len(gpus), "resources": {**resources, "GPU": 1},
         "env": {"CUDA_VISIBLE_DEVICES": str(gpu)}}} for gpu in gpus}
-    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=_CLUSTER_LOGS)
 
 
 class _ClusterClient(Client):

@@ -6,6 +6,7 @@ the helpers below instead of formatting its own sentences, so the wording stays 
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 
@@ -53,13 +54,16 @@ class NonFiniteError(PipelineError):
 
 
 def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> UnknownNameError:
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
+    fix = f"did you mean {close[0]!r}?" if close else f"use one of the valid {kind}s"
     return UnknownNameError(
-        f"unknown {kind} {name!r}; valid {kind}s are: {', '.join(sorted(valid))}"
+        f"unknown {kind} {name!r}; valid {kind}s are: {', '.join(sorted(valid))}. Fix: {fix}"
     )
 
 
 def invalid_value(field: str, value: object, expected: str) -> ConfigError:
-    return ConfigError(f"invalid {field}={value!r}: expected {expected}")
+    fix = "" if "Fix:" in expected else f". Fix: set {field} to {expected}"
+    return ConfigError(f"invalid {field}={value!r}: expected {expected}{fix}")
 
 
 def bad_demo(path: str | Path, field: str, problem: str, fix: str) -> DemoValidationError:

@@ -73,6 +73,22 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+_HASHED: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def cached_file_sha256(path: str | Path) -> str:
+    """``file_sha256``, remembered in this process while the file's stat is unchanged.
+
+    For a file hashed whenever a key is computed (a policy checkpoint given by path). The stat
+    includes ctime and inode, so a rewrite that puts back size and mtime is still seen.
+    """
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _HASHED:
+        _HASHED[key] = file_sha256(path)
+    return _HASHED[key]
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in blocks (never the whole file in memory)."""
     with open(path, "rb") as handle:

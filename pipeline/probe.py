@@ -11,7 +11,7 @@ feature store). What the numbers in ``probe.json`` mean:
 - Alpha is chosen per target from a grid by group k-fold over the remaining demos: the alpha with
   the least held-out squared error, pooled over folds, each dim weighted by its variance. The
   probe is then refitted on all training demos with that alpha.
-- Ridge is closed form in float64: inputs standardised with the fitted rows' mean and std, targets
+- Ridge is closed form in float64: inputs standardized with the fitted rows' mean and std, targets
   centred (the intercept is not penalised); one eigendecomposition of the Gram matrix gives the
   solution for every alpha.
 - R^2 = 1 - SSE/SST on the held-out rows (SST about their own mean), per dim; a target of several
@@ -141,7 +141,7 @@ class RidgePath:
         return self.predict_rotated(self.rotate(x), alpha)
 
     def coef(self, alpha: float) -> np.ndarray:
-        """Weights on the standardised inputs, (d, targets)."""
+        """Weights on the standardized inputs, (d, targets)."""
         return self.eigvecs @ (self.projected / (self.eigvals + alpha)[:, None])
 
 
@@ -209,7 +209,7 @@ def probe_features(features: np.ndarray, state: np.ndarray, episode_ends: np.nda
         groups.append((t.name, list(range(start, start + len(t.dims)))))
         start += len(t.dims)
     # Dims constant on every row (dead units: a third of a random MobileNetV3's) are zero in
-    # every fold once standardised; dropping them changes no prediction, only the eigh's cost.
+    # every fold once standardized; dropping them changes no prediction, only the eigh's cost.
     varying = np.ptp(features, axis=0) > 0
     encoder = probe(features[:, varying], state[:, cols], groups, rows_demo, split, cfg.alphas)
     ceiling = {}

@@ -8,24 +8,22 @@ an output that reads as done. A partially written folder is kept so the stage ca
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError, StageLockedError, unknown_name
+from pipeline.errors import ConfigError, UnknownNameError, unknown_name
 from pipeline.fileio import write_json_atomic
+from pipeline.locks import lock_holder, stage_lock
 from pipeline.manifests import (
     MANIFEST,
     diff_flat,
@@ -35,8 +33,21 @@ from pipeline.manifests import (
     package_versions,
 )
 
-__all__ = ["MANIFEST", "Runner", "Stage", "StageContext", "StageResult", "StageStatus",
-           "canonical_json", "content_key", "package_versions", "stage_lock", "write_json_atomic"]
+__all__ = [
+    "MANIFEST",
+    "Progress",
+    "Runner",
+    "Stage",
+    "StageContext",
+    "StageResult",
+    "StageStatus",
+    "canonical_json",
+    "content_key",
+    "lock_holder",
+    "package_versions",
+    "stage_lock",
+    "write_json_atomic",
+]
 
 
 
@@ -61,6 +72,17 @@ class StageContext:
     data_dir: Path
     log: Callable[[str], None] = print
     force: bool = False  # FORCE=1: redo the work even where the stage's own store holds it
+    version: str = ""  # the stage's code version (see ``key_still_holds``)
+
+    def key_still_holds(self, inputs: dict[str, Any]) -> bool:
+        """Whether the stage's inputs, recomputed now, still give this output's key.
+
+        A file hashed into the key (weights, a policy checkpoint) may be replaced after the
+        runner computed it; its output would then sit under the other file's key. Keys are cheap
+        to recompute, so a stage that hashes files checks before it writes.
+        """
+        upstream = {name: result.key for name, result in self.upstream.items()}
+        return content_key(self.name, self.version, inputs, upstream) == self.key
 
 
 @dataclass(frozen=True)
@@ -99,20 +121,34 @@ class Stage:
     # Finds an output made elsewhere (a pulled feature store) and returns its summary, or None.
     # Called before upstream stages run, so a teammate's store needs no local render.
     adopt: Callable[[StageContext], dict[str, Any] | None] | None = None
-    # Called on a cache hit (the manifest exists): False means the output is not where this
-    # config wants it (a feature store moved to a bucket), so the stage is adopted or run again.
-    check_done: Callable[[StageContext], bool] | None = None
+    # Called on a cache hit (the manifest exists): None when the output still holds, else why
+    # not (a feature store moved to a bucket, a shard file lost), so the stage is adopted or run
+    # again. ``thorough`` is True before a run uses the output (read and check everything),
+    # False for `status` (cheap checks only: it is called for every stage on every call).
+    check_done: Callable[[StageContext, bool], str | None] | None = None
     # Why the stage does not apply to this config (a task without demos has nothing to render),
     # or None. Its key is still computed, for the stages below it; `status` shows it as n/a.
     not_applicable: Callable[[PipelineConfig], str | None] | None = None
+    # How far an unfinished output got and what it will start from, for `status` (dapg: its
+    # iterations, and the finished shorter run it continues). Given the upstream keys.
+    progress: Callable[[StageContext, dict[str, str]], Progress] | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a stage's ``progress`` hook says about an output that is not done."""
+
+    done: str = ""  # how far it got, e.g. "dapg iteration 12/300"
+    continues: str = ""  # what it will start from, e.g. "its dapg continues the finished ..."
 
 
 @dataclass(frozen=True)
 class StageStatus:
     name: str
     key: str
-    state: str  # "up to date" | "stale" | "missing" | "n/a" (the stage does not apply here)
+    state: str  # "up to date" | "running" | "stale" | "missing" | "n/a" (does not apply here)
     reason: str = ""
+    started: bool = False  # an unfinished output of this key is on disk (it resumes)
 
 
 class Runner:
@@ -164,9 +200,12 @@ class Runner:
         """Run ``name`` (and any missing upstream stage first); a finished output is a cache hit."""
         done = self.result(name)
         check = self.stage(name).check_done
-        if done is not None and not force and (check is None or check(self._context(name, {}))):
-            self.log(f"[{name}] cache hit {done.key[:12]} ({done.out_dir})")
-            return done
+        if done is not None and not force:
+            problem = check(self._context(name, {}), True) if check is not None else None
+            if problem is None:
+                self.log(f"[{name}] cache hit {done.key[:12]} ({done.out_dir})")
+                return done
+            self.log(f"[{name}] not a cache hit: {problem}")
         if not force and self.stage(name).adopt is not None:
             adopted = self._adopt(name)
             if adopted is not None:
@@ -177,7 +216,7 @@ class Runner:
     def _context(self, name: str, upstream: dict[str, StageResult],
                  force: bool = False) -> StageContext:
         return StageContext(name, self.key(name), self.out_dir(name), self.config, upstream,
-                            self.data_dir, self.log, force)
+                            self.data_dir, self.log, force, self.stage(name).version)
 
     def _adopt(self, name: str) -> StageResult | None:
         adopt = self.stage(name).adopt
@@ -226,30 +265,61 @@ class Runner:
         return StageResult(name, key, out_dir, manifest)
 
     def status(self) -> list[StageStatus]:
-        return [self._status(name) for name in self.stages]
+        return [self.stage_status(name) for name in self.stages]
 
-    def _status(self, name: str) -> StageStatus:
+    def progress(self, name: str) -> Progress:
+        """What the stage's progress hook says of this config's output (nothing without a hook)."""
+        hook = self.stage(name).progress
+        if hook is None:
+            return Progress()
+        ctx = dataclasses.replace(self._context(name, {}), log=lambda msg: None)
+        return hook(ctx, self.upstream_keys(name))
+
+    def stage_status(self, name: str, previous: dict[str, Any] | str | None = "latest") -> StageStatus:
+        """up to date / running / stale (why) / missing (how far it got) / n/a, for one stage.
+
+        ``previous``: the manifest a missing output is compared with to say why it is stale;
+        "latest" (the default) takes the newest output of the stage in the data folder, None
+        compares with nothing (the study layer passes each cell's own previous output).
+        """
         try:
             key = self.key(name)
+        except UnknownNameError:
+            raise  # a misspelt name is an error of the config, not of one stage (exit 2)
         except ConfigError as exc:  # e.g. the probe's targets exist for Adroit tasks only
             return StageStatus(name, "-" * 12, "n/a", str(exc).splitlines()[0])
         why_not = self.stage(name).not_applicable
         reason = why_not(self.config) if why_not is not None else None
         if reason:
             return StageStatus(name, key, "n/a", reason)
+        quiet = dataclasses.replace(self._context(name, {}), log=lambda msg: None)
         if self.result(name) is not None:
             check = self.stage(name).check_done
-            if check is not None and not check(dataclasses.replace(self._context(name, {}),
-                                                                   log=lambda msg: None)):
-                return StageStatus(name, key, "stale", "its output is not where this config "
-                                   "expects it (e.g. STORE= changed); the next run copies or redoes it")
+            problem = check(quiet, False) if check is not None else None
+            if problem is not None:
+                return StageStatus(name, key, "stale", problem)
             return StageStatus(name, key, "up to date")
-        previous = latest_manifest(self.data_dir / name)
-        if previous is None:
-            return StageStatus(name, key, "missing", "never run")
-        return StageStatus(name, key, "stale", self._stale_reason(name, previous))
+        progress = self.progress(name)
+        started = self.out_dir(name).exists()
+        holder = lock_holder(self.out_dir(name).with_suffix(".lock"))
+        if holder:
+            return StageStatus(name, key, "running",
+                               holder + (f" ({progress.done})" if progress.done else ""), True)
+        if previous == "latest":
+            previous = latest_manifest(self.data_dir / name)
+        then = f"; {progress.continues}" if progress.continues else ""
+        if isinstance(previous, dict) and previous.get("key") != key:
+            return StageStatus(name, key, "stale", self.stale_reason(name, previous) + then, started)
+        done = f" ({progress.done})" if progress.done else ""
+        if progress.continues:
+            return StageStatus(name, key, "missing",
+                               f"{'interrupted' + done if started else 'not run'}{then}", started)
+        if started:
+            return StageStatus(name, key, "missing", f"interrupted{done}; resumes", True)
+        return StageStatus(name, key, "missing", "never run")
 
-    def _stale_reason(self, name: str, previous: dict[str, Any]) -> str:
+    def stale_reason(self, name: str, previous: dict[str, Any]) -> str:
+        """Why an output made with ``previous`` (a manifest) is not this config's: version, config, upstream."""
         st = self.stage(name)
         reasons = []
         if previous.get("version") != st.version:
@@ -262,27 +332,3 @@ class Runner:
             if old_up.get(up) != up_key:
                 reasons.append(f"upstream {up} changed")
         return "; ".join(reasons) or "inputs changed"
-
-
-@contextlib.contextmanager
-def stage_lock(path: Path, name: str) -> Iterator[None]:
-    """An exclusive, non-blocking lock; the OS drops it if the process dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise StageLockedError(
-                f"stage {name!r} is already running for this key ({holder} holds {path}). "
-                "Fix: wait for it to finish, or stop that process"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -54,7 +54,14 @@ def parse_value(tp: Any, raw: str, name: str) -> Any:
             return None
         return parse_value(next(a for a in args if a is not type(None)), raw, name)
     if origin is tuple:
-        return tuple(parse_value(args[0], part.strip(), name) for part in raw.split(",") if part.strip())
+        if not raw.strip():
+            return ()
+        parts = [part.strip() for part in raw.split(",")]
+        if not all(parts):  # "0,,1" must not quietly mean "0,1"
+            raise ConfigError(f"invalid {name}={raw!r}: an empty item between commas. Fix: give "
+                              f"comma-separated values with none left out, e.g. "
+                              f"{','.join(p for p in parts if p) or '0,1'}")
+        return tuple(parse_value(args[0], part, name) for part in parts)
     try:
         if tp is bool:
             if raw.lower() in ("1", "true", "yes", "on"):

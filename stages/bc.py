@@ -1,17 +1,17 @@
 """bc: behaviour cloning from the cached demo features (or the demo states in state mode).
 
 With ``dapg.use_demos=false`` (plain NPG, the paper's no-demos baseline) nothing is cloned: the
-stage writes the freshly initialised policy, with identity input normalisation, so that no
+stage writes the freshly initialised policy, with identity input normalization, so that no
 demonstration reaches the learner through its starting point (mjrl's NPG starts the same way).
 On a task without demonstrations (DeepMind Control) the feature store holds random-policy
-rollouts, so NPG from features standardises its inputs with the store's feature statistics
+rollouts, so NPG from features standardizes its inputs with the store's feature statistics
 (``normalizes_from_store``): no demonstration is involved, and untrained-encoder features, which
 vary little around a large mean, reach the policy's first layer on a usable scale. NPG from the
 state needs only the observation width there, so it has no upstream stage.
 
 The summary names files relative to the stage's folder and the data folder (never absolute
-paths), so a data folder can be moved; later stages resolve them with ``trained_source`` and
-``StageResult.out_dir``.
+paths), so a data folder can be moved; later stages resolve them with
+``pipeline.outputs.trained_source`` and ``StageResult.out_dir``.
 """
 
 from __future__ import annotations
@@ -20,17 +20,11 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, task_facts
+from pipeline.outputs import POLICY_FILE, data_source, locate, observation_upstream, policy_file
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
 VERSION = "2"  # 2: portable summary (relative names), refuses non-finite losses and parameters
-CHECKPOINT = "policy.pt"
-
-
-def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
-    if cfg.policy.obs_mode != "state":
-        return ("encode",)
-    return ("demos",) if task_facts(cfg.task).has_demos else ()
 
 
 def clones(cfg: PipelineConfig) -> bool:
@@ -39,7 +33,7 @@ def clones(cfg: PipelineConfig) -> bool:
 
 
 def normalizes_from_store(cfg: PipelineConfig) -> bool:
-    """Whether the fresh NPG policy's inputs are standardised with the feature store's statistics:
+    """Whether the fresh NPG policy's inputs are standardized with the feature store's statistics:
     on features of a task whose store holds no demonstrations (else identity, see above)."""
     return not clones(cfg) and cfg.policy.obs_mode != "state" and not task_facts(cfg.task).has_demos
 
@@ -50,46 +44,6 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
         fresh = {"task": cfg.task, "policy": key_dict(cfg.policy), "clone": False}
         return {**fresh, "input_normalization": "feature store"} if normalizes_from_store(cfg) else fresh
     return {"task": cfg.task, "policy": key_dict(cfg.policy), "bc": key_dict(cfg.bc)}
-
-
-def data_source(ctx: StageContext) -> Any:
-    """The policy's training data as recorded in the summary (portable: see ``locate_source``)."""
-    from pipeline.rl.data import DataSource
-
-    mode = ctx.config.policy.obs_mode
-    if mode == "state" and "demos" not in ctx.upstream:  # a task without demos: the env's width
-        return DataSource(ctx.config.task, mode)
-    if mode == "state":
-        demos = ctx.upstream["demos"]
-        demos_file = (demos.out_dir / "demos.pickle").relative_to(ctx.data_dir)
-        return DataSource(ctx.config.task, mode, demos_file=str(demos_file),
-                          demos_sha256=demos.summary["sha256"])
-    enc = ctx.upstream["encode"]
-    r = ctx.config.render  # rollouts must render frames the way the demo frames were rendered
-    return DataSource(
-        ctx.config.task, mode, store=ctx.config.encode.store, feature_key=enc.key,
-        cameras=tuple(enc.summary["cameras"]),
-        render={"width": r.width, "height": r.height, "shadows": r.shadows},
-    )
-
-
-def locate(src: Any, ctx: StageContext) -> Any:
-    """`src` with its demos file and feature store resolved against this run's data folder."""
-    from stages.encode import store_root
-
-    return src.located(ctx.data_dir, store_root(ctx))
-
-
-def trained_source(result: StageResult, ctx: StageContext) -> Any:
-    """The located DataSource of a bc or dapg output."""
-    from pipeline.rl.data import DataSource
-
-    return locate(DataSource.from_json(result.summary["source"]), ctx)
-
-
-def policy_file(result: StageResult) -> Any:
-    """The trained policy of a bc or dapg output."""
-    return result.out_dir / result.summary["checkpoint"]
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -109,11 +63,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     facts = task_facts(ctx.config.task)
     if clones(ctx.config):
         require_demos(facts.name, "dapg.use_demos=true clones the policy from them (bc)")
-    src = data_source(ctx)
+    src = data_source(ctx.config, ctx.data_dir, ctx.upstream)
     if src.obs_mode == "state" and src.demos_file is None:
         obs, act = np.zeros((0, facts.obs_dim), dtype=np.float32), np.zeros((0, facts.act_dim))
     else:  # NPG needs only the input width (and, normalizes_from_store, the features)
-        obs, act = demo_arrays(locate(src, ctx), pcfg)
+        obs, act = demo_arrays(locate(src, ctx.config, ctx.data_dir), pcfg)
     policy = GaussianMLPPolicy(obs.shape[1], facts.act_dim, hidden=pcfg.hidden, seed=pcfg.seed)
     normalization = "identity"
     if normalizes_from_store(ctx.config):
@@ -127,17 +81,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
         raise NonFiniteError(f"{ctx.out_dir}: BC losses per epoch {losses} are not all finite; "
                              f"no checkpoint was written. Fix: {fix}")
     require_finite_policy(policy, f"{ctx.out_dir}: BC", fix)
-    save_checkpoint(ctx.out_dir / CHECKPOINT, {"policy": policy.state_dict(),
+    save_checkpoint(ctx.out_dir / POLICY_FILE, {"policy": policy.state_dict(),
                                                "policy_config": policy.config()})
     if losses:
         ctx.log(f"[bc] {len(obs)} samples of {obs.shape[1]}-d ({pcfg.obs_mode}); loss per epoch "
                 + ", ".join(f"{x:.4f}" for x in losses))
     else:
         ctx.log(f"[bc] dapg.use_demos=false: no cloning, NPG starts from a fresh policy "
-                f"(input normalisation: {normalization})")
+                f"(input normalization: {normalization})")
     return {"obs_mode": pcfg.obs_mode, "obs_dim": int(obs.shape[1]),
             "samples": len(obs) if losses else 0, "cloned": bool(losses), "losses": losses,
-            "checkpoint": CHECKPOINT, "source": src.to_json(),
+            "checkpoint": POLICY_FILE, "source": src.to_json(),
             **({"input_normalization": normalization} if not losses else {})}
 
 
@@ -146,7 +100,7 @@ def describe(result: StageResult) -> str:
     if not s["losses"]:
         norm = s.get("input_normalization", "identity")
         return (f"fresh policy for NPG ({s['obs_mode']}, {s['obs_dim']}-d input, not cloned: "
-                f"dapg.use_demos=false; input normalisation: {norm}); checkpoint {policy_file(result)}")
+                f"dapg.use_demos=false; input normalization: {norm}); checkpoint {policy_file(result)}")
     return (f"BC policy ({s['obs_mode']}, {s['obs_dim']}-d input, {s['samples']} demo samples): "
             f"loss {s['losses'][0]:.4f} -> {s['losses'][-1]:.4f}; checkpoint {policy_file(result)}")
 
@@ -154,7 +108,7 @@ def describe(result: StageResult) -> str:
 STAGE = Stage(
     name="bc",
     version=VERSION,
-    upstream=upstream,
+    upstream=observation_upstream,
     inputs=inputs,
     run=run,
     describe=describe,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import sys
 import time
@@ -21,12 +22,16 @@ import typer
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, StoreError
 from pipeline.vae.resolve import resolve_trained_weights
-from stages import study_cli
+from stages import release_cli, study_cli
 from stages.cli_errors import explain_os_error, is_remote_error
 from stages.options import OPTIONS, check_make_vars, overrides
 
+EXIT_CODES = ("Exit status: 0 done; 1 a check found problems (rrl verify); 2 an error (a bad setting "
+              "or input file, a damaged store, a failed stage), told in one line with its fix; "
+              "130 interrupted (finished work is kept).")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Render, encode and learn Adroit tasks from cached frozen-encoder features.")
+                  help="Render, encode and learn Adroit tasks from cached frozen-encoder features.",
+                  epilog=EXIT_CODES)
 _STARTED = time.perf_counter()
 
 
@@ -118,13 +123,13 @@ def options() -> None:
 
 @app.command()
 def cameras(task: Annotated[str | None, typer.Argument()] = None) -> None:
-    """List the cameras each task offers (RRL's default marked with *)."""
-    from pipeline.envs.tasks import TASK_SPECS, task_spec
+    """List the cameras each task offers (the default ones, RRL's on Adroit, marked with *)."""
+    from pipeline.envs.families import TASK_FACTS, task_facts
 
-    for name in [task] if task else list(TASK_SPECS):
-        spec = task_spec(name)
-        names = [f"{c}*" if c in spec.rrl_cameras else c for c in spec.cameras]
-        typer.echo(f"{name:<9} {' '.join(names)}")
+    for name in [task] if task else list(TASK_FACTS):
+        facts = task_facts(name)
+        names = [f"{c}*" if c in facts.default_cameras else c for c in facts.cameras]
+        typer.echo(f"{name:<16} {' '.join(names)}")
 
 
 def _resolve_key(key: str | None) -> str:
@@ -147,8 +152,8 @@ def _resolve_key(key: str | None) -> str:
 def inspect_group(key: Annotated[str | None, typer.Argument(help="feature key or prefix")] = None,
              store: Annotated[str | None, typer.Option(help="store root (default: local)")] = None) -> None:
     """Summary of a feature store group: encoder, weights (random flagged), shapes, size."""
-    from pipeline.store.features import open_features, summary
-    from pipeline.store.inspect import format_summary
+    from pipeline.store.features import open_features
+    from pipeline.store.inspect import format_summary, summary
 
     typer.echo(format_summary(summary(open_features(store or store_url(), _resolve_key(key)))))
 
@@ -188,6 +193,16 @@ def pull(key: Annotated[str, typer.Argument(help="full feature key (64 hex)")],
     typer.echo(f"pulled {key[:12]} into {store_url()}")
 
 
+def _int_list(raw: str, option: str, example: str) -> list[int]:
+    from pipeline.errors import ConfigError
+
+    parts = [p.strip() for p in raw.split(",")]
+    if not all(p.lstrip("-").isdigit() for p in parts):
+        raise ConfigError(f"invalid {option} {raw!r}: expected comma-separated whole numbers. "
+                          f"Fix: e.g. {option} {example}")
+    return [int(p) for p in parts]
+
+
 @app.command()
 def distractors(
     task: Annotated[list[str] | None, typer.Option(help="task(s); default: all four")] = None,
@@ -205,8 +220,8 @@ def distractors(
     path = out or State.data / "distractors" / f"{'_'.join(tasks)}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_distractor_sheet(tasks if len(tasks) > 1 else tasks[0], path,
-                           levels=[int(x) for x in levels.split(",")],
-                           seeds=[int(x) for x in seeds.split(",")], size=size)
+                           levels=_int_list(levels, "--levels", "0,1,2,3"),
+                           seeds=_int_list(seeds, "--seeds", "0,1,2"), size=size)
     typer.echo(f"distractor sheet: {path}")
 
 
@@ -222,6 +237,10 @@ def encoders() -> None:
 
 
 def main() -> None:
+    # A failed batch of concurrent uploads (fsspec over aiohttp) leaves sibling tasks whose
+    # errors nobody awaits; asyncio would log each, traceback and all, as "Task exception was
+    # never retrieved" when it is collected. The first failure is already this command's error.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         app()
     except PipelineError as exc:
@@ -241,3 +260,4 @@ def main() -> None:
 
 
 study_cli.register(app)  # `rrl experiment run|status NAME`, `rrl report NAME...`
+release_cli.register(app)  # `rrl release NAME`, `rrl evaluate-release FOLDER`

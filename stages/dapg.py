@@ -11,35 +11,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import DAPGConfig, PipelineConfig
+from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, horizon, task_facts
-from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.outputs import (
+    BC_START,
+    CURVE,
+    EVAL_LOG,
+    LOG,
+    POLICY_FILE,
+    policy_file,
+    reference_log_files,
+    trained_source,
+)
+from pipeline.runner import Progress, Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
 VERSION = "2"  # 2: portable summary (relative names), stops on non-finite iterations
-POLICY = "policy.pt"
-LOG, EVAL_LOG, CURVE, BC_START = "log.csv", "eval.csv", "learning_curve.png", "bc_start.json"
-REFERENCE_LOGS = Path(__file__).resolve().parents[2] / "shared/data/rrl-reference-logs"
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     check_task_config(cfg)
-    # The horizon as resolved: unset is the task's default (Adroit's 200: old keys stay valid).
-    return {"task": cfg.task, "dapg": {**key_dict(cfg.dapg), "horizon": horizon(cfg)}}
-
-
-def resolved(cfg: PipelineConfig) -> DAPGConfig:
-    """cfg.dapg with the horizon resolved, as the trainer and its checkpoints take it."""
-    import dataclasses
-
-    return dataclasses.replace(cfg.dapg, horizon=horizon(cfg))
+    # The env's reward and resolved horizon keep the names they had in the dapg section (unset is
+    # the task's default, Adroit's 200): keys stay as they were.
+    return {"task": cfg.task, "dapg": {**key_dict(cfg.dapg), "reward": cfg.env.reward,
+                                       "horizon": horizon(cfg)}}
 
 
 def reference_logs(task: str) -> dict[str, list[dict[str, float]]]:
     from pipeline.plots import read_csv_rows
 
-    return {p.name.split("_")[-1].split(".")[0]: read_csv_rows(p)
-            for p in sorted(REFERENCE_LOGS.glob(f"{task}-v0_*.log.csv"))}
+    return {p.name.split("_")[-1].split(".")[0]: read_csv_rows(p) for p in reference_log_files(task)}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -53,13 +54,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.rl.policy import MLPBaseline
     from pipeline.rl.recording import RolloutRecorder, rollouts_info
     from pipeline.rl.trainer import train_dapg
-    from stages.bc import policy_file, trained_source
+    from pipeline.store.frames import FrameCodec
 
-    d, pcfg, task = resolved(ctx.config), ctx.config.policy, ctx.config.task
-    assert d.horizon is not None
+    d, pcfg, task = ctx.config.dapg, ctx.config.policy, ctx.config.task
+    steps = horizon(ctx.config)
     _continue_shorter_run(ctx)
     bc = ctx.upstream["bc"]
-    src = trained_source(bc, ctx)
+    src = trained_source(bc, ctx.config, ctx.data_dir)
     policy = load_policy(policy_file(bc))
     # NPG (use_demos=false) never reads the demos; a task without demos has none to read.
     demo_obs, demo_act = demo_arrays(src, pcfg) if d.use_demos else (None, None)
@@ -70,22 +71,25 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if record:
         info = rollouts_info({"stage": "dapg", "key": ctx.key, "training": True}, src.obs_mode,
                              (0,), policy_config=policy.config(), seed=pcfg.seed)
-        recorder = RolloutRecorder(ctx.out_dir / "rollouts", task, d.record_every, info)
+        recorder = RolloutRecorder(ctx.out_dir / "rollouts", task, d.record_every, info,
+                                   FrameCodec.of(ctx.config.render))
     ctx.log(f"[dapg] {'DAPG' if d.use_demos else 'NPG'} on {task} ({src.obs_mode}): "
-            f"{d.iterations} iterations x {d.trajectories} trajectories x {d.horizon} steps, "
+            f"{d.iterations} iterations x {d.trajectories} trajectories x {steps} steps, "
             f"{d.envs} envs")
-    with contextlib.closing(make_sampler(src, pcfg, d, record=record)) as sampler:
+    env = ctx.config.env
+    with contextlib.closing(make_sampler(src, pcfg, env.reward, d.envs, ctx.config.encode.device,
+                                         record=record)) as sampler:
         device = getattr(sampler, "device", None)  # where frames were encoded (vision modes)
-        start = bc_start(ctx.out_dir, policy, sampler, task, d.eval_episodes, d.horizon, pcfg.seed)
+        start = bc_start(ctx.out_dir, policy, sampler, task, d.eval_episodes, steps, pcfg.seed)
         success = f"{start['success_rate']:.1f}% success, " if task_facts(task).has_success else ""
         ctx.log(f"[dapg] {'BC' if d.use_demos else 'fresh policy'} start: {success}return "
                 f"{start['mean_return']:.1f} over {d.eval_episodes} episodes (mean action)")
         rows = train_dapg(policy, baseline, sampler, d, ctx.out_dir, task, demo_obs, demo_act,
                           seed=pcfg.seed, eval_episodes=d.eval_episodes, log=ctx.log,
-                          on_rollouts=recorder)
+                          on_rollouts=recorder, horizon=steps, reward=env.reward)
     require_finite_policy(policy, f"{ctx.out_dir}: DAPG", "re-run with FORCE=1 and a smaller "
                           "dapg.step_size")  # e.g. a resumed run whose checkpoint was damaged
-    save_checkpoint(ctx.out_dir / POLICY, {"policy": policy.state_dict(),
+    save_checkpoint(ctx.out_dir / POLICY_FILE, {"policy": policy.state_dict(),
                                            "policy_config": policy.config()})
     refs = reference_logs(task)
     scored = task_facts(task).has_success
@@ -97,13 +101,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {
         "obs_mode": src.obs_mode, "iterations": len(rows), "samples": int(sum(r["num_samples"] for r in rows)),
         "final_success_rate": last["success_rate"], "final_eval_score": last["eval_score"],
-        "final_return": last["stoc_pol_mean"], "horizon": d.horizon,
+        "final_return": last["stoc_pol_mean"], "horizon": steps,
         "best_success_rate": float(np.max([r["success_rate"] for r in rows])),
         "bc_start": start, "final_eval_success_rate": _last_eval(ctx.out_dir),
-        "checkpoint": POLICY, "log": LOG, "learning_curve": CURVE,
+        "checkpoint": POLICY_FILE, "log": LOG, "learning_curve": CURVE,
         "source": bc.summary["source"], "device": device,
         "rrl_reference_final_success": {k: v[-1]["success_rate"] for k, v in refs.items()},
     }
+
+
+def progress(ctx: StageContext, upstream: dict[str, str]) -> Progress:
+    """Iterations this output holds, and the finished shorter run it will continue (rl/extend)."""
+    from pipeline.rl.extend import continuation
+    from pipeline.rl.extend import progress as iterations_done
+
+    done = iterations_done(ctx.out_dir)
+    found = continuation(ctx.out_dir, VERSION, inputs(ctx.config), upstream)
+    return Progress(f"dapg iteration {done}/{ctx.config.dapg.iterations}" if done else "",
+                    f"its dapg continues the finished {found[1]}-iteration run" if found else "")
 
 
 def _continue_shorter_run(ctx: StageContext) -> None:
@@ -123,6 +138,7 @@ def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int,
     """Success of the BC policy before any DAPG step (kept, so a resumed run reuses it)."""
     import json
 
+    from pipeline.fileio import write_json_atomic
     from pipeline.rl.rollouts import evaluation_seed, require_finite_returns, summarize
 
     path = out_dir / BC_START
@@ -132,7 +148,7 @@ def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int,
                                       deterministic=True), task)
     require_finite_returns(result, f"{out_dir}: BC start evaluation")
     start = {k: result[k] for k in ("success_rate", "mean_return", "episodes")}
-    path.write_text(json.dumps(start))
+    write_json_atomic(path, start)
     return start
 
 
@@ -169,4 +185,5 @@ STAGE = Stage(
     inputs=inputs,
     run=run,
     describe=describe,
+    progress=progress,
 )

@@ -11,10 +11,11 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import without_demos
+from pipeline.outputs import DEMOS_FILE
 from pipeline.runner import Stage, StageContext, StageResult
 
 VERSION = "1"
-OUTPUT = "demos.pickle"
+
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -24,27 +25,27 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
     d = cfg.demos
     check_task_config(cfg)
-    if not task_facts(d.task).has_demos:
-        return {"task": d.task, "source": None}
+    if not task_facts(cfg.task).has_demos:
+        return {"task": cfg.task, "source": None}
     if d.path:
         source = file_sha256(d.path) if Path(d.path).is_file() else f"missing file {d.path}"
     else:
-        source = expected_sha256(d.task, d.sha256) or f"git-blob:{PINS[d.task].git_blob}"
-    return {"task": d.task, "source": source}
+        source = expected_sha256(cfg.task, d.sha256) or f"git-blob:{PINS[cfg.task].git_blob}"
+    return {"task": cfg.task, "source": source}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.demos import load_demos, resolve_demo_file
     from pipeline.envs.families import require_demos
 
-    d = ctx.config.demos
-    require_demos(d.task, "the demos stage was asked to find and check them")
-    path = resolve_demo_file(d.task, d.path, d.sha256)
-    demos, sha = load_demos(path, d.task, d.sha256)
-    shutil.copyfile(path, ctx.out_dir / OUTPUT)
+    d, cfg = ctx.config.demos, ctx.config
+    require_demos(cfg.task, "the demos stage was asked to find and check them")
+    path = resolve_demo_file(cfg.task, d.path, d.sha256)
+    demos, sha = load_demos(path, cfg.task, d.sha256)
+    shutil.copyfile(path, ctx.out_dir / DEMOS_FILE)
     lengths = [len(x) for x in demos]
-    ctx.log(f"[demos] {len(demos)} valid {d.task} demos, {sum(lengths)} steps, sha256 {sha[:12]}")
-    return {"task": d.task, "sha256": sha, "source_path": str(path), "episodes": len(demos),
+    ctx.log(f"[demos] {len(demos)} valid {cfg.task} demos, {sum(lengths)} steps, sha256 {sha[:12]}")
+    return {"task": cfg.task, "sha256": sha, "source_path": str(path), "episodes": len(demos),
             "steps": sum(lengths), "lengths": lengths}
 
 

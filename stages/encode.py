@@ -15,25 +15,17 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, encode_source
+from pipeline.outputs import DEFAULT_STORE, episodes_stage, result_store, store_root
 from pipeline.runner import Stage, StageContext, StageResult
 
 # 2: low_dim arrays (proprio, actions, rewards) beside the features
 # 3: per-shard sha256 records (_shard_sha256/<camera>) replace the done flags (_shards_done), and
 #    array_sha256 attrs cover episode_ends and low_dim; groups are verified before they count
 VERSION = "3"
-DEFAULT_STORE = "features.zarr"
 BF16_MIN_COSINE = 0.999  # below this, bf16 features are not a stand-in for fp32 ones
 AGREEMENT_SAMPLE = 32
 ROWS_PER_TASK = 256  # small enough to keep every worker busy on a single shard
-# encode.source -> the stage whose episode file is encoded (each records `episodes_file`)
-EPISODE_STAGES = {"demos": "render", "rollouts": "rollouts"}
-
-
-def episodes_stage(cfg: PipelineConfig) -> str:
-    """The stage whose episode file encode reads under ``cfg`` (render or rollouts)."""
-    return EPISODE_STAGES[encode_source(cfg)]
-
-
+FINISH_ATTEMPTS = 3  # rounds of write + verify: a concurrent writer of the key can spoil one
 def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
     return (episodes_stage(cfg),)
 
@@ -62,41 +54,41 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def store_root(ctx: StageContext) -> str:
-    return ctx.config.encode.store or default_root(ctx)
+def check_done(ctx: StageContext, thorough: bool) -> str | None:
+    """On a cache hit: None if the configured store holds the complete, undamaged group.
 
-
-def default_root(ctx: StageContext) -> str:
-    return str(ctx.data_dir / DEFAULT_STORE)
-
-
-def result_store(result: StageResult) -> str:
-    """The store an encode output lives in: the one configured, else its data folder's default.
-
-    Manifests record ``None`` for the default, so a workspace can be moved or shared.
+    ``thorough`` (before a run uses the group) reads every shard and checks it against its
+    recorded sha256; `status` only lists the store for lost shard and record files.
     """
-    return result.summary.get("store") or str(result.out_dir.parents[1] / DEFAULT_STORE)
+    from pipeline.errors import StoreError
+    from pipeline.store.features import DAMAGED_FIX, is_complete
+    from pipeline.store.verify import missing_objects, verify_group
 
-
-def check_done(ctx: StageContext) -> bool:
-    """On a cache hit: whether the configured store holds the complete group (one small read)."""
-    from pipeline.store.features import is_complete
-
-    root = store_root(ctx)
-    if is_complete(root, ctx.key):
-        return True
-    ctx.log(f"[encode] {root} does not hold the complete group {ctx.key[:12]}: not a cache hit")
-    return False
+    root = store_root(ctx.config, ctx.data_dir)
+    if not is_complete(root, ctx.key):
+        return (f"{root} does not hold the complete group {ctx.key[:12]} (e.g. STORE= changed); "
+                "the next run copies or redoes it")
+    try:
+        problems = verify_group(root, ctx.key).problems if thorough else \
+            missing_objects(root, ctx.key)
+    except StoreError as exc:
+        problems = [str(exc)]
+    if not problems:
+        return None
+    more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+    return (f"the group {ctx.key[:12]} in {root} is damaged: {'; '.join(problems[:3])}{more}. "
+            f"Fix: {DAMAGED_FIX}")
 
 
 def adopt(ctx: StageContext) -> dict[str, Any] | None:
     """A complete group for this key in the store (pulled, a shared bucket), verified; else the
     local default store's copy, copied (and verified) into a configured remote store."""
     from pipeline.store.copy import copy_group
-    from pipeline.store.features import FORCE_FIX, is_complete, open_features, summary
+    from pipeline.store.features import FORCE_FIX, is_complete, open_features
+    from pipeline.store.inspect import summary
     from pipeline.store.verify import verify_group
 
-    root, local = store_root(ctx), default_root(ctx)
+    root, local = store_root(ctx.config, ctx.data_dir), str(ctx.data_dir / DEFAULT_STORE)
     if is_complete(root, ctx.key):
         report = verify_group(root, ctx.key).raise_if_bad(FORCE_FIX)
     elif root != local and is_complete(local, ctx.key):
@@ -112,11 +104,9 @@ def _checked_inputs(ctx: StageContext) -> dict[str, Any]:
     # A weights file replaced after the runner computed the key would put one file's features
     # under the other's key; the key is cheap to recompute, so check it still holds.
     from pipeline.errors import WeightsError
-    from pipeline.runner import content_key
 
-    upstream = {name: result.key for name, result in ctx.upstream.items()}
     now = inputs(ctx.config)
-    if content_key(ctx.name, VERSION, now, upstream) != ctx.key:
+    if not ctx.key_still_holds(now):
         raise WeightsError(f"encode inputs changed while the stage started (weights file "
                            f"{ctx.config.encode.weights!r} replaced?). Fix: leave the weights "
                            "file in place while encoding and run encode again")
@@ -135,14 +125,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
         sample_frames,
         threads_per_worker,
     )
-    from pipeline.errors import ConfigError
+    from pipeline.errors import ConfigError, StoreError
     from pipeline.runner import package_versions
     from pipeline.store.episodes import EpisodeReader
-    from pipeline.store.features import FeatureStoreSpec, open_features, summary
+    from pipeline.store.features import FeatureStoreSpec, open_features
+    from pipeline.store.inspect import summary
     from pipeline.store.shards import write_shards_distributed
     from pipeline.store.writer import delete_group, finalize
 
-    e, root = ctx.config.encode, store_root(ctx)
+    e, root = ctx.config.encode, store_root(ctx.config, ctx.data_dir)
     place = placement(e.device, e.workers, remote=bool(e.scheduler))  # before any work
     checked = _checked_inputs(ctx)
     identity, size = checked["weights"], checked["preprocessing"]
@@ -180,14 +171,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
     started = time.perf_counter()
     written = 0
     with get_client(e.scheduler, place.workers, gpus=place.gpus) as client:
-        for camera in cameras:
-            job = ShardEncoder(episodes, camera, replace(params, device=place.worker_device),
-                               e.batch_size, threads_per_worker(place.workers))
-            written += write_shards_distributed(client, root, spec, camera, job,
-                                                rows_per_task=ROWS_PER_TASK,
-                                                resources=place.resources)
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
+            for camera in cameras:
+                job = ShardEncoder(episodes, camera, replace(params, device=place.worker_device),
+                                   e.batch_size, threads_per_worker(place.workers))
+                written += write_shards_distributed(client, root, spec, camera, job,
+                                                    rows_per_task=ROWS_PER_TASK,
+                                                    resources=place.resources)
+            try:
+                report = finalize(root, ctx.key)
+                break
+            except StoreError as exc:
+                # Another writer of this key in a shared store can leave a shard and its record
+                # from different runs; the next round recomputes exactly those shards.
+                if attempt == FINISH_ATTEMPTS:
+                    raise
+                ctx.log(f"[encode] the group did not verify ({exc}); recomputing the shards that "
+                        f"fail (round {attempt + 1} of {FINISH_ATTEMPTS})")
         device = place.summary(client.run(encoder_devices))
-    report = finalize(root, ctx.key)
     seconds = time.perf_counter() - started
     store = open_features(root, ctx.key)
     ctx.log(f"[encode] wrote {written} shards in {seconds:.1f} s; verified "

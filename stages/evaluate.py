@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, horizon, task_facts
+from pipeline.outputs import DataSource, policy_file, store_weights, trained_source, weights_label
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
@@ -25,16 +26,15 @@ def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     check_task_config(cfg)
     return {"task": cfg.task, "evaluate": key_dict(cfg.evaluate), "horizon": horizon(cfg),
-            "reward": cfg.dapg.reward}
+            "reward": cfg.env.reward}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.rl.checkpoints import load_policy
-    from stages.bc import policy_file, trained_source
 
     e, task = ctx.config.evaluate, ctx.config.task
     trained = ctx.upstream[e.policy]
-    src = trained_source(trained, ctx)
+    src = trained_source(trained, ctx.config, ctx.data_dir)
     policy = load_policy(policy_file(trained))
     per_level: dict[str, dict[str, Any]] = {}
     scored: dict[int, tuple[dict[str, Any], list[Any]]] = {}
@@ -51,7 +51,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # The first level's numbers stay at the top, where readers of one level look for them.
     summary: dict[str, Any] = {"policy": e.policy, "obs_mode": src.obs_mode, **first,
                                "distractors": list(e.distractors), "per_level": per_level,
-                               "weights": weights_note(src)}
+                               "weights": weights_label(store_weights(src))}
     if src.obs_mode == "state" and len(e.distractors) > 1:
         summary["distractors_note"] = ("state observations: distractors change what is rendered "
                                        "only, so every level scores the same (unrendered) rollouts")
@@ -65,7 +65,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return summary
 
 
-def _evaluate_level(ctx: StageContext, src: Any, policy: Any,
+def _evaluate_level(ctx: StageContext, src: DataSource, policy: Any,
                     level: int) -> tuple[dict[str, Any], list[Any]]:
     """`summarize` of evaluate.episodes mean-action episodes at `level` (episode i in the scene
     DistractorSpec(level, seed + i)), and the rollouts."""
@@ -77,7 +77,8 @@ def _evaluate_level(ctx: StageContext, src: Any, policy: Any,
 
     e, task = ctx.config.evaluate, ctx.config.task
     factory = env_factory(level) if level else None
-    with contextlib.closing(make_sampler(src, ctx.config.policy, ctx.config.dapg,
+    with contextlib.closing(make_sampler(src, ctx.config.policy, ctx.config.env.reward,
+                                         ctx.config.dapg.envs, ctx.config.encode.device,
                                          env_factory=factory)) as sampler:
         rollouts = sampler.sample(policy, e.episodes, horizon(ctx.config), e.seed,
                                   deterministic=True)
@@ -87,14 +88,7 @@ def _evaluate_level(ctx: StageContext, src: Any, policy: Any,
     return result, rollouts
 
 
-def weights_note(src: Any) -> str:
-    """What the policy's encoder weights are, with random weights flagged."""
-    if src.obs_mode == "state":
-        return "none (state observations)"
-    from pipeline.store.features import open_features
 
-    weights = open_features(src.store, src.feature_key).attrs.get("weights", {})
-    return "RANDOM encoder weights" if weights.get("kind") == "random" else str(weights.get("kind"))
 
 
 def describe(result: StageResult) -> str:

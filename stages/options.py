@@ -52,13 +52,13 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("task", ("demos.task",), "Adroit or DeepMind Control task"),
+    Option("task", ("env.task",), "Adroit or DeepMind Control task"),
     Option("demos", ("demos.path",), "local demo pickle (else downloaded and checked)"),
     Option("demos-sha256", ("demos.sha256",), "accept a demo file with this sha256"),
     Option("replay", ("render.replay",), "how demos are replayed for rendering"),
-    Option("cameras", ("render.cameras",), "comma-separated camera names (rrl cameras)"),
-    Option("size", ("render.width", "render.height"), "rendered frame width and height, pixels"),
-    Option("shadows", ("render.shadows",), "render shadows and reflections (1/0)"),
+    Option("cameras", ("env.cameras",), "comma-separated camera names (rrl cameras)"),
+    Option("size", ("env.width", "env.height"), "rendered frame width and height, pixels"),
+    Option("shadows", ("env.shadows",), "render shadows and reflections (1/0)"),
     Option("max-demos", ("render.max_demos",), "render only the first N demos"),
     Option("encoder", ("encode.encoder",), "encoder name (rrl encoders)"),
     Option("weights", ("encode.weights",),
@@ -66,19 +66,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("precision", ("encode.precision",), "encoder arithmetic"),
     Option("store", ("encode.store",), "feature store: a path or s3://, gs:// URL"),
     Option("scheduler", ("encode.scheduler",), "dask scheduler address (tcp://host:8786)"),
-    Option("device", ("encode.device", "dapg.device"),
-           "where encoders run (auto: CUDA when present); not part of any key"),
-    Option("workers", ("render.workers", "encode.workers", "dapg.envs"),
-           "worker processes (render, encode) and parallel envs (dapg)"),
+    Option("device", ("encode.device",),
+           "where frames are encoded, by encode and in vision rollouts (auto: CUDA when "
+           "present); not part of any key"),
+    Option("workers", ("render.workers", "encode.workers", "rollouts.workers", "dapg.envs",
+                       "rollouts.envs"),
+           "worker processes (render, encode, rollouts) and parallel envs (dapg, rollouts)"),
     Option("vae-latent", ("vae.latent",), "VAE latent width: the vae encoder's feature size"),
     Option("vae-epochs", ("vae.epochs",), "VAE training epochs"),
     Option("vae-beta", ("vae.beta",), "weight of the VAE's KL term"),
     Option("obs-mode", ("policy.obs_mode",), "what the policy sees"),
     Option("iters", ("dapg.iterations",), "DAPG iterations"),
     Option("traj", ("dapg.trajectories",), "trajectories per DAPG iteration"),
-    Option("horizon", ("dapg.horizon",),
+    Option("horizon", ("env.horizon",),
            "env steps per episode (unset: the task's own, Adroit 200, DMC 1000 // action repeat)"),
-    Option("reward", ("dapg.reward",), "reward of the environment"),
+    Option("reward", ("env.reward",), "reward of the environment"),
     Option("seed", ("policy.seed",), "policy seed"),
     Option("policy", ("rollouts.policy",),
            "policy to roll out: bc | dapg (this config's checkpoint), random (uniform actions), "
@@ -95,7 +97,8 @@ OPTIONS: tuple[Option, ...] = (
 BY_NAME = {o.param: o for o in OPTIONS}
 BY_MAKE_VAR = {o.make_var: o for o in OPTIONS}
 # Make variables that are not config options: the Makefile handles them itself.
-MAKE_ONLY = ("FORCE", "URL", "PYTHON", "VENV", "DATA", "SET", "NAME", "STATUS", "KEY", "BUDGET")
+MAKE_ONLY = ("FORCE", "URL", "PYTHON", "VENV", "DATA", "SET", "NAME", "STATUS", "KEY", "BUDGET", "N",
+             "LEVELS", "RELEASE")
 
 
 def overrides(values: dict[str, str | None], sets: list[str]) -> dict[str, str]:
@@ -109,7 +112,7 @@ def overrides(values: dict[str, str | None], sets: list[str]) -> dict[str, str]:
     for item in sets:
         if "=" not in item:
             raise ConfigError(f"invalid --set {item!r}: expected section.name=value, "
-                              "e.g. render.width=64")
+                              "e.g. env.width=64")
         key, _, value = item.partition("=")
         out[key.strip()] = value.strip()
     return out

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.outputs import episodes_stage, store_root, weights_label
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
-from stages.encode import episodes_stage
-from stages.encode import upstream as encode_upstream
 
 VERSION = "1"
 RESULT = "probe.json"
@@ -29,9 +28,8 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.distributed import get_client
+    from pipeline.fileio import write_json_atomic
     from pipeline.probe import run_probe
-    from pipeline.runner import write_json_atomic
-    from stages.encode import store_root
 
     cfg = ctx.config.probe
     episodes = ctx.upstream[episodes_stage(ctx.config)].file("episodes_file")
@@ -39,7 +37,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # machine this was built on, OpenBLAS's default of one thread per core made the probe 7x
     # slower under load (512-d: 10 s instead of 1.5 s; 2048-d: 135 s instead of 32 s).
     with get_client(workers=1, threads_per_worker=cfg.threads) as client:
-        result = client.submit(run_probe, store_root(ctx), ctx.upstream["encode"].key,
+        result = client.submit(run_probe, store_root(ctx.config, ctx.data_dir), ctx.upstream["encode"].key,
                                str(episodes), ctx.config.task, cfg).result()
     summary = {"task": ctx.config.task, **result,
                "random_weights": result["weights"].get("kind") == "random",
@@ -51,13 +49,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return summary
 
 
-def weights_label(weights: dict[str, Any]) -> str:
-    kind = weights.get("kind", "?")
-    if kind == "random":
-        return "RANDOM weights (untrained: no ImageNet knowledge)"
-    if kind == "file":
-        return f"weights file sha256 {str(weights.get('sha256', ''))[:16]}"
-    return f"pretrained weights {weights.get('tag', '')}".rstrip()
+
 
 
 def _r2(value: float | None) -> str:
@@ -90,7 +82,7 @@ def describe(result: StageResult) -> str:
 
 def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
     """The episode file the features were made from (render or rollouts), and the features."""
-    return (*encode_upstream(cfg), "encode")
+    return (episodes_stage(cfg), "encode")
 
 
 STAGE = Stage(

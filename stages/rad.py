@@ -11,6 +11,10 @@ critic) and ``encoder.safetensors``: the encoder the actor acts through, the wei
 registered ``rad`` encoder. ``ENCODER=rad WEIGHTS=<this stage's key, 12+ characters>`` encodes
 frames with it into the feature store, frozen (the paper's "fixed RAD encoder"); frames must be
 rendered at ``rad.render_size`` (``SIZE=``), which the file records with the crop.
+
+What is learnt on is the env section's: ``env.task`` (a DMControl task), ``env.horizon`` (env
+steps per episode; unset: the task's), ``env.cameras`` (one) and ``env.shadows``. Its progress
+for `status` (episodes done) comes from ``log.csv``, which gets a row after each checkpoint.
 """
 
 from __future__ import annotations
@@ -18,23 +22,30 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.envs.families import DMC, family, resolve_task_cameras
+from pipeline.envs.dmc_tasks import dmc_task_spec
+from pipeline.envs.families import (
+    DMC,
+    check_task_config,
+    family,
+    resolve_task_cameras,
+    resolved_horizon,
+)
 from pipeline.errors import ConfigError
-from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.outputs import CHECKPOINT, CURVE, EVAL_LOG, LOG, RAD_REPLAY
+from pipeline.runner import Progress, Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
 VERSION = "1"
 ENCODER_FILE = "encoder.safetensors"
 AGENT = "agent.pt"
 RESULT = "result.json"  # the summary, written once the outputs are; then the replay is deleted
-CURVE = "learning_curve.png"
 VERIFY_ROWS = 16  # frames the written encoder must reproduce the actor's features on
 
 
 def camera(cfg: PipelineConfig) -> str:
-    cameras = resolve_task_cameras(cfg.task, cfg.render.cameras)
+    cameras = resolve_task_cameras(cfg.task, cfg.env.cameras)
     if len(cameras) != 1:
-        raise ConfigError(f"invalid render.cameras={','.join(cameras)} for the rad stage: RAD sees "
+        raise ConfigError(f"invalid env.cameras={','.join(cameras)} for the rad stage: RAD sees "
                           f"one camera. Fix: CAMERAS={cameras[0]} (or leave CAMERAS unset for the "
                           "task's pixel-RL camera)")
     return cameras[0]
@@ -45,8 +56,30 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
         raise ConfigError(f"the rad stage runs DeepMind Control tasks; {cfg.task} is an Adroit "
                           "task. Fix: TASK=cartpole-swingup (or finger-spin, walker-walk, "
                           "cheetah-run)")
-    return {"task": cfg.task, "rad": key_dict(cfg.rad), "camera": camera(cfg),
-            "shadows": cfg.render.shadows, "seed": cfg.policy.seed}
+    check_task_config(cfg)
+    return {"task": cfg.task, "rad": {**key_dict(cfg.rad), "horizon": keyed_horizon(cfg)},
+            "camera": camera(cfg), "shadows": cfg.env.shadows, "seed": cfg.policy.seed}
+
+
+def keyed_horizon(cfg: PipelineConfig) -> int | None:
+    """env.horizon as the key (and the checkpoint) hold it: None for the task's own episode
+    length, set or not, as rad.horizon was keyed before it became env.horizon (so outputs made
+    then keep their keys), and an unset horizon and the task's own share a key, as elsewhere."""
+    steps = resolved_horizon(cfg.task, cfg.env.horizon)
+    return None if steps == resolved_horizon(cfg.task, None) else steps
+
+
+def planned_episodes(cfg: PipelineConfig) -> int:
+    """Training episodes of the run: whole episodes covering ``rad.env_steps`` control steps."""
+    return dmc_task_spec(cfg.task).episodes_for(cfg.rad.env_steps, keyed_horizon(cfg))
+
+
+def progress(ctx: StageContext, upstream: dict[str, str]) -> Progress:
+    """Episodes this output's checkpoint holds: the log gets its row right after (torch-free)."""
+    from pipeline.rl.extend import progress as rows_logged
+
+    done = rows_logged(ctx.out_dir)
+    return Progress(f"rad episode {done}/{planned_episodes(ctx.config)}" if done else "")
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -56,7 +89,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     import torch
 
     from pipeline.fileio import write_json_atomic
-    from pipeline.rl.rad_train import CHECKPOINT, EPISODES, RADSetup, train_rad
+    from pipeline.rl.rad_train import RADSetup, train_rad
 
     out, cfg = ctx.out_dir, ctx.config.rad
     if (out / RESULT).exists() and _outputs_intact(ctx, json.loads((out / RESULT).read_text())):
@@ -64,15 +97,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
         return dict(json.loads((out / RESULT).read_text()))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    setup = RADSetup(ctx.config.task, camera(ctx.config), ctx.config.render.shadows,
-                     ctx.config.policy.seed)
+    env = ctx.config.env
+    setup = RADSetup(env.task, camera(ctx.config), env.shadows, ctx.config.policy.seed,
+                     keyed_horizon(ctx.config))
     ctx.log(f"[rad] {setup.task} from {cfg.render_size} px frames of camera {setup.camera!r} "
             f"(crop {cfg.crop}, {cfg.frame_stack} stacked): {cfg.env_steps:,} control steps, "
             f"batch {cfg.batch_size}, {torch.get_num_threads()} torch threads")
     result = train_rad(cfg, setup, out, ctx.log)
     summary = _write_outputs(ctx, setup, result)
     write_json_atomic(out / RESULT, summary)
-    shutil.rmtree(out / EPISODES, ignore_errors=True)  # only needed to resume
+    shutil.rmtree(out / RAD_REPLAY, ignore_errors=True)  # only needed to resume
     (out / CHECKPOINT).unlink(missing_ok=True)
     return summary
 
@@ -80,12 +114,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
 def _write_outputs(ctx: StageContext, setup: Any, result: Any) -> dict[str, Any]:
     from pipeline.fileio import file_sha256
     from pipeline.rl.checkpoints import save_checkpoint
-    from pipeline.rl.rad_train import EPISODES
     from pipeline.rl.rad_weights import check_encoder_file, learning_curve, write_encoder
 
     out, cfg, agent = ctx.out_dir, ctx.config.rad, result.agent
     write_encoder(agent, out / ENCODER_FILE, {**setup.as_dict(), "rad_key": ctx.key})
-    last = sorted((out / EPISODES).glob("episode_*.pt"))[-1]
+    last = sorted((out / RAD_REPLAY).glob("episode_*.pt"))[-1]
     check_encoder_file(agent, out / ENCODER_FILE, last, VERIFY_ROWS)
     save_checkpoint(out / AGENT, {"actor": agent.actor.state_dict(),
                                   "critic": agent.critic.state_dict(),
@@ -107,7 +140,7 @@ def _write_outputs(ctx: StageContext, setup: Any, result: Any) -> dict[str, Any]
         "resumed_from_episode": result.resumed_from,
         "replay_bytes": result.replay_bytes, "architecture": agent.arch.as_dict(),
         "encoder_file": ENCODER_FILE, "encoder_sha256": file_sha256(out / ENCODER_FILE),
-        "agent": AGENT, "log": "log.csv", "eval_log": "eval.csv", "learning_curve": CURVE,
+        "agent": AGENT, "log": LOG, "eval_log": EVAL_LOG, "learning_curve": CURVE,
     }
 
 
@@ -144,4 +177,5 @@ STAGE = Stage(
     inputs=inputs,
     run=run,
     describe=describe,
+    progress=progress,
 )

@@ -24,17 +24,23 @@ SHEET = "contact_sheet.png"
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     check_task_config(cfg)
-    cameras = resolve_task_cameras(cfg.task, cfg.render.cameras)
-    out = {**key_dict(cfg.render), "task": cfg.task, "cameras": list(cameras),
-           "camera_poses": task_camera_key(cfg.task, cameras)}
-    if cfg.render.distractor_level:  # level 0 frames are those of a render without distractors
+    env = cfg.env
+    cameras = resolve_task_cameras(env.task, env.cameras)
+    # The frame settings under the names they had in the render section: keys stay as they were.
+    out = {**key_dict(cfg.render), "task": env.task, "cameras": list(cameras),
+           "width": env.width, "height": env.height, "shadows": env.shadows,
+           "camera_poses": task_camera_key(env.task, cameras)}
+    if env.distractor_level:  # level 0 frames are those of a render without distractors
         out["distractors"] = distractors(cfg).key()
+    elif env.distractor_levels:  # a mix: demo i at levels[i % n]
+        out["distractors"] = {**DistractorSpec(0, env.distractor_seed).key(),
+                              "levels": list(env.distractor_levels)}
     return out
 
 
 def distractors(cfg: PipelineConfig) -> DistractorSpec:
     """The render's distractors; demo i is rendered in the scene of seed ``seed + i``."""
-    return DistractorSpec(cfg.render.distractor_level, cfg.render.distractor_seed)
+    return DistractorSpec(cfg.env.distractor_level, cfg.env.distractor_seed)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -46,18 +52,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.envs.replay import check_mode_supported, replay_parallel
     from pipeline.render_report import summarize_fidelity, write_contact_sheet
     from pipeline.store.episodes import EpisodeWriter
+    from pipeline.store.frames import FrameCodec
     from pipeline.store.space import frames_bytes, require_free_space
 
     task, rcfg = ctx.config.task, ctx.config.render
     require_demos(task, "the render stage replays them")
     check_mode_supported(task, rcfg.replay)
-    cameras = resolve_task_cameras(task, rcfg.cameras)
-    rcfg = dataclasses.replace(rcfg, cameras=cameras)
+    cameras = resolve_task_cameras(task, ctx.config.env.cameras)
+    env = dataclasses.replace(ctx.config.env, cameras=cameras)
     demos_res = ctx.upstream["demos"]
     demos, sha = load_demos(demos_res.out_dir / "demos.pickle", task, demos_res.summary["sha256"])
     demos = demos[: rcfg.max_demos] if rcfg.max_demos else demos
     env_args = {"env_name": task, "type": "adroit", "env_kwargs": inputs(ctx.config)}
-    writer = EpisodeWriter(ctx.out_dir / EPISODES, env_args, sha, cameras, log=ctx.log)
+    writer = EpisodeWriter(ctx.out_dir / EPISODES, env_args, sha, cameras, log=ctx.log,
+                           codec=FrameCodec.of(rcfg))
     done = writer.completed()
     if done:
         ctx.log(f"[render] resuming: {len(done)} of {len(demos)} episodes already written")
@@ -66,13 +74,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     total = sum(steps)
 
     def needed(frames: int) -> int:
-        return frames_bytes(frames, rcfg.height, rcfg.width, len(cameras))
+        return frames_bytes(frames, env.height, env.width, len(cameras), rcfg.codec)
 
     require_free_space(ctx.out_dir, needed(total), f"{total} frames per camera")
     started = time.perf_counter()
     try:
         with tqdm(total=total, unit="step", desc=f"render {task} ({rcfg.replay})") as bar:
-            for episode in replay_parallel(task, rcfg, jobs):
+            for episode in replay_parallel(env, rcfg, jobs):
                 # Again per episode: the disk is shared, and a full one must stop us cleanly.
                 require_free_space(ctx.out_dir, needed(len(episode.actions)),
                                    f"episode {episode.index}")
@@ -89,8 +97,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "frames_per_second": round(total * len(cameras) / seconds, 1) if total else None,
         "fidelity": fidelity, "episodes_file": EPISODES,  # in out_dir: the data folder may move
         "contact_sheet": SHEET,
-        **({"distractors": {"level": rcfg.distractor_level, "seed": rcfg.distractor_seed,
-                            "per_demo": "seed + demo index"}} if rcfg.distractor_level else {}),
+        **({"distractors": {"level": env.distractor_level or None,
+                            "levels": list(env.distractor_levels) or None,
+                            "seed": env.distractor_seed, "per_demo": "seed + demo index"}}
+           if env.distractor_level or env.distractor_levels else {}),
     }
 
 

@@ -13,7 +13,6 @@ them into the feature store. Episode i of level L resets with ``rollouts.seed + 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,19 @@ from pipeline.envs.families import (
     task_facts,
 )
 from pipeline.errors import ConfigError
+from pipeline.fileio import cached_file_sha256
+from pipeline.outputs import (
+    DataSource,
+    data_source,
+    locate,
+    observation_upstream,
+    policy_file,
+    store_weights,
+    trained_source,
+    weights_label,
+)
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
-from stages import bc
 
 VERSION = "1"
 EPISODES = "episodes.hdf5"
@@ -53,15 +62,15 @@ def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
             "policy run `make rollouts` without SOURCE=rollouts; a DeepMind Control vision "
             "policy is scored by `make evaluate`")
     # A checkpoint file observes through this config's data: the demos (state) or the encoder.
-    return (policy,) if policy in POLICY_STAGES else bc.upstream(cfg)
+    return (policy,) if policy in POLICY_STAGES else observation_upstream(cfg)
 
 
 def frames(cfg: PipelineConfig) -> dict[str, Any]:
-    """How the rollouts are rendered: the render stage's cameras, size and shadows."""
-    cameras = resolve_task_cameras(cfg.task, cfg.render.cameras)
-    r = cfg.render
-    return {"cameras": list(cameras), "camera_poses": task_camera_key(cfg.task, cameras),
-            "width": r.width, "height": r.height, "shadows": r.shadows}
+    """How the rollouts are rendered: the env's cameras, frame size and shadows (as the demos)."""
+    env = cfg.env
+    cameras = resolve_task_cameras(env.task, env.cameras)
+    return {"cameras": list(cameras), "camera_poses": task_camera_key(env.task, cameras),
+            "width": env.width, "height": env.height, "shadows": env.shadows}
 
 
 def policy_identity(cfg: PipelineConfig) -> dict[str, Any]:
@@ -75,13 +84,11 @@ def policy_identity(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def checkpoint_sha256(path: str) -> str:
-    import hashlib
-
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"invalid rollouts.policy={path!r}: neither bc, dapg nor an existing "
                           "checkpoint file. Fix: POLICY=bc, POLICY=dapg or POLICY=/path/to/policy.pt")
-    return hashlib.sha256(file.read_bytes()).hexdigest()
+    return cached_file_sha256(file)  # keys are computed often (status): hashed once per version
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -90,32 +97,31 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     dropped = ("policy", "deterministic") if rollouts_policy(cfg) == RANDOM else ("policy",)
     rollouts = {k: v for k, v in key_dict(cfg.rollouts).items() if k not in dropped}
     return {"task": cfg.task, "policy": policy_identity(cfg), "rollouts": rollouts,
-            "horizon": horizon(cfg), "reward": cfg.dapg.reward, "frames": frames(cfg)}
+            "horizon": horizon(cfg), "reward": cfg.env.reward, "frames": frames(cfg)}
 
 
-def _policy(ctx: StageContext) -> tuple[Path, Any, dict[str, Any]]:
+def _policy(ctx: StageContext) -> tuple[Path, DataSource, dict[str, Any]]:
     """(checkpoint, located DataSource, the policy's identity in the file attrs)."""
-    r, name = ctx.config.rollouts, rollouts_policy(ctx.config)
+    cfg, data = ctx.config, ctx.data_dir
+    r, name = cfg.rollouts, rollouts_policy(cfg)
     if r.policy_file is None:
         trained = ctx.upstream[name]
-        return (Path(bc.policy_file(trained)), bc.trained_source(trained, ctx),
+        return (policy_file(trained), trained_source(trained, cfg, data),
                 {"stage": name, "key": trained.key})
-    return Path(r.policy_file), bc.locate(bc.data_source(ctx), ctx), policy_identity(ctx.config)
+    src = locate(data_source(cfg, data, ctx.upstream), cfg, data)
+    return Path(r.policy_file), src, policy_identity(cfg)
 
 
 def _require_key_holds(ctx: StageContext) -> None:
     # A checkpoint file replaced after the runner computed the key would put one policy's
     # rollouts under the other's key; the key is cheap to recompute, so check it still holds.
-    from pipeline.runner import content_key
-
-    upstream = {name: result.key for name, result in ctx.upstream.items()}
-    if content_key(ctx.name, VERSION, inputs(ctx.config), upstream) != ctx.key:
+    if not ctx.key_still_holds(inputs(ctx.config)):
         raise ConfigError(f"rollouts inputs changed while the stage started (checkpoint "
                           f"{ctx.config.rollouts.policy!r} replaced?). Fix: leave the checkpoint "
                           "in place while rolling out and run again")
 
 
-def _check_obs_dim(policy: Any, src: Any, ctx: StageContext) -> None:
+def _check_obs_dim(policy: Any, src: DataSource, ctx: StageContext) -> None:
     facts = task_facts(ctx.config.task)
     if src.obs_mode == "state":
         expected = facts.obs_dim
@@ -135,10 +141,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.rl.checkpoints import load_policy
     from pipeline.rl.recording import RolloutFile, rollouts_info
     from pipeline.rollout_episodes import RolloutPlan, level_results, record_rollouts
+    from pipeline.store.frames import FrameCodec
     from pipeline.store.space import frames_bytes, require_free_space
 
     cfg, r = ctx.config, ctx.config.rollouts
-    src: Any = None  # the data a trained policy observes through; None for random actions
+    src: DataSource | None = None  # what a trained policy observes through; None: random
     if rollouts_policy(cfg) == RANDOM:
         policy, sha, identity = _random_policy(cfg)
         obs_mode = NO_OBSERVATION
@@ -151,20 +158,21 @@ def run(ctx: StageContext) -> dict[str, Any]:
         _check_obs_dim(policy, src, ctx)
         obs_mode = src.obs_mode
     cameras = (tuple(src.cameras) if src is not None else ()) or resolve_task_cameras(
-        cfg.task, cfg.render.cameras)
+        cfg.task, cfg.env.cameras)
     plan = RolloutPlan(tuple(r.distractors), r.episodes, r.seed, horizon(cfg),
                        r.deterministic and src is not None)
     frame_spec = frames(cfg)
-    require_free_space(ctx.out_dir, frames_bytes(plan.total * plan.horizon, cfg.render.height,
-                                                 cfg.render.width, len(cameras)),
+    require_free_space(ctx.out_dir, frames_bytes(plan.total * plan.horizon, cfg.env.height,
+                                                 cfg.env.width, len(cameras), cfg.render.codec),
                        f"{plan.total} rollout episodes")
     info = rollouts_info(identity, obs_mode, plan.levels, rollouts_key=ctx.key,
                          episodes_per_level=r.episodes, seed=r.seed, deterministic=plan.deterministic,
-                         horizon=plan.horizon, reward=cfg.dapg.reward,
+                         horizon=plan.horizon, reward=cfg.env.reward,
                          policy_config=policy.config())
-    env_kwargs = {**frame_spec, "reward": cfg.dapg.reward, "horizon": plan.horizon}
+    env_kwargs = {**frame_spec, "reward": cfg.env.reward, "horizon": plan.horizon}
     path = ctx.out_dir / EPISODES
-    with RolloutFile(path, cfg.task, cameras, info, env_kwargs, sha, ctx.log) as out:
+    with RolloutFile(path, cfg.task, cameras, info, env_kwargs, sha, ctx.log,
+                     FrameCodec.of(cfg.render)) as out:
         done = len(out.completed())
         if done:
             ctx.log(f"[rollouts] resuming: {done} of {plan.total} episodes already written")
@@ -175,7 +183,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "frames_per_camera": plan.total * plan.horizon,
             "levels": {str(level): v for level, v in levels.items()},
             "render_cost": {str(level): v for level, v in costs.items()},  # this run's episodes
-            "weights": _weights_note(src), "episodes_file": EPISODES}
+            "weights": weights_label(store_weights(src)) if src is not None else NO_OBSERVATION,
+            "episodes_file": EPISODES}
 
 
 def _random_policy(cfg: PipelineConfig) -> tuple[Any, str, dict[str, Any]]:
@@ -190,7 +199,7 @@ def _random_policy(cfg: PipelineConfig) -> tuple[Any, str, dict[str, Any]]:
     return policy, hashlib.sha256(canonical_json(identity).encode()).hexdigest(), identity
 
 
-def _samplers(ctx: StageContext, src: Any, cameras: tuple[str, ...]) -> Any:
+def _samplers(ctx: StageContext, src: DataSource | None, cameras: tuple[str, ...]) -> Any:
     """level -> a recording sampler whose envs render that level's scenes."""
     cfg, r = ctx.config, ctx.config.rollouts
 
@@ -199,24 +208,16 @@ def _samplers(ctx: StageContext, src: Any, cameras: tuple[str, ...]) -> Any:
             from pipeline.rl.distracted import RenderingStateSampler
 
             return RenderingStateSampler(cfg.task, level, cameras, n_envs=r.envs,
-                                         workers=r.workers, reward=cfg.dapg.reward,
-                                         width=cfg.render.width, height=cfg.render.height,
-                                         shadows=cfg.render.shadows)
+                                         workers=r.workers, reward=cfg.env.reward,
+                                         width=cfg.env.width, height=cfg.env.height,
+                                         shadows=cfg.env.shadows)
         from pipeline.rl.data import make_sampler
         from pipeline.rl.distracted import env_factory
 
-        return make_sampler(src, cfg.policy, dataclasses.replace(cfg.dapg, envs=r.envs),
+        return make_sampler(src, cfg.policy, cfg.env.reward, r.envs, cfg.encode.device,
                             workers=r.workers, record=True, env_factory=env_factory(level))
 
     return sampler_for
-
-
-def _weights_note(src: Any) -> str:
-    from stages.evaluate import weights_note
-
-    if src is None:
-        return NO_OBSERVATION
-    return str(weights_note(src))
 
 
 def describe(result: StageResult) -> str:

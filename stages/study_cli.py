@@ -26,7 +26,7 @@ DEFAULT_BUDGET = "smoke"  # the budget that runs on a laptop; `paper` is for a G
 BudgetOption = Annotated[str, typer.Option(envvar="RRL_BUDGET", help="named budget in the file")]
 
 
-def _base(ctx: typer.Context) -> tuple[PipelineConfig, Path]:
+def global_config(ctx: typer.Context) -> tuple[PipelineConfig, Path]:
     """The global options' config and data folder (set by `rrl`'s callback on the root)."""
     params = ctx.find_root().params
     values = {k: params.get(k) for k in BY_NAME}
@@ -50,7 +50,7 @@ def run(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment
     from stages import STAGES
 
     started = time.perf_counter()
-    base, data = _base(ctx)
+    base, data = global_config(ctx)
     outcomes = run_experiment(_load(name), budget, base, STAGES, data,
                               log=lambda m: typer.echo(m, err=True), only=cell or ())
     for o in outcomes:
@@ -72,7 +72,7 @@ def status(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experim
     from pipeline.study.cells import cell_state, plan_each, read_record, record_dir
     from stages import STAGES
 
-    base, data = _base(ctx)
+    base, data = global_config(ctx)
     exp = _load(name)
     record = read_record(record_dir(data, exp, budget))
     plans, blocked = plan_each(exp, exp.cells(budget, base), STAGES, data)
@@ -90,11 +90,11 @@ def report(ctx: typer.Context,
                help="output path without suffix (writes .png and .md); default "
                     "DATA/experiments/NAME/BUDGET/report")] = None) -> None:
     """Learning curves (one panel per experiment and task) and tables, from the cached logs."""
+    from pipeline.outputs import REFERENCE_LOGS
     from pipeline.study.report import write_report
     from stages import STAGES
-    from stages.dapg import REFERENCE_LOGS
 
-    base, data = _base(ctx)
+    base, data = global_config(ctx)
     exps = [_load(n) for n in names]
     prefix = out or data / "experiments" / "+".join(e.name for e in exps) / budget / "report"
     png, md = write_report(exps, budget, base, STAGES, data, prefix, REFERENCE_LOGS)

@@ -8,11 +8,11 @@ Either way the file's sha256 enters the encode key, so two VAEs never share feat
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import without_demos
+from pipeline.fileio import write_json_atomic
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 from pipeline.vae import CHECKPOINT, ENCODER_FILE, VAE_FILE
@@ -48,7 +48,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     trained = train_vae(train, held, cfg, ctx.out_dir / CHECKPOINT, ctx.key, ctx.log)
     sha256 = write_weights(trained.model, ctx.out_dir, held)
     history = trained.history
-    (ctx.out_dir / LOSSES).write_text(json.dumps(history, indent=1) + "\n")
+    write_json_atomic(ctx.out_dir / LOSSES, history)
     arch = trained.model.arch
     title = (f"{ctx.config.task} VAE: {arch.input_size}x{arch.input_size} RGB, channels "
              f"{'-'.join(map(str, arch.channels))}, latent {arch.latent}, beta {cfg.beta:g}")

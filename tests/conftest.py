@@ -21,6 +21,24 @@ import pytest
 SHARED_DOOR_DEMOS = Path(__file__).resolve().parents[1].parent / "shared/data/adroit-demos/door-v0_demos.pickle"
 
 
+_EGL_DEVICE_AT_START = os.environ.get("MUJOCO_EGL_DEVICE_ID")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """After all of a test's fixtures (monkeypatch's undo included): no MUJOCO_EGL_DEVICE_ID left.
+
+    A leaked device id breaks every later render on a machine with one EGL device.
+    """
+    yield
+    now = os.environ.get("MUJOCO_EGL_DEVICE_ID")
+    if now != _EGL_DEVICE_AT_START:
+        os.environ.pop("MUJOCO_EGL_DEVICE_ID", None)
+        if _EGL_DEVICE_AT_START is not None:
+            os.environ["MUJOCO_EGL_DEVICE_ID"] = _EGL_DEVICE_AT_START
+        raise AssertionError(f"{item.nodeid} left MUJOCO_EGL_DEVICE_ID={now!r}")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep downloads and hash caches of tests out of the user's ~/.cache."""

@@ -15,19 +15,27 @@ import numpy as np
 from pipeline.config import PipelineConfig
 
 # Learning and vision settings small enough for the default suite.
-TINY_RL = {"dapg.iterations": "2", "dapg.trajectories": "4", "dapg.horizon": "20",
+TINY_RL = {"dapg.iterations": "2", "dapg.trajectories": "4", "env.horizon": "20",
            "dapg.eval_episodes": "2", "dapg.envs": "4", "evaluate.episodes": "4",
            "evaluate.video_episodes": "1"}
-TINY_VISION = {"render.width": "48", "render.height": "48", "render.workers": "1",
+TINY_VISION = {"env.width": "48", "env.height": "48", "render.workers": "1",
                "encode.encoder": "resnet10t", "encode.weights": "random", "encode.resize": "48",
                "encode.crop": "40", "encode.workers": "1"}
 
 
+def demo_config(demos: tuple[Path, str], *presets: dict[str, str], **extra: str) -> PipelineConfig:
+    """The default config on the given demos file (path, sha256), then ``presets`` (dicts of
+    dotted overrides, later ones win), then ``extra`` overrides."""
+    path, sha = demos
+    values = {"demos.path": str(path), "demos.sha256": sha}
+    for preset in presets:
+        values.update(preset)
+    return PipelineConfig().with_overrides({**values, **extra})
+
+
 def tiny_config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
     """The default config on the given demos file, at `TINY_RL` sizes, with ``extra`` overrides."""
-    path, sha = demos
-    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha,
-                                            **TINY_RL, **extra})
+    return demo_config(demos, TINY_RL, **extra)
 
 
 def kill_group(proc: subprocess.Popen[Any], what: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -113,11 +112,24 @@ def test_read_only_workspace_is_a_clear_error(tmp_path: Path) -> None:
     assert "permission denied" in proc.stderr and "Fix:" in proc.stderr
 
 
-def test_cache_hit_is_fast_and_light(tmp_path: Path) -> None:
-    started = time.perf_counter()
-    proc = rrl("--data", str(tmp_path), "status")
-    assert proc.returncode == 0
-    assert time.perf_counter() - started < 30
+STATUS_IMPORTS = """
+import sys
+from stages.cli import app
+try:
+    app(["--data", sys.argv[1], "status"], standalone_mode=False)
+finally:
+    print([m for m in ("torch", "mujoco", "timm", "h5py", "distributed", "matplotlib")
+           if m in sys.modules])
+"""
+
+
+def test_status_stays_light(tmp_path: Path) -> None:
+    """`rrl status` computes every key without the heavy libraries (a fresh interpreter's
+    sys.modules tells; a time bound would only measure the machine)."""
+    proc = subprocess.run([sys.executable, "-c", STATUS_IMPORTS, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize("code, words", [

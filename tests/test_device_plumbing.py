@@ -11,21 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import DAPGConfig, PipelineConfig, PolicyConfig
+from pipeline.config import PipelineConfig, PolicyConfig
 from pipeline.errors import ConfigError
 from pipeline.runner import Runner, StageResult
 from stages import STAGES
+from tests.helpers import demo_config
 
-TINY = {"render.width": "48", "render.height": "48", "render.cameras": "top",
+TINY = {"env.width": "48", "env.height": "48", "env.cameras": "top",
         "render.workers": "1", "encode.encoder": "resnet10t", "encode.weights": "random",
         "encode.resize": "48", "encode.crop": "40", "encode.workers": "1", "encode.batch_size": "8"}
 MISSING_GPU = f"cuda:{torch.cuda.device_count() + 3}"
 
 
 def _config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha,
-                                            **TINY, **extra})
+    return demo_config(demos, TINY, **extra)
 
 
 def _encode(cfg: PipelineConfig, data: Path, force: bool = False) -> StageResult:
@@ -107,15 +106,15 @@ def test_vision_sampler_encodes_on_dapg_device(cpu_encode) -> None:  # type: ign
 
     data, result = cpu_encode
     src = _source(data, result)
-    sampler = make_sampler(src, PolicyConfig(), DAPGConfig(envs=2, device="cpu"))
+    sampler = make_sampler(src, PolicyConfig(), "dense", 2, "cpu")
     try:
         assert sampler.encoded.encoder.device.type == "cpu"  # type: ignore[attr-defined]
         # On the CPU the layout gives each phase every core in turn (vision_layout).
         assert sampler.device == "cpu" and not sampler.pipelined  # type: ignore[attr-defined]
     finally:
         sampler.close()
-    with pytest.raises(ConfigError, match=rf"dapg.device: .*'{MISSING_GPU}'.*Fix:"):
-        make_sampler(src, PolicyConfig(), DAPGConfig(envs=2, device=MISSING_GPU))
+    with pytest.raises(ConfigError, match=rf"encode.device: .*'{MISSING_GPU}'.*Fix:"):
+        make_sampler(src, PolicyConfig(), "dense", 2, MISSING_GPU)
 
 
 @pytest.mark.gpu
@@ -140,7 +139,7 @@ def test_vision_sampler_encodes_on_cuda(cpu_encode) -> None:  # type: ignore[no-
     from pipeline.rl.policy import GaussianMLPPolicy
 
     data, result = cpu_encode
-    sampler = make_sampler(_source(data, result), PolicyConfig(), DAPGConfig(envs=2, device="cuda"))
+    sampler = make_sampler(_source(data, result), PolicyConfig(), "dense", 2, "cuda")
     try:
         encoder = sampler.encoded.encoder  # type: ignore[attr-defined]
         assert encoder.device.type == "cuda"

@@ -22,10 +22,10 @@ from stages import STAGES
 
 TASK = "cartpole-swingup"
 HORIZON = 8
-TINY = {"demos.task": TASK, "dapg.use_demos": "false", "dapg.horizon": str(HORIZON),
+TINY = {"env.task": TASK, "dapg.use_demos": "false", "env.horizon": str(HORIZON),
         "dapg.iterations": "2", "dapg.trajectories": "4", "dapg.envs": "2",
         "dapg.eval_episodes": "2", "evaluate.episodes": "2", "evaluate.video_episodes": "0",
-        "render.width": "32", "render.height": "32", "rollouts.episodes": "2",
+        "env.width": "32", "env.height": "32", "rollouts.episodes": "2",
         "rollouts.envs": "2", "rollouts.workers": "1", "encode.encoder": "resnet10t",
         "encode.weights": "random", "encode.resize": "32", "encode.crop": "32",
         "encode.workers": "1", "encode.batch_size": "16"}
@@ -38,8 +38,10 @@ def config(**extra: str) -> PipelineConfig:
 
 def keys(cfg: PipelineConfig, tmp_path: Path) -> dict[str, str]:
     runner = Runner(cfg, STAGES, tmp_path)
-    # The probe defines state targets for the Adroit tasks only (pipeline/probe.py).
-    return {s: runner.key(s) for s in STAGES if s != "probe" or task_facts(cfg.task).has_demos}
+    # The probe defines state targets for the Adroit tasks only (pipeline/probe.py); RAD runs
+    # DeepMind Control only (stages/rad.py).
+    family_only = {"probe"} if not task_facts(cfg.task).has_demos else {"rad"}
+    return {s: runner.key(s) for s in STAGES if s not in family_only}
 
 
 def test_one_place_answers_for_both_families() -> None:
@@ -62,12 +64,12 @@ def test_one_place_answers_for_both_families() -> None:
 def test_family_defaults_leave_adroit_keys_and_resolve_for_dmc(tmp_path: Path) -> None:
     """Unset horizon, SOURCE=auto and POLICY=auto key as what they stand for: Adroit's 200 steps,
     demos and dapg (old keys), cartpole's 125 steps, random rollouts."""
-    base = {"demos.task": "hammer", "encode.weights": "random"}
+    base = {"env.task": "hammer", "encode.weights": "random"}
     adroit = keys(PipelineConfig().with_overrides(base), tmp_path)
     explicit = keys(PipelineConfig().with_overrides({
-        **base, "dapg.horizon": "200", "encode.source": "demos", "rollouts.policy": "dapg"}), tmp_path)
+        **base, "env.horizon": "200", "encode.source": "demos", "rollouts.policy": "dapg"}), tmp_path)
     assert adroit == explicit
-    assert keys(config(**{"dapg.horizon": ""}), tmp_path) == keys(config(**{"dapg.horizon": "125"}), tmp_path)
+    assert keys(config(**{"env.horizon": ""}), tmp_path) == keys(config(**{"env.horizon": "125"}), tmp_path)
     dmc = Runner(config(), STAGES, tmp_path)
     assert dmc.upstream_of("encode") == ("rollouts",) and dmc.upstream_of("rollouts") == ()
     assert dmc.inputs("rollouts")["policy"]["random"] and dmc.inputs("encode")["source"] == "rollouts"
@@ -78,8 +80,8 @@ def test_family_defaults_leave_adroit_keys_and_resolve_for_dmc(tmp_path: Path) -
 @pytest.mark.parametrize(("extra", "stage", "match"), [
     ({"evaluate.distractors": "0,1"}, "evaluate", "Adroit tasks only"),
     ({"rollouts.distractors": "2"}, "rollouts", "Adroit tasks only"),
-    ({"render.distractor_level": "1"}, "encode", "Adroit tasks only"),
-    ({"demos.task": "finger-spin", "dapg.reward": "sparse"}, "dapg", "offers dense"),
+    ({"env.distractor_level": "1"}, "encode", "Adroit tasks only"),
+    ({"env.task": "finger-spin", "env.reward": "sparse"}, "dapg", "offers dense"),
     ({"encode.source": "demos"}, "encode", "has no demonstrations"),
     ({"rollouts.policy": "dapg"}, "rollouts", "made from its own rollouts"),
 ])
@@ -88,7 +90,7 @@ def test_settings_a_family_lacks_are_refused_before_any_work(
     with pytest.raises(ConfigError, match=match) as err:
         Runner(config(**extra), STAGES, tmp_path).key(stage)
     assert "Fix:" in str(err.value)
-    assert Runner(config(**{"dapg.reward": "sparse"}), STAGES, tmp_path).key("dapg")  # cartpole has it
+    assert Runner(config(**{"env.reward": "sparse"}), STAGES, tmp_path).key("dapg")  # cartpole has it
 
 
 def test_asking_a_dmc_task_for_demos_says_so(tmp_path: Path) -> None:

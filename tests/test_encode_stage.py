@@ -15,21 +15,21 @@ import torch
 import zarr
 
 from pipeline.config import PipelineConfig
+from pipeline.outputs import result_store
 from pipeline.runner import Runner, StageResult
 from pipeline.store.episodes import EpisodeReader
 from stages import STAGES
-from stages.encode import result_store
+from tests.helpers import demo_config
 
 pytestmark = pytest.mark.gl
 
-TINY = {"render.width": "48", "render.height": "48", "render.cameras": "top,fixed",
+TINY = {"env.width": "48", "env.height": "48", "env.cameras": "top,fixed",
         "render.workers": "1", "encode.encoder": "resnet10t", "encode.weights": "random",
         "encode.resize": "48", "encode.crop": "40", "encode.workers": "2", "encode.batch_size": "8"}
 
 
 def config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha, **TINY, **extra})
+    return demo_config(demos, TINY, **extra)
 
 
 def run(cfg: PipelineConfig, data: Path, stage: str = "encode", **kw: Any) -> StageResult:

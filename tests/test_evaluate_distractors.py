@@ -23,11 +23,11 @@ DEFAULT_RENDER_KEY = "3053436b74f612ad393a57fe564d30f3110bf28d7fb1ed1ee708e39d2d
 
 def test_render_level_0_keeps_the_old_key_and_level_2_renders_other_frames(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert Runner(PipelineConfig(), STAGES, tmp_path).key("render") == DEFAULT_RENDER_KEY
-    tiny = {"render.width": "32", "render.height": "32", "render.workers": "1",
+    tiny = {"env.width": "32", "env.height": "32", "render.workers": "1",
             "render.max_demos": "2", "render.max_steps": "4"}
     plain = config(tiny_door_demos, **tiny)
-    level0 = config(tiny_door_demos, **tiny, **{"render.distractor_seed": "5"})
-    level2 = config(tiny_door_demos, **tiny, **{"render.distractor_level": "2"})
+    level0 = config(tiny_door_demos, **tiny, **{"env.distractor_seed": "5"})
+    level2 = config(tiny_door_demos, **tiny, **{"env.distractor_level": "2"})
     keys = {name: Runner(c, STAGES, tmp_path).key("render")
             for name, c in (("plain", plain), ("level0", level0), ("level2", level2))}
     assert keys["level0"] == keys["plain"] != keys["level2"]
@@ -44,9 +44,9 @@ def test_render_level_0_keeps_the_old_key_and_level_2_renders_other_frames(tiny_
         for f in files:
             f.close()
     # Demo i is its own scene: the render workers rebuild their env for each demo's spec.
-    assert [demo_distractors(level2.render, i) for i in (0, 1)] == [DistractorSpec(2, 0),
+    assert [demo_distractors(level2.env, i) for i in (0, 1)] == [DistractorSpec(2, 0),
                                                                      DistractorSpec(2, 1)]
-    assert demo_distractors(level0.render, 1) is None
+    assert demo_distractors(level0.env, 1) is None
 
 
 def test_vision_sampler_envs_render_the_scene_of_each_episode() -> None:
@@ -98,3 +98,20 @@ def test_vision_evaluate_under_distractors_end_to_end(tiny_door_demos, tmp_path)
     # Random-weights features of other frames move a BC policy's actions, so the returns.
     assert levels["0"]["mean_return"] != levels["1"]["mean_return"]
     assert "RANDOM" in STAGES["evaluate"].describe(result)
+
+
+def test_mixed_levels_render_demo_i_at_levels_i_mod_n(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """env.distractor_levels=0,2: demo 0 clean, demo 1 at level 2, demo 2 clean... in its own
+    seeded scene; the mix is in the render key, and one level with a mix is refused."""
+    from pipeline.errors import ConfigError
+
+    mixed = PipelineConfig().with_overrides({"env.distractor_levels": "0,2",
+                                             "env.distractor_seed": "7"})
+    assert [demo_distractors(mixed.env, i) for i in range(3)] == [None, DistractorSpec(2, 8), None]
+    plain = Runner(PipelineConfig(), STAGES, tmp_path).key("render")
+    key = Runner(mixed, STAGES, tmp_path).key("render")
+    assert key != plain
+    assert Runner(mixed, STAGES, tmp_path).inputs("render")["distractors"]["levels"] == [0, 2]
+    with pytest.raises(ConfigError, match=r"env\.distractor_levels"):
+        PipelineConfig().with_overrides({"env.distractor_levels": "0,2",
+                                         "env.distractor_level": "1"})

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
+from pipeline.locks import lock_holder
 from pipeline.runner import MANIFEST
-from pipeline.study.cells import cell_state, lock_holder, plan, shared_jobs
+from pipeline.study.cells import cell_state, plan, shared_jobs
 from pipeline.study.execute import run_experiment
 from pipeline.study.spec import REPO_EXPERIMENTS, find_experiment, load_experiment
 from stages import STAGES
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = """
 title = "two encoders"
 [base]
-"demos.task" = "door"
+"env.task" = "door"
 "dapg.iterations" = 7
 [grid]
 "encode.encoder" = ["resnet18", "shufflenet_v2_x1_0"]
@@ -45,7 +46,7 @@ seeds = [0, 1, 2]
 TINY = """
 title = "tiny"
 [base]
-"demos.task" = "door"
+"env.task" = "door"
 "demos.path" = "{path}"
 "demos.sha256" = "{sha}"
 "policy.obs_mode" = "state"
@@ -55,7 +56,7 @@ title = "tiny"
 parallel = 2
 "dapg.iterations" = {iterations}
 "dapg.trajectories" = 4
-"dapg.horizon" = 20
+"env.horizon" = 20
 "dapg.eval_episodes" = 2
 "dapg.envs" = 2
 "evaluate.episodes" = 2
@@ -155,7 +156,7 @@ def test_shipped_experiments_expand_and_share_rrls_cell(tmp_path: Path) -> None:
         assert {p.cell.config.policy.seed for p in paper} == {0, 1, 2}, name
         for p in plan(exp, exp.cells("smoke"), STAGES, tmp_path):
             cfg = p.cell.config
-            if (cfg.encode.encoder, cfg.policy.obs_mode, cfg.dapg.reward, cfg.policy.hidden) == (
+            if (cfg.encode.encoder, cfg.policy.obs_mode, cfg.env.reward, cfg.policy.hidden) == (
                     "resnet34", "vision+proprio", "dense", (256, 256)):
                 rrl_keys[name] = p.key
     # RRL's own setting is one cell, computed once, whichever ablation runs it first.
@@ -216,7 +217,7 @@ def test_status_says_missing_stale_and_running(tiny_door_demos: tuple[Path, str]
     new = plan(longer, longer.cells("smoke"), STAGES, data)
     record = json.loads((record_dir(data, exp, "smoke") / "cells.json").read_text())
     st = cell_state(new[0], data, record[new[0].cell.name])
-    assert st.state == "stale" and "dapg config: dapg.iterations 2 -> 5" in st.detail
+    assert st.state == "stale" and "dapg: config changed: dapg.iterations 2 -> 5" in st.detail
     # More iterations of a finished run: its dapg starts from it (rl/extend.py), and says so.
     assert st.detail.endswith("its dapg continues the finished 2-iteration run")
     assert cell_state(new[0], data).detail == "not run; its dapg continues the finished 2-iteration run"
@@ -245,9 +246,12 @@ def test_a_shared_stage_running_elsewhere_is_waited_for(tiny_door_demos: tuple[P
     logs: list[str] = []
     worker = threading.Thread(target=execute.run_shared, args=(plans, STAGES, data, logs.append))
     with stage_lock((data / "demos" / plans[0].keys["demos"][:12]).with_suffix(".lock"), "demos"):
-        worker.start()
-        time.sleep(1.0)  # another process's demos run, holding the lock
-        assert worker.is_alive() and any("waiting for it" in m for m in logs)
+        worker.start()  # another process's demos run holds the lock: the worker must wait
+        deadline = time.monotonic() + 60
+        while not any("waiting for it" in m for m in logs):
+            assert worker.is_alive() and time.monotonic() < deadline, logs
+            worker.join(timeout=0.05)
+        assert worker.is_alive()
     worker.join(timeout=60)
     assert not worker.is_alive()
     assert (data / "demos" / plans[0].keys["demos"][:12] / MANIFEST).exists()

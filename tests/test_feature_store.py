@@ -23,6 +23,7 @@ from pipeline.distributed import get_client
 from pipeline.errors import StoreError
 from pipeline.store import features as fs
 from pipeline.store import writer
+from pipeline.store.inspect import summary
 from pipeline.store.shards import write_shards_distributed
 from tests.helpers import kill_group
 
@@ -126,7 +127,7 @@ def test_distributed_write_reads_back_with_plain_zarr_and_dask(reference: Path) 
     np.testing.assert_array_equal(store.dask("vil_camera").compute(), expected("vil_camera"))
     assert store.dask("fixed").chunksize == (512, D)
     assert 0 < store.bytes_per_frame() < 2 * D and store.nbytes_stored() > 0
-    info = fs.summary(store)
+    info = summary(store)
     assert info["random_weights"] is True and "RANDOM" in info["warning"]
     assert info["cameras"]["fixed"]["shape"] == [ROWS, D] and info["episodes"] == 3
     assert fs.is_complete(str(reference), KEY)

@@ -106,3 +106,16 @@ def test_annotation_only_imports_are_not_arrows() -> None:
                      "else:\n    import b\ndef f():\n    import c\n")
     names = {a.name for n in runtime_nodes(tree) if isinstance(n, ast.Import) for a in n.names}
     assert names == {"b", "c"}
+
+
+# The app layer's own plumbing: the CLI gathers the stages, the package lists them.
+STAGE_GLUE = {"stages", "stages.__main__", "stages.cli", "stages.study_cli", "stages.release_cli",
+              "stages.options", "stages.cli_errors"}
+
+
+def test_stages_import_only_the_library() -> None:
+    """A stage module imports pipeline/ only: what two stages share lives in the library."""
+    arrows = sorted(f"{a} -> {b}" for a, deps in graph().items()
+                    if a.startswith("stages.") and a not in STAGE_GLUE
+                    for b in deps if b.startswith("stages"))
+    assert arrows == []

@@ -77,7 +77,7 @@ def test_state_pipeline_bc_dapg_evaluate(tiny_door_demos, tmp_path) -> None:  # 
     dapg_dir = tmp_path / "dapg" / result.manifest["upstream"]["dapg"][:12]
     # The stage scored the DAPG checkpoint on evaluate.seed's episodes: scoring it here agrees.
     mine = evaluate(load_policy(dapg_dir / "policy.pt"), "door", 4, seed=cfg.evaluate.seed,
-                    horizon=cfg.dapg.horizon)
+                    horizon=cfg.env.horizon)
     np.testing.assert_allclose(s["per_episode_return"], mine["per_episode_return"], rtol=1e-6)
     assert s["per_episode_success"] == mine["per_episode_success"]
     assert s["success_rate"] == 100.0 * sum(s["per_episode_success"]) / 4
@@ -110,6 +110,8 @@ def test_interrupted_dapg_resumes_to_the_uninterrupted_result(tiny_door_demos, t
     logs: list[str] = []
     runner = Runner(cfg, STAGES, tmp_path / "split", log=logs.append)
     assert runner.result("dapg") is None  # interrupted: no manifest
+    status = runner.stage_status("dapg")  # what `rrl status` prints, from the stage's own hook
+    assert (status.state, status.reason) == ("missing", "interrupted (dapg iteration 2/3); resumes")
     resumed = runner.run("dapg")
     assert any("resuming unfinished output" in m for m in logs)
     assert any("at iteration 2" in m for m in logs)

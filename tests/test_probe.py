@@ -25,6 +25,7 @@ from pipeline.probe import (
 from pipeline.runner import Runner, StageResult
 from stages import STAGES
 from tests.conftest import synthetic_door_demos, write_demo_pickle
+from tests.helpers import demo_config
 
 
 def _demo_ends(n_demos: int, rng: np.random.Generator) -> np.ndarray:
@@ -146,7 +147,7 @@ def test_targets_index_the_quantities_they_name(task: str) -> None:
 
 # --- the stage on a tiny real pipeline ---------------------------------------------------------
 
-TINY = {"render.width": "48", "render.height": "48", "render.workers": "1",
+TINY = {"env.width": "48", "env.height": "48", "render.workers": "1",
         "encode.encoder": "resnet10t", "encode.weights": "random", "encode.resize": "48",
         "encode.crop": "40", "encode.workers": "1", "probe.test_fraction": "0.3"}
 # The state ceiling can only find handle = palm - (palm - handle) from training data in which
@@ -162,8 +163,7 @@ def five_demos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def _config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
-    return PipelineConfig().with_overrides({"demos.path": str(demos[0]), "demos.sha256": demos[1],
-                                            **TINY, **extra})
+    return demo_config(demos, TINY, **extra)
 
 
 def _run(cfg: PipelineConfig, data: Path, stage: str = "probe") -> StageResult:

@@ -24,7 +24,7 @@ from tests.helpers import kill_group
 
 TASK = "cartpole-swingup"
 # Small enough for seconds: 20 px renders cropped to 16 (conv sides 7-5-3-1), 5-step episodes.
-TINY_RAD = {"rad.env_steps": "160", "rad.horizon": "5", "rad.render_size": "20", "rad.crop": "16",
+TINY_RAD = {"rad.env_steps": "160", "env.horizon": "5", "rad.render_size": "20", "rad.crop": "16",
             "rad.filters": "4", "rad.hidden": "16", "rad.feature_dim": "8", "rad.batch_size": "4",
             "rad.init_steps": "6", "rad.eval_every": "80", "rad.eval_episodes": "1",
             "rad.threads": "1"}
@@ -32,6 +32,36 @@ TINY_RAD = {"rad.env_steps": "160", "rad.horizon": "5", "rad.render_size": "20",
 
 def tiny_rad(**extra: str) -> RADConfig:
     return PipelineConfig().with_overrides({**TINY_RAD, **extra}).rad
+
+
+# rad keys computed on the rad branch before the env section existed there, with the old names
+# (demos.task, rad.horizon, render.cameras/width/height/shadows): outputs made then, like the
+# finished DMControl-100k run of docs/rad_dmc.md, stay cache hits under the new names.
+RAD_KEYS = {
+    "092b1bf1a57bfa3d": {"env.task": TASK},
+    "9bb51c447c413015": {"env.task": TASK, "rad.batch_size": "32", "rad.threads": "1",
+                         "env.width": "100", "env.height": "100"},
+    "515730b92fb02f85": {"env.task": TASK, "rad.env_steps": "800", "env.horizon": "20",
+                         "rad.render_size": "40", "rad.crop": "32", "rad.batch_size": "16",
+                         "rad.hidden": "64", "rad.init_steps": "20", "rad.eval_every": "400",
+                         "rad.eval_episodes": "2"},
+    "aacfc2c12c9a704f": {"env.task": "finger-spin", "env.horizon": "50", "env.cameras": "cam0",
+                         "env.shadows": "true", "policy.seed": "2"},
+}
+
+
+@pytest.mark.parametrize("key", list(RAD_KEYS))
+def test_rad_keys_did_not_change_when_settings_moved_to_env(key: str, tmp_path: Path) -> None:
+    from pipeline.runner import Runner
+    from stages import STAGES
+
+    runner = Runner(PipelineConfig().with_overrides(RAD_KEYS[key]), STAGES, tmp_path)
+    assert runner.key("rad")[:16] == key
+    if "env.horizon" not in RAD_KEYS[key]:  # the task's own horizon, set, is the same run
+        own = {**RAD_KEYS[key], "env.horizon": "125" if RAD_KEYS[key]["env.task"] == TASK else "500"}
+        assert Runner(PipelineConfig().with_overrides(own), STAGES, tmp_path).key("rad")[:16] == key
+    with pytest.raises(ConfigError, match=r"rad\.horizon is now env\.horizon.*Fix"):
+        PipelineConfig().with_overrides({"rad.horizon": "5"})
 
 
 def random_episode(rng: np.random.Generator, steps: int, side: int = 20) -> np.ndarray:
@@ -131,7 +161,7 @@ def test_rad_settings_are_checked_and_only_dmc_tasks_run(tmp_path: Path) -> None
         PipelineConfig().with_overrides({"rad.crop": "120"})
     with pytest.raises(ConfigError, match=r"Adroit task.*Fix: TASK=cartpole-swingup"):
         Runner(PipelineConfig(), STAGES, tmp_path).key("rad")
-    cfg = PipelineConfig().with_overrides({"demos.task": TASK, **TINY_RAD})
+    cfg = PipelineConfig().with_overrides({"env.task": TASK, **TINY_RAD})
     runner = Runner(cfg, STAGES, tmp_path)
     assert runner.upstream_of("rad") == () and runner.inputs("rad")["camera"] == "fixed"
     threads = Runner(dataclasses.replace(cfg, rad=dataclasses.replace(cfg.rad, threads=2)),
@@ -143,9 +173,17 @@ def test_rad_settings_are_checked_and_only_dmc_tasks_run(tmp_path: Path) -> None
 def test_a_crash_after_any_episode_resumes_to_the_same_run(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import pipeline.rl.rad_train as rad_train
+    from pipeline.runner import Runner
+    from pipeline.study.cells import cell_state, plan
+    from pipeline.study.spec import load_experiment
+    from stages import STAGES
 
-    cfg, setup = tiny_rad(**{"rad.env_steps": "120"}), rad_train.RADSetup(TASK, "fixed", False, 0)
+    values = {"env.task": TASK, **TINY_RAD, "rad.env_steps": "120"}  # 3 episodes of 40 steps
+    cfg, setup = tiny_rad(**values), rad_train.RADSetup(TASK, "fixed", False, 0, horizon=5)
     straight = rad_train.train_rad(cfg, setup, tmp_path / "straight", log=None)
+    data = tmp_path / "data"
+    runner = Runner(PipelineConfig().with_overrides(values), STAGES, data)
+    crashed = runner.out_dir("rad")  # where the stage would resume it
     real_write, writes = rad_train._write_csv, []
 
     def crash_after_second_episode(path: Path, columns: Any, rows: Any) -> None:
@@ -156,10 +194,22 @@ def test_a_crash_after_any_episode_resumes_to_the_same_run(tmp_path: Path,
 
     monkeypatch.setattr(rad_train, "_write_csv", crash_after_second_episode)
     with pytest.raises(KeyboardInterrupt):
-        rad_train.train_rad(cfg, setup, tmp_path / "crashed", log=None)
+        rad_train.train_rad(cfg, setup, crashed, log=None)
     monkeypatch.setattr(rad_train, "_write_csv", real_write)
-    resumed = rad_train.train_rad(cfg, setup, tmp_path / "crashed", log=None)
+    # The one status engine says how far it got, for `rrl status` and for a study's RAD cell.
+    st = runner.stage_status("rad")
+    assert (st.state, st.reason) == ("missing", "interrupted (rad episode 2/3); resumes")
+    toml = tmp_path / "rad_cell.toml"
+    toml.write_text("[base]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in values.items())
+                    + '[[cells]]\nname = "RAD"\nstage = "rad"\n[budgets.smoke]\nseeds = [0]\n')
+    exp = load_experiment(toml)
+    (p,) = plan(exp, exp.cells("smoke"), STAGES, data)
+    assert p.key == runner.key("rad") and p.own == ("rad",) and p.shared == ()
+    state = cell_state(p, data)
+    assert (state.state, state.detail) == ("missing", "interrupted (rad episode 2/3); resumes")
+    resumed = rad_train.train_rad(cfg, setup, crashed, log=None)
     assert resumed.resumed_from == 2 and len(resumed.rows) == len(straight.rows) == 3
+
     def results(rows: list[dict[str, float]]) -> list[dict[str, float | None]]:
         return [{k: None if v != v else v for k, v in r.items() if not k.startswith("time_")}
                 for r in rows]  # NaN (no update yet, no evaluation) compares as None
@@ -170,7 +220,7 @@ def test_a_crash_after_any_episode_resumes_to_the_same_run(tmp_path: Path,
         assert resumed.agent.encoder_state()[name].equal(tensor), name
     other = dataclasses.replace(cfg, batch_size=5)
     with pytest.raises(ConfigError, match=r"another RAD run.*Fix"):
-        rad_train.train_rad(other, setup, tmp_path / "crashed", log=None)
+        rad_train.train_rad(other, setup, crashed, log=None)
 
 
 def _rrl(data: Path, *args: str) -> list[str]:
@@ -235,13 +285,13 @@ def test_fixed_rad_encoder_through_the_store_and_npg(tmp_path: Path) -> None:
     from pipeline.vae.resolve import resolve_trained_weights
     from stages import STAGES
 
-    sizes = {"render.width": "20", "render.height": "20"}
-    rad_cfg = PipelineConfig().with_overrides({"demos.task": TASK, **TINY_RAD, **sizes})
+    sizes = {"env.width": "20", "env.height": "20"}
+    rad_cfg = PipelineConfig().with_overrides({"env.task": TASK, **TINY_RAD, **sizes})
     rad = Runner(rad_cfg, STAGES, tmp_path, log=lambda m: None).run("rad")
     assert Runner(rad_cfg, STAGES, tmp_path, log=lambda m: None).run("rad").cache_hit
     npg = rad_cfg.with_overrides({
         "encode.encoder": "rad", "encode.weights": rad.key[:12], "encode.workers": "1",
-        "dapg.use_demos": "false", "dapg.horizon": "6", "dapg.iterations": "1",
+        "dapg.use_demos": "false", "env.horizon": "6", "dapg.iterations": "1",
         "dapg.trajectories": "2", "dapg.envs": "2", "dapg.eval_episodes": "1",
         "rollouts.episodes": "2", "rollouts.envs": "2", "rollouts.workers": "1",
         "evaluate.episodes": "2", "evaluate.video_episodes": "0"})

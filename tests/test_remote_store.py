@@ -15,6 +15,7 @@ from pipeline.store import copy as store_copy
 from pipeline.store import features as fs
 from pipeline.store import writer
 from pipeline.store.copy import copy_group
+from pipeline.store.inspect import summary
 
 KEY = "c" * 64
 CAMERAS = ("fixed", "vil_camera")
@@ -56,7 +57,7 @@ def test_push_open_on_s3_and_pull_back(s3: dict[str, Any], tmp_path: Path) -> No
         np.testing.assert_array_equal(shared.dask(cam).compute(), local.read(cam))
     np.testing.assert_array_equal(shared.episode_ends, [500, 1300])
     assert shared.nbytes_stored() == local.nbytes_stored()
-    assert fs.summary(shared)["random_weights"] is False
+    assert summary(shared)["random_weights"] is False
 
     copy_group(URL, str(back), KEY, src_options=s3, progress=False)
     pulled = zarr.open_group(str(back), path=KEY, mode="r")

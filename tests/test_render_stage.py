@@ -13,17 +13,17 @@ import pytest
 
 from pipeline.config import PipelineConfig
 from pipeline.runner import Runner
+from pipeline.store.frames import codec_of
 from stages import STAGES
+from tests.helpers import demo_config
 
 pytestmark = pytest.mark.gl
 
 
-def tiny_config(demos: tuple[Path, str], **render: str) -> PipelineConfig:
-    path, sha = demos
-    overrides = {"demos.path": str(path), "demos.sha256": sha, "render.width": "48",
-                 "render.height": "48", "render.cameras": "top,fixed", "render.workers": "2"}
-    overrides.update({f"render.{k}": v for k, v in render.items()})
-    return PipelineConfig().with_overrides(overrides)
+def tiny_config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
+    """Tiny renders; ``extra`` are dotted overrides (``**{"env.shadows": "true"}``)."""
+    return demo_config(demos, {"env.width": "48", "env.height": "48", "env.cameras": "top,fixed",
+                               "render.workers": "2"}, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,8 @@ def test_episode_file_has_the_robomimic_layout(rendered) -> None:  # type: ignor
         for cam in ("top", "fixed"):
             images = demo[f"obs/{cam}_image"]
             assert images.shape == (12, 48, 48, 3) and images.dtype == np.uint8
-            assert images.chunks == (1, 48, 48, 3) and images.compression is not None
+            # Chunked along time (one chunk: the episode is shorter than render.chunk_frames).
+            assert images.chunks == (12, 48, 48, 3) and codec_of(images).startswith("zstd")
             assert images[5].std() > 5
         assert demo["obs/proprio"].shape == (12, 24) and demo["obs/state"].shape == (12, 39)
         assert not np.array_equal(demo["obs/top_image"][0], demo["obs/fixed_image"][0])
@@ -63,7 +64,8 @@ def test_states_replay_of_own_recordings_is_faithful(rendered) -> None:  # type:
 
 
 def test_open_loop_replay_of_own_recordings_reproduces_them(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    cfg = tiny_config(tiny_door_demos, replay="open_loop", workers="1", cameras="top")
+    cfg = tiny_config(tiny_door_demos, **{"render.replay": "open_loop", "render.workers": "1",
+                                          "env.cameras": "top"})
     result = Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("render")
     fid = result.summary["fidelity"]
     # Recorded with the same simulator from the same initial state: replay is exact.
@@ -72,7 +74,7 @@ def test_open_loop_replay_of_own_recordings_reproduces_them(tiny_door_demos, tmp
 
 
 def test_interrupted_render_resumes_unfinished_episodes(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    cfg = tiny_config(tiny_door_demos, workers="1", cameras="top")
+    cfg = tiny_config(tiny_door_demos, **{"render.workers": "1", "env.cameras": "top"})
     runner = Runner(cfg, STAGES, tmp_path, log=lambda m: None)
     full = runner.run("render")
     episodes = full.out_dir / "episodes.hdf5"
@@ -104,8 +106,8 @@ def test_a_render_cache_hit_imports_neither_mujoco_nor_torch(rendered, tiny_door
     """Checked in a fresh interpreter's sys.modules: keys and cache hits stay import-light."""
     data, _ = rendered
     path, sha = tiny_door_demos
-    overrides = {"demos.path": str(path), "demos.sha256": sha, "render.width": "48",
-                 "render.height": "48", "render.cameras": "top,fixed", "render.workers": "2"}
+    overrides = {"demos.path": str(path), "demos.sha256": sha, "env.width": "48",
+                 "env.height": "48", "env.cameras": "top,fixed", "render.workers": "2"}
     assert tiny_config(tiny_door_demos) == PipelineConfig().with_overrides(overrides)
     proc = subprocess.run([sys.executable, "-c", CACHE_HIT, json.dumps(overrides), str(data)],
                           capture_output=True, text=True, timeout=120,

@@ -206,7 +206,7 @@ def _run(out: Path, iterations: int) -> tuple[GaussianMLPPolicy, list[int]]:
     from pipeline.rl.sampler import VectorSampler
     from pipeline.rl.trainer import train_dapg
 
-    cfg = DAPGConfig(iterations=iterations, trajectories=3, horizon=12)
+    cfg = DAPGConfig(iterations=iterations, trajectories=3)
     policy = _door_policy()
     baseline = MLPBaseline(39, hidden=(16, 16), seed=0)
     rng = np.random.default_rng(0)
@@ -215,7 +215,8 @@ def _run(out: Path, iterations: int) -> tuple[GaussianMLPPolicy, list[int]]:
     ran: list[int] = []
     try:
         train_dapg(policy, baseline, sampler, cfg, out, "door", demo_obs, demo_act, seed=3,
-                   eval_episodes=1, on_rollouts=lambda it, _: ran.append(it), log=None)
+                   eval_episodes=1, on_rollouts=lambda it, _: ran.append(it), log=None,
+                   horizon=12)
     finally:
         sampler.close()
     return policy, ran
@@ -247,12 +248,12 @@ def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
     from pipeline.rl.trainer import train_dapg
 
     _run(tmp_path, 1)
-    cfg = dataclasses.replace(DAPGConfig(iterations=2, trajectories=3, horizon=12), gamma=0.9)
+    cfg = dataclasses.replace(DAPGConfig(iterations=2, trajectories=3), gamma=0.9)
     sampler = VectorSampler("door", n_envs=1)
     try:
         with pytest.raises(ConfigError, match="different settings"):
             train_dapg(_door_policy(), MLPBaseline(39, hidden=(16, 16)), sampler, cfg, tmp_path,
-                       "door", log=None)
+                       "door", log=None, horizon=12)
     finally:
         sampler.close()
 

@@ -17,21 +17,20 @@ from pipeline.errors import ConfigError
 from pipeline.runner import Runner, StageResult
 from pipeline.store.episodes import EpisodeReader
 from stages import STAGES
+from tests.helpers import demo_config
 
 pytestmark = pytest.mark.gl
 
 SEED = 2 * 10**7  # rollouts.seed's default
 TINY = {"policy.obs_mode": "state", "rollouts.policy": "bc", "rollouts.episodes": "2",
         "rollouts.distractors": "0,3", "rollouts.envs": "2", "rollouts.workers": "1",
-        "dapg.horizon": "20", "render.width": "32", "render.height": "32",
+        "env.horizon": "20", "env.width": "32", "env.height": "32",
         "encode.encoder": "resnet10t", "encode.weights": "random", "encode.resize": "32",
         "encode.crop": "32", "encode.workers": "1", "encode.batch_size": "16"}
 
 
 def config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha,
-                                            **TINY, **extra})
+    return demo_config(demos, TINY, **extra)
 
 
 def run(cfg: PipelineConfig, data: Path, stage: str = "rollouts",
@@ -133,7 +132,7 @@ def test_encode_source_rollouts_writes_a_verified_group_of_the_rollout_frames(ro
     import zarr
 
     from pipeline.encoders import create_encoder
-    from stages.encode import result_store
+    from pipeline.outputs import result_store
 
     data, rollouts = rolled
     cfg = config(tiny_door_demos, **{"encode.source": "rollouts"})

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import PipelineConfig, RenderConfig
+from pipeline.config import EnvConfig, PipelineConfig, RenderConfig
 from pipeline.errors import StageLockedError
 from pipeline.runner import MANIFEST, Runner, Stage, StageContext, content_key, stage_lock
 
@@ -19,8 +19,8 @@ CALLS: list[str] = []
 
 def _run_a(ctx: StageContext) -> dict[str, Any]:
     CALLS.append("a")
-    (ctx.out_dir / "a.txt").write_text(str(ctx.config.render.width))
-    return {"width": ctx.config.render.width}
+    (ctx.out_dir / "a.txt").write_text(str(ctx.config.env.width))
+    return {"width": ctx.config.env.width}
 
 
 def _run_b(ctx: StageContext) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def stages(version_b: str = "1") -> dict[str, Stage]:
             name="a",
             version="1",
             upstream=(),
-            inputs=lambda c: {"width": c.render.width, "shadows": c.render.shadows},
+            inputs=lambda c: {"width": c.env.width, "shadows": c.env.shadows},
             run=_run_a,
         ),
         "b": Stage(
@@ -53,8 +53,11 @@ def stages(version_b: str = "1") -> dict[str, Stage]:
     }
 
 
-def cfg(**render: Any) -> PipelineConfig:
-    return dataclasses.replace(PipelineConfig(), render=RenderConfig(**render))
+def cfg(**values: Any) -> PipelineConfig:
+    """The default config with these env (width, shadows) or render (replay, workers) fields."""
+    env = {k: v for k, v in values.items() if k in ("width", "shadows")}
+    render = {k: v for k, v in values.items() if k not in env}
+    return dataclasses.replace(PipelineConfig(), env=EnvConfig(**env), render=RenderConfig(**render))
 
 
 @pytest.fixture(autouse=True)

@@ -17,13 +17,14 @@ import zarr
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError, WeightsError
+from pipeline.outputs import result_store
 from pipeline.runner import Runner, StageResult
 from pipeline.store.episodes import EpisodeReader
 from pipeline.vae.resolve import resolve_vae_weights
 from stages import STAGES
-from stages.encode import result_store
+from tests.helpers import demo_config
 
-TINY = {"render.width": "32", "render.height": "32", "render.cameras": "top",
+TINY = {"env.width": "32", "env.height": "32", "env.cameras": "top",
         "render.workers": "1", "vae.input_size": "32", "vae.latent": "8", "vae.channels": "8,16",
         "vae.epochs": "4", "vae.batch_size": "2", "vae.lr": "0.01", "vae.threads": "1",
         "encode.workers": "1", "encode.batch_size": "8"}
@@ -31,9 +32,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha,
-                                            **TINY, **extra})
+    return demo_config(demos, TINY, **extra)
 
 
 def run(cfg: PipelineConfig, data: Path, stage: str, log: Any = None) -> StageResult:

@@ -1,23 +1,23 @@
-"""Seeded visual distractors for the Adroit tasks: scene light, part colours, extra static objects.
+"""Seeded visual distractors for the Adroit tasks: scene light, part colors, extra static objects.
 
 Levels (each includes the changes of the levels below it, with larger magnitudes):
 
 - 0: none. The model is not touched: frames are bit-identical to an env built without a spec.
 - 1: light. The scene's one spot light moves (up to +-0.67 m in x and y, +-13% in height), is
-  re-aimed at a point up to 0.1 m from the table centre, and its diffuse colour changes in
+  re-aimed at a point up to 0.1 m from the table centre, and its diffuse color changes in
   brightness (-23% to +10%) and tint (+-15% per channel); ambient (up to 0.1) and specular (up to
   0.13) light are added. The headlight's diffuse (-20% to +7%) and ambient (+-20%) change too.
-- 2: light at twice the level-1 magnitudes, plus colours: every part named in ``COLOUR_PARTS``
-  gets a colour 60% of the way from its own colour to a random one.
-- 3: light at three times the level-1 magnitudes, fully random part colours (the task objects
+- 2: light at twice the level-1 magnitudes, plus colors: every part named in ``COLOR_PARTS``
+  gets a color 60% of the way from its own color to a random one.
+- 3: light at three times the level-1 magnitudes, fully random part colors (the task objects
   also lose their textures, which would otherwise keep wood brown and foil grey whatever the
-  colour; the table and floor keep theirs), plus 8 extra boxes, spheres, capsules and cylinders
-  of random colours and sizes resting on the table.
+  color; the table and floor keep theirs), plus 8 extra boxes, spheres, capsules and cylinders
+  of random colors and sizes resting on the table.
 
 The random draws depend on (task, seed) only and the level scales them, so level 3 pushes the
-light and the colours further along the same directions as levels 1 and 2 of the same seed.
+light and the colors further along the same directions as levels 1 and 2 of the same seed.
 
-Physics is unchanged at every level: colours and lights are render-only model fields, and the
+Physics is unchanged at every level: colors and lights are render-only model fields, and the
 extra geoms have contype=conaffinity=0 and zero density and sit on one static body (no joints)
 appended after every other body, so no existing body, geom or joint id shifts (gymnasium-robotics
 looks everything up by name anyway). The extra geoms stay out of per-task keep-out areas of the
@@ -25,7 +25,7 @@ table (the hand's column, the objects' reset ranges), so at reset they hide no p
 or the task objects in any RRL camera (tested); they are visual only, so a hand that later sweeps
 low over the table edge passes through them.
 
-Not varied: the hand (its colour is the same in every RRL frame and demo) and the texture images
+Not varied: the hand (its color is the same in every RRL frame and demo) and the texture images
 themselves (levels 2-3 tint them; level 3 removes them from the task objects).
 """
 
@@ -48,14 +48,14 @@ BODY_NAME = "distractors"  # the static body that carries the extra geoms
 GEOM_PREFIX = "distractor_"
 
 _LIGHT_SCALE = {0: 0.0, 1: 1 / 3, 2: 2 / 3, 3: 1.0}
-_COLOUR_BLEND = {0: 0.0, 1: 0.0, 2: 0.6, 3: 1.0}
+_COLOR_BLEND = {0: 0.0, 1: 0.0, 2: 0.6, 3: 1.0}
 _EXTRA_GEOMS = {0: 0, 1: 0, 2: 0, 3: 8}
-_DEFAULT_GEOM_RGBA = (0.5, 0.5, 0.5, 1.0)  # MuJoCo shows the material colour only for this rgba
+_DEFAULT_GEOM_RGBA = (0.5, 0.5, 0.5, 1.0)  # MuJoCo shows the material color only for this rgba
 
-# Parts recoloured at levels 2-3, one random colour per part. "body:X" selects every geom of body
+# Parts recolored at levels 2-3, one random color per part. "body:X" selects every geom of body
 # X, "geom:X" / "site:X" one named element. Alpha is kept (the pen and the targets stay see-through).
 _SHARED_PARTS = {"table": ("body:table",), "floor": ("geom:ground",)}
-COLOUR_PARTS: dict[str, dict[str, tuple[str, ...]]] = {
+COLOR_PARTS: dict[str, dict[str, tuple[str, ...]]] = {
     "door": {"frame": ("body:frame",), "door": ("body:door",), "handle": ("body:latch",)},
     "hammer": {"hammer_handle": ("geom:handle",), "hammer_neck": ("geom:neck",),
                "hammer_head": ("geom:head",), "board": ("body:nail_board",), "nail": ("body:nail",)},
@@ -87,7 +87,7 @@ class DistractorSpec:
     def __post_init__(self) -> None:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or self.level not in LEVELS:
             raise invalid_value("distractors.level", self.level,
-                                "an integer 0 (none), 1 (light), 2 (+ colours) or 3 (+ objects). "
+                                "an integer 0 (none), 1 (light), 2 (+ colors) or 3 (+ objects). "
                                 "Fix: set the level to 0, 1, 2 or 3")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise invalid_value("distractors.seed", self.seed,
@@ -104,8 +104,8 @@ def _rng(task: str, seed: int, purpose: str) -> np.random.Generator:
 
 
 def _check_task(task: str) -> None:
-    if task not in COLOUR_PARTS:
-        raise unknown_name("distractor task", task, list(COLOUR_PARTS))
+    if task not in COLOR_PARTS:
+        raise unknown_name("distractor task", task, list(COLOR_PARTS))
 
 
 # --- build time: extra geoms -----------------------------------------------------------------
@@ -174,16 +174,17 @@ def add_distractor_geoms(mj_spec: mujoco.MjSpec, task: str, spec: DistractorSpec
     return added
 
 
-# --- after compiling: light and colours ------------------------------------------------------
+# --- after compiling: light and colors ------------------------------------------------------
 def perturb_model(model: mujoco.MjModel, task: str, spec: DistractorSpec) -> None:
-    """Apply the level's light and colour changes to a compiled model, in place."""
+    """Apply the level's light and color changes to a compiled model, in place."""
     _check_task(task)
     if spec.level == 0:
         return
     _perturb_lights(model, _rng(task, spec.seed, "light"), _LIGHT_SCALE[spec.level])
-    blend = _COLOUR_BLEND[spec.level]
+    blend = _COLOR_BLEND[spec.level]
     if blend > 0:
-        _recolour(model, task, _rng(task, spec.seed, "colours"), blend)
+        # The stream's name seeds it: kept as it was spelt, so scenes (and keys) stay the same.
+        _recolor(model, task, _rng(task, spec.seed, "colours"), blend)
 
 
 def _perturb_lights(model: mujoco.MjModel, rng: np.random.Generator, scale: float) -> None:
@@ -211,8 +212,8 @@ def _perturb_lights(model: mujoco.MjModel, rng: np.random.Generator, scale: floa
     headlight.ambient = np.clip(headlight.ambient * (1.0 + scale * rng.uniform(-0.6, 0.6)), 0, 1)
 
 
-def _recolour(model: mujoco.MjModel, task: str, rng: np.random.Generator, blend: float) -> None:
-    parts = {**_SHARED_PARTS, **COLOUR_PARTS[task]}
+def _recolor(model: mujoco.MjModel, task: str, rng: np.random.Generator, blend: float) -> None:
+    parts = {**_SHARED_PARTS, **COLOR_PARTS[task]}
     for part in sorted(parts):  # sorted: the draw order must not depend on dict edits
         target = rng.uniform(0.1, 1.0, 3)
         for kind, index in _select(model, parts[part]):
@@ -221,7 +222,7 @@ def _recolour(model: mujoco.MjModel, task: str, rng: np.random.Generator, blend:
             rgba[index, :3] = (1.0 - blend) * own[:3] + blend * target
             rgba[index, 3] = own[3]
             if blend == 1.0 and kind == "geom" and part not in _SHARED_PARTS:
-                # Textures multiply the colour and would keep wood brown and foil grey.
+                # Textures multiply the color and would keep wood brown and foil grey.
                 model.geom_matid[index] = -1
 
 
@@ -234,7 +235,7 @@ def _select(model: mujoco.MjModel, selectors: tuple[str, ...]) -> list[tuple[str
         kind, name = selector.split(":")
         obj = getattr(mujoco.mjtObj, f"mjOBJ_{kind.upper()}")
         index = mujoco.mj_name2id(model, obj, name)
-        if index < 0:  # the upstream model no longer has a part that COLOUR_PARTS names
+        if index < 0:  # the upstream model no longer has a part that COLOR_PARTS names
             count = {"body": model.nbody, "geom": model.ngeom, "site": model.nsite}[kind]
             names = [mujoco.mj_id2name(model, obj, i) or "" for i in range(count)]
             raise unknown_name(f"{kind} in the model", name, [n for n in names if n])
@@ -246,7 +247,7 @@ def _select(model: mujoco.MjModel, selectors: tuple[str, ...]) -> list[tuple[str
 
 
 def _shown_rgba(model: mujoco.MjModel, kind: str, index: int) -> np.ndarray:
-    """The colour MuJoCo draws: the material's, unless the element's own rgba is not the default."""
+    """The color MuJoCo draws: the material's, unless the element's own rgba is not the default."""
     own = (model.geom_rgba if kind == "geom" else model.site_rgba)[index].copy()
     mat = (model.geom_matid if kind == "geom" else model.site_matid)[index]
     if mat >= 0 and np.allclose(own, _DEFAULT_GEOM_RGBA):

@@ -109,8 +109,13 @@ def require_demos(task: str, needs: str) -> None:
 # --- settings whose meaning depends on the family ---------------------------------------------
 
 def horizon(cfg: PipelineConfig) -> int:
-    """dapg.horizon, or the task's default when unset (Adroit 200; DMC 1000 // action repeat)."""
-    return cfg.dapg.horizon or task_facts(cfg.task).default_horizon
+    """env.horizon, or the task's default when unset (Adroit 200; DMC 1000 // action repeat)."""
+    return resolved_horizon(cfg.task, cfg.env.horizon)
+
+
+def resolved_horizon(task: str, horizon: int | None) -> int:
+    """The one place an unset horizon becomes the task's own episode length."""
+    return horizon or task_facts(task).default_horizon
 
 
 def encode_source(cfg: PipelineConfig) -> str:
@@ -134,13 +139,14 @@ def rollouts_policy(cfg: PipelineConfig) -> str:
 def check_task_config(cfg: PipelineConfig) -> None:
     """Refuse the settings the task's family does not have (checked when keys are computed)."""
     facts = task_facts(cfg.task)
-    if cfg.dapg.reward not in facts.rewards:
-        raise ConfigError(f"invalid dapg.reward={cfg.dapg.reward!r} for {cfg.task}: it offers "
+    if cfg.env.reward not in facts.rewards:
+        raise ConfigError(f"invalid env.reward={cfg.env.reward!r} for {cfg.task}: it offers "
                           f"{', '.join(facts.rewards)}. Fix: REWARD={facts.rewards[0]}")
-    resolve_task_cameras(cfg.task, cfg.render.cameras)  # unknown cameras fail, listing the valid
+    resolve_task_cameras(cfg.task, cfg.env.cameras)  # unknown cameras fail, listing the valid
     if facts.family == ADROIT:
         return
-    levels: dict[str, Any] = {"render.distractor_level": cfg.render.distractor_level,
+    levels: dict[str, Any] = {"env.distractor_level": cfg.env.distractor_level,
+                              "env.distractor_levels": cfg.env.distractor_levels or 0,
                               "evaluate.distractors": cfg.evaluate.distractors,
                               "rollouts.distractors": cfg.rollouts.distractors}
     for name, value in levels.items():
@@ -148,6 +154,6 @@ def check_task_config(cfg: PipelineConfig) -> None:
             raise ConfigError(
                 f"invalid {name}={value!r} for {cfg.task}: visual distractors exist for the Adroit "
                 "tasks only (pipeline/envs/distractors.py edits their scenes). Fix: DISTRACTORS=0 "
-                "(and render.distractor_level=0)")
+                "(and env.distractor_level=0)")
     if cfg.encode.source == "demos":
         raise no_demos_error(cfg.task, "encode.source=demos encodes their rendered frames")

@@ -3,19 +3,50 @@
 MuJoCo reads ``MUJOCO_GL`` once, at import. When the user has not set it, we try EGL, then
 OSMesa, each in a throwaway subprocess (a failed GL init can abort the process), and export the
 first that renders so worker processes inherit it.
+
+With EGL on a machine with several GPUs, render worker ``i`` renders on GPU ``i % count``
+(``MUJOCO_EGL_DEVICE_ID``, which MuJoCo reads when it makes its first context): otherwise
+every worker would share the first GPU. A device the user chose is left alone.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from multiprocessing.pool import Pool
+from typing import Any
 
 from pipeline.errors import RenderBackendError
 
 BACKENDS = ("egl", "osmesa")  # tried in this order when MUJOCO_GL is unset
 KNOWN_BACKENDS = ("egl", "osmesa", "glfw")  # what mujoco accepts
 _VERIFIED = "RRL_MUJOCO_GL_VERIFIED"  # the backend a probe in this process tree showed working
+EGL_DEVICE = "MUJOCO_EGL_DEVICE_ID"
+_EGL_GPUS = "RRL_EGL_GPUS"  # how many EGL devices are GPUs, as a probe in this process tree found
+# Counts the EGL devices backed by a CUDA device that CUDA_VISIBLE_DEVICES leaves visible (the
+# ones MUJOCO_EGL_DEVICE_ID=0, 1, ... name, in that order).
+_GPU_PROBE = """
+import os
+from mujoco.egl import egl_ext as EGL
+ids = set()
+for device in EGL.eglQueryDevicesEXT():
+    try:
+        ids.add(int(EGL.eglQueryDeviceAttribEXT(device, EGL.EGL_CUDA_DEVICE_NV)))
+    except Exception:  # not a CUDA device (Mesa), or a driver without the query
+        pass
+entries = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+if "CUDA_VISIBLE_DEVICES" in os.environ:
+    try:  # CUDA stops at the first invalid entry (-1)
+        numbers = [int(v) for v in entries]
+        numbers = numbers[:next((k for k, i in enumerate(numbers) if i < 0), len(numbers))]
+        ids = {i for i in numbers if i in ids}
+    except ValueError:  # GPU UUIDs: as many as listed, at most as many as there are
+        ids = set(sorted(ids)[:len(entries)])
+print(len(ids))
+"""
 _PROBE = (
     "import mujoco\n"
     "m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos=\"0 0 1\"/>"
@@ -91,3 +122,57 @@ def render_failure(error: Exception) -> RenderBackendError:
     return RenderBackendError(
         f"offscreen rendering failed with MUJOCO_GL={backend}: {error}. Fix: {_INSTALL_HINT}"
     )
+
+
+
+def egl_gpus() -> int:
+    """GPUs render workers are spread over: EGL devices backed by a visible CUDA device.
+
+    0 when the backend is set to other than EGL, when the user chose a device, or when EGL has
+    no GPU devices (Mesa only: spreading would send workers to devices that do not exist). The
+    count comes from a throwaway subprocess, as the backend probe, and is exported so worker
+    processes inherit it instead of probing again.
+    """
+    if os.environ.get("MUJOCO_GL", "egl") != "egl" or os.environ.get(EGL_DEVICE):
+        return 0
+    if _EGL_GPUS not in os.environ:
+        env = dict(os.environ, MUJOCO_GL="egl", PYOPENGL_PLATFORM="egl")
+        try:
+            proc = subprocess.run([sys.executable, "-c", _GPU_PROBE], env=env, capture_output=True,
+                                  text=True, timeout=120, check=False)
+            lines = proc.stdout.split()
+            count = int(lines[-1]) if proc.returncode == 0 and lines else 0
+        except (OSError, ValueError, subprocess.SubprocessError):
+            count = 0
+        os.environ[_EGL_GPUS] = str(count)
+    return int(os.environ[_EGL_GPUS])
+
+
+def use_egl_device(worker: int, gpus: int) -> None:
+    """In render worker ``worker`` (before its first GL context): render on GPU ``worker % gpus``.
+
+    ``gpus`` comes from ``egl_gpus()`` in the parent; with fewer than two there is nothing to
+    spread, and MuJoCo's own choice (the first GPU) stands.
+    """
+    if gpus >= 2 and not os.environ.get(EGL_DEVICE):
+        os.environ[EGL_DEVICE] = str(worker % gpus)
+
+
+def _init_render_worker(started: Any, gpus: int, initializer: Callable[..., None] | None,
+                        initargs: tuple[Any, ...]) -> None:
+    with started.get_lock():
+        worker, started.value = started.value, started.value + 1
+    use_egl_device(worker, gpus)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def render_pool(processes: int, initializer: Callable[..., None] | None = None,
+                initargs: tuple[Any, ...] = ()) -> Pool:
+    """A pool of ``processes`` spawned render workers; worker i renders on EGL GPU i % count.
+
+    spawn, not fork: a forked child would inherit (and corrupt) the parent's GL and MuJoCo state.
+    """
+    ctx = mp.get_context("spawn")
+    return ctx.Pool(processes, _init_render_worker,
+                    (ctx.Value("i", 0), egl_gpus(), initializer, initargs))

@@ -12,18 +12,19 @@ Frame ``t`` shows the state of observation ``t``, the one action ``t`` was chose
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import RenderConfig
+from pipeline.config import EnvConfig, RenderConfig
 from pipeline.demos import Demo
 from pipeline.envs.distractors import DistractorSpec
-from pipeline.envs.gl import select_gl_backend
+from pipeline.envs.gl import render_pool, select_gl_backend
 from pipeline.errors import ConfigError
+from pipeline.procs import exit_with_parent
 
 if TYPE_CHECKING:
     from pipeline.store.episodes import Episode
@@ -162,48 +163,58 @@ def states_fidelity(diff: np.ndarray) -> dict[str, Any]:
 _WORKER: dict[str, Any] = {}
 
 
-def demo_distractors(cfg: RenderConfig, index: int) -> DistractorSpec | None:
+def demo_distractors(env: EnvConfig, index: int) -> DistractorSpec | None:
     """The scene demo `index` is rendered in: ``DistractorSpec(level, seed + index)``, so each
-    demo is its own seeded scene; None at level 0 (the model untouched)."""
-    if cfg.distractor_level == 0:
+    demo is its own seeded scene; the level is ``distractor_level``, or with a mix
+    ``distractor_levels[index % n]``; None at level 0 (the model untouched)."""
+    levels = env.distractor_levels
+    level = levels[index % len(levels)] if levels else env.distractor_level
+    if level == 0:
         return None
-    return DistractorSpec(cfg.distractor_level, cfg.distractor_seed + index)
+    return DistractorSpec(level, env.distractor_seed + index)
 
 
-def _make_env(task: str, cfg: RenderConfig, distractors: DistractorSpec | None) -> Any:
+def _make_env(env: EnvConfig, distractors: DistractorSpec | None) -> Any:
     from pipeline.envs.adroit import AdroitEnv
 
-    return AdroitEnv(task, cameras=cfg.cameras, width=cfg.width, height=cfg.height,
-                     shadows=cfg.shadows, distractors=distractors)
+    return AdroitEnv(env.task, cameras=env.cameras, width=env.width, height=env.height,
+                     shadows=env.shadows, distractors=distractors)
 
 
-def _init_worker(task: str, cfg: RenderConfig) -> None:
-    _WORKER.update(task=task, cfg=cfg, distractors=None, env=_make_env(task, cfg, None))
+def _init_worker(env: EnvConfig, render: RenderConfig) -> None:
+    _WORKER.update(env_cfg=env, render=render, distractors=None, env=_make_env(env, None))
+
+
+def _init_pool_worker(parent_pid: int, env: EnvConfig, render: RenderConfig) -> None:
+    exit_with_parent(parent_pid)  # a killed render must not leave its workers rendering
+    _init_worker(env, render)
 
 
 def _replay_in_worker(job: tuple[int, Demo]) -> ReplayedEpisode:
     index, demo = job
-    cfg: RenderConfig = _WORKER["cfg"]
-    scene = demo_distractors(cfg, index)
+    env_cfg: EnvConfig = _WORKER["env_cfg"]
+    render: RenderConfig = _WORKER["render"]
+    scene = demo_distractors(env_cfg, index)
     if scene != _WORKER["distractors"]:  # the scene is compiled into the model: a new env
         _WORKER["env"].close()
-        _WORKER.update(distractors=scene, env=_make_env(_WORKER["task"], cfg, scene))
-    return replay_demo(_WORKER["env"], demo, index, cfg.replay, cfg.max_steps)
+        _WORKER.update(distractors=scene, env=_make_env(env_cfg, scene))
+    return replay_demo(_WORKER["env"], demo, index, render.replay, render.max_steps)
 
 
-def replay_parallel(
-    task: str, cfg: RenderConfig, jobs: list[tuple[int, Demo]]
-) -> Iterator[ReplayedEpisode]:
-    """Replay ``jobs`` in ``cfg.workers`` processes, yielding episodes in job order."""
-    check_mode_supported(task, cfg.replay)
+def replay_parallel(env: EnvConfig, render: RenderConfig,
+                    jobs: list[tuple[int, Demo]]) -> Iterator[ReplayedEpisode]:
+    """Replay ``jobs`` in ``render.workers`` processes, yielding episodes in job order.
+
+    ``env`` says what the frames look like (its cameras resolved), ``render`` how demos replay.
+    """
+    check_mode_supported(env.task, render.replay)
     # Here, not in the workers: a pool respawns a worker whose initialiser fails, forever.
     select_gl_backend()
-    if cfg.workers == 1 or len(jobs) <= 1:
-        _init_worker(task, cfg)
+    if render.workers == 1 or len(jobs) <= 1:
+        _init_worker(env, render)
         for job in jobs:
             yield _replay_in_worker(job)
         return
-    # spawn: a forked child would inherit (and corrupt) the parent's GL and MuJoCo state.
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(min(cfg.workers, len(jobs)), _init_worker, (task, cfg)) as pool:
+    with render_pool(min(render.workers, len(jobs)), _init_pool_worker,
+                     (os.getpid(), env, render)) as pool:
         yield from pool.imap(_replay_in_worker, jobs)

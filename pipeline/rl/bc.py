@@ -1,6 +1,6 @@
 """Behaviour cloning warm start, as hand_dapg/RRL run mjrl's BC (loss_type="MSE").
 
-Before training, the policy's input normalisation is set from the data, its output from the
+Before training, the policy's input normalization is set from the data, its output from the
 action mean/std, and its log-std to log(action std) (mjrl's `set_transformations` and
 `set_variance_with_data`). The loss is the MSE between the policy mean and the demo action.
 """

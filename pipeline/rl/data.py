@@ -13,47 +13,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.config import DAPGConfig, PolicyConfig, RenderConfig
+from pipeline.config import PolicyConfig
 from pipeline.demos import load_demos
+from pipeline.outputs import DataSource
 from pipeline.rl.rollouts import Array, Sampler
 from pipeline.rl.vision import ObsSpec, check_encoder_matches_store
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where a policy's training data came from; stored in the BC summary for later stages.
-
-    As stored it names nothing by absolute path, so a data folder can be moved: ``demos_file``
-    is relative to the data folder and ``store`` is None for the data folder's default store.
-    ``located`` gives the copy that the functions below read from.
-    """
-
-    task: str
-    obs_mode: str
-    demos_file: str | None = None  # state mode: the demos stage's verified copy
-    demos_sha256: str | None = None  # its checksum, as the demos stage recorded it
-    store: str | None = None  # vision modes: the feature store URL the user set, if any
-    feature_key: str | None = None
-    cameras: tuple[str, ...] = ()
-    render: dict[str, Any] = field(default_factory=dict)  # width, height, shadows of the frames
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "cameras": list(self.cameras)}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> DataSource:
-        return cls(**{**d, "cameras": tuple(d.get("cameras", ()))})
-
-    def located(self, data_dir: Path, default_store: str) -> DataSource:
-        """This source with the demos file under `data_dir` and the store resolved."""
-        demos = str(Path(data_dir) / self.demos_file) if self.demos_file else None
-        return dataclasses.replace(self, demos_file=demos, store=self.store or default_store)
 
 
 def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
@@ -74,13 +43,13 @@ def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
     return obs, actions.astype(np.float64)
 
 
-def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
-                 workers: int | None = None, record: bool = False,
+def make_sampler(src: DataSource, policy: PolicyConfig, reward: str, envs: int,
+                 device: str = "auto", workers: int | None = None, record: bool = False,
                  env_factory: Callable[..., Any] | None = None) -> Sampler:
-    """A sampler whose observations match the training data of ``src``.
+    """A sampler of ``envs`` parallel envs whose observations match the training data of ``src``.
 
     ``env_factory`` (vision modes) replaces ``task_env`` for the envs that render the frames.
-    Vision modes encode on ``dapg.device``, pipelined (``pipeline.rl.rollout_loop``), with
+    Vision modes encode on ``device`` (encode.device), pipelined (``pipeline.rl.rollout_loop``), with
     render workers and encode threads matched to the cores (``vision_layout``) unless
     ``workers`` is given; state mode uses 2 workers unless told.
     """
@@ -88,8 +57,8 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
         from pipeline.rl.sampler import ProcessSampler
 
         workers = workers or 2
-        return ProcessSampler(src.task, workers=workers, n_envs=max(1, dapg.envs // workers),
-                              reward=dapg.reward)
+        return ProcessSampler(src.task, workers=workers, n_envs=max(1, envs // workers),
+                              reward=reward)
     from pipeline.devices import resolve_device
     from pipeline.encoders import create_encoder
     from pipeline.errors import ConfigError
@@ -99,23 +68,23 @@ def make_sampler(src: DataSource, policy: PolicyConfig, dapg: DAPGConfig,
 
     assert src.store and src.feature_key
     try:  # before anything starts: a missing GPU named by its setting
-        resolve_device(dapg.device)
+        resolve_device(device)
     except ConfigError as exc:
-        raise ConfigError(f"dapg.device: {exc}") from None
+        raise ConfigError(f"encode.device: {exc}") from None
     attrs = open_features(src.store, src.feature_key).attrs
     pre = attrs["preprocessing"]
     weights = attrs["weights"]
     encoder = create_encoder(attrs["encoder"], _weights_arg(weights), attrs["precision"],
-                             pre["resize"], pre["crop"], device=dapg.device)
+                             pre["resize"], pre["crop"], device=device)
     check_encoder_matches_store(encoder, attrs, f"{src.store}/{src.feature_key}")
-    render = RenderConfig(**{k: src.render[k] for k in ("width", "height", "shadows")})
     cores = len(os.sched_getaffinity(0))
     layout = vision_layout(cores, encoder.device.type == "cuda")
     if workers:
         layout = dataclasses.replace(layout, workers=workers)
     return VisionSampler(src.task, encoder, ObsSpec(src.obs_mode, src.cameras, policy.proprio_noise),
-                         n_envs=dapg.envs, reward=dapg.reward, width=render.width,
-                         height=render.height, shadows=render.shadows, record=record,
+                         n_envs=envs, reward=reward, width=int(src.render["width"]),
+                         height=int(src.render["height"]), shadows=bool(src.render["shadows"]),
+                         record=record,
                          env_factory=env_factory or task_env, **layout.kwargs())
 
 

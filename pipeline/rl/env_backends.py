@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.envs.gl import egl_gpus, use_egl_device
 from pipeline.rl.rollouts import Array
 from pipeline.rl.workers import PipeWorkers
 
@@ -108,7 +109,9 @@ class LocalEnvs:
         self.envs = []
 
 
-def _serve(conn: Connection, make_env: Callable[[], Any], size: int, view: View) -> None:
+def _serve(conn: Connection, make_env: Callable[[], Any], size: int, view: View,
+           worker: int = 0, gpus: int = 0) -> None:
+    use_egl_device(worker, gpus)  # before the envs make their GL contexts
     envs = LocalEnvs(make_env, size, view)
     try:
         while (msg := conn.recv()) is not None:
@@ -142,7 +145,9 @@ class WorkerEnvs:
         workers = max(1, min(workers, size))
         self.where = [(s % workers, s // workers) for s in range(size)]  # slot -> (worker, local)
         counts = [sum(1 for w, _ in self.where if w == worker) for worker in range(workers)]
-        self.workers = PipeWorkers(_serve, [(make_env, n, view) for n in counts])
+        gpus = egl_gpus()  # render worker i on GPU i % gpus (EGL on several GPUs)
+        self.workers = PipeWorkers(_serve, [(make_env, n, view, worker, gpus)
+                                            for worker, n in enumerate(counts)])
         self.seconds = 0.0
         # Per step sent and not yet received: its slots and which of them each worker holds.
         self._sent: deque[tuple[list[int], dict[int, list[int]]]] = deque()

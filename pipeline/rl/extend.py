@@ -10,17 +10,17 @@ output folder and the trainer resumes there. The shorter run's folder is left as
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.fileio import atomic_path
 from pipeline.manifests import MANIFEST
+from pipeline.outputs import BC_START, CHECKPOINT, EVAL_LOG, LOG
 
-CHECKPOINT = "checkpoint.pt"  # the trainer's (imported there: this module stays free of torch)
 # Copied as they are; the checkpoint goes last, since its presence is what makes the trainer resume.
-_CARRIED = ("bc_start.json", "log.csv", "eval.csv")
+_CARRIED = (BC_START, LOG, EVAL_LOG)
 _ROLLOUTS = "rollouts"
 
 
@@ -52,7 +52,7 @@ def shorter_run(stage_dir: Path, version: str, inputs: dict[str, Any],
 
 def progress(out_dir: Path) -> int:
     """Iterations a run's own folder holds: its log gets a row after each checkpoint (torch-free)."""
-    log = out_dir / "log.csv"
+    log = out_dir / LOG
     return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
 
 
@@ -71,8 +71,7 @@ def continue_from(source: Path, out_dir: Path, log: Callable[[str], None]) -> No
             shutil.copy2(source / name, out_dir / name)
     if (source / _ROLLOUTS).is_dir():
         shutil.copytree(source / _ROLLOUTS, out_dir / _ROLLOUTS, dirs_exist_ok=True)
-    tmp = out_dir / f"{CHECKPOINT}.copying"
-    shutil.copy2(source / CHECKPOINT, tmp)
-    os.replace(tmp, out_dir / CHECKPOINT)  # a crash before this leaves a fresh start, not half a file
+    with atomic_path(out_dir / CHECKPOINT) as tmp:  # a crash leaves a fresh start, not half a file
+        shutil.copy2(source / CHECKPOINT, tmp)
     log(f"[dapg] continuing the finished run {source.name[:12]} (same inputs and seed, fewer "
         f"iterations): its iterations are this run's first ones")

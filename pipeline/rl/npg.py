@@ -1,7 +1,7 @@
 """Returns, GAE, conjugate gradient, Fisher-vector products and the NPG/DAPG update (as mjrl).
 
 mjrl references: `utils/process_samples.py` (returns, GAE), `utils/cg_solve.py`,
-`algos/npg_cg.py` (HVP, normalised step) and `algos/dapg.py` (demo-augmented gradient).
+`algos/npg_cg.py` (HVP, normalized step) and `algos/dapg.py` (demo-augmented gradient).
 """
 
 from __future__ import annotations

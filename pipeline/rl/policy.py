@@ -1,4 +1,4 @@
-"""Gaussian MLP policy, fixed input/output normalisation and the MLP value baseline (as mjrl).
+"""Gaussian MLP policy, fixed input/output normalization and the MLP value baseline (as mjrl).
 
 The policy follows mjrl's `policies/gaussian_mlp.MLP` with hand_dapg's set-up: inputs are shifted and
 scaled by the demonstration statistics, outputs are un-scaled by the demonstration action statistics
@@ -82,7 +82,7 @@ def single_thread() -> Iterator[None]:
 
 
 class GaussianMLPPolicy(nn.Module):
-    """pi(a|o) = N(mu(o), diag(exp(log_std))^2), mu = MLP(normalise(o)) * act_scale + act_shift."""
+    """pi(a|o) = N(mu(o), diag(exp(log_std))^2), mu = MLP(normalize(o)) * act_scale + act_shift."""
 
     act_shift: torch.Tensor
     act_scale: torch.Tensor
@@ -111,7 +111,7 @@ class GaussianMLPPolicy(nn.Module):
         self.register_buffer("act_shift", torch.zeros(act_dim))
         self.register_buffer("act_scale", torch.ones(act_dim))
 
-    # --- normalisation ------------------------------------------------------------------------
+    # --- normalization ------------------------------------------------------------------------
     def set_normalization(
         self, obs_norm: ObsNormalizer, act_shift: Array | None = None, act_scale: Array | None = None
     ) -> None:

@@ -34,15 +34,15 @@ import torch
 
 from pipeline.config import RADConfig
 from pipeline.envs.dmc_tasks import dmc_task_spec
+from pipeline.envs.families import resolved_horizon
 from pipeline.errors import ConfigError, NonFiniteError, bad_store
 from pipeline.fileio import atomic_write, file_sha256
+from pipeline.outputs import CHECKPOINT, EVAL_LOG, LOG, RAD_REPLAY
 from pipeline.rl.checkpoints import load_checkpoint, non_finite_tensors, save_checkpoint
 from pipeline.rl.rad import RADAgent
 from pipeline.rl.rad_replay import Episode, EpisodeReplay, center_crop, stack_frames
 from pipeline.rl.rollouts import evaluation_seed
 
-CHECKPOINT = "checkpoint.pt"
-EPISODES = "replay"  # folder of the episode files
 LOG_COLUMNS = ("iteration", "num_samples", "env_steps", "stoc_pol_mean", "eval_score",
                "critic_loss", "actor_loss", "alpha", "entropy", "time_sampling", "time_update",
                "replay_bytes")
@@ -52,16 +52,27 @@ EVAL_COLUMNS = ("iteration", "num_samples", "env_steps", "eval_score", "eval_std
 
 @dataclass(frozen=True)
 class RADSetup:
-    """The run's fixed facts besides the config: which task, camera and renders."""
+    """The run's fixed facts besides RAD's config: the env section's task, camera, shadows and
+    episode length (env steps; None: the task's own), and the seed."""
 
     task: str
     camera: str
     shadows: bool
     seed: int
+    horizon: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """What the encoder file's metadata records of the run (the horizon is in its log)."""
         return {"task": self.task, "camera": self.camera, "shadows": self.shadows,
                 "seed": self.seed}
+
+    def identity(self, cfg: RADConfig, horizon: int) -> dict[str, Any]:
+        """What a checkpoint must have been written under to be resumed. The horizon sits in the
+        config's dict, where rad.horizon was before it became env.horizon, so checkpoints
+        written then still resume."""
+        config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "threads"}
+        return {"config": {**config, "horizon": self.horizon}, "setup": self.as_dict(),
+                "horizon": horizon}
 
 
 @dataclass
@@ -117,7 +128,7 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, floa
 
 def _load_episodes(out: Path, hashes: list[str], replay: EpisodeReplay) -> None:
     for e, expected in enumerate(hashes):
-        path = out / EPISODES / f"episode_{e:05d}.pt"
+        path = out / RAD_REPLAY / f"episode_{e:05d}.pt"
         if not path.is_file() or file_sha256(path) != expected:
             raise bad_store(str(path), "episode file missing or not the one the checkpoint "
                             "recorded", "re-run the rad stage with FORCE=1")
@@ -129,16 +140,15 @@ def train_rad(cfg: RADConfig, setup: RADSetup, out_dir: Path,
               log: Callable[[str], None] | None = print) -> RADRun:
     """Run RAD to ``rad.env_steps`` control steps in ``out_dir``, resuming a checkpoint there."""
     spec = dmc_task_spec(setup.task)
-    horizon = cfg.horizon or spec.default_horizon
+    horizon = resolved_horizon(setup.task, setup.horizon)
     total = spec.episodes_for(cfg.env_steps, horizon)
     out = Path(out_dir)
-    (out / EPISODES).mkdir(parents=True, exist_ok=True)
+    (out / RAD_REPLAY).mkdir(parents=True, exist_ok=True)
     agent = RADAgent(cfg, spec.act_dim, setup.seed)
     rng = np.random.default_rng(setup.seed)
     replay = EpisodeReplay(cfg.replay_capacity, cfg.frame_stack)
     run, hashes = RADRun(agent), []
-    identity = {"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "threads"},
-                "setup": setup.as_dict(), "horizon": horizon}
+    identity = setup.identity(cfg, horizon)
     if (out / CHECKPOINT).exists():
         state = load_checkpoint(out / CHECKPOINT)
         if state.get("identity") != identity:
@@ -160,7 +170,7 @@ def train_rad(cfg: RADConfig, setup: RADSetup, out_dir: Path,
             row, episode, step, measured = _episode(agent, env, cfg, setup, rng, replay, e, step,
                                                     horizon)
             replay.add(episode)
-            path = out / EPISODES / f"episode_{e:05d}.pt"
+            path = out / RAD_REPLAY / f"episode_{e:05d}.pt"
             save_checkpoint(path, {"frames": torch.from_numpy(episode.frames),
                                    "actions": torch.from_numpy(episode.actions),
                                    "rewards": torch.from_numpy(episode.rewards)})
@@ -184,8 +194,8 @@ def train_rad(cfg: RADConfig, setup: RADSetup, out_dir: Path,
                 "identity": identity, "agent": agent.state_dict(),
                 "numpy_rng": _numpy_state(rng), "rows": run.rows, "eval_rows": run.eval_rows,
                 "episodes": hashes})
-            _write_csv(out / "log.csv", LOG_COLUMNS, run.rows)
-            _write_csv(out / "eval.csv", EVAL_COLUMNS, run.eval_rows)
+            _write_csv(out / LOG, LOG_COLUMNS, run.rows)  # after the checkpoint: rows = episodes kept
+            _write_csv(out / EVAL_LOG, EVAL_COLUMNS, run.eval_rows)
             if log:
                 evaluated = not math.isnan(row["eval_score"])
                 log(_progress(row, run.eval_rows[-1] if evaluated else None, e, total, horizon))

@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.envs.families import family
 from pipeline.rl.rollouts import Rollout, episode_return, episode_success
 from pipeline.store.episodes import Episode, EpisodeWriter
+from pipeline.store.frames import FrameCodec
 
 
 def rollout_episode(rollout: Rollout, task: str, distractor_level: int = 0) -> Episode:
@@ -41,10 +42,11 @@ class RolloutFile:
 
     def __init__(self, path: Path, task: str, cameras: tuple[str, ...], info: Mapping[str, Any],
                  env_kwargs: Mapping[str, Any] | None = None, source_sha256: str = "",
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, codec: FrameCodec | None = None) -> None:
         self.task = task
         env_args = {"env_name": task, "type": family(task), "env_kwargs": dict(env_kwargs or {})}
-        self.writer = EpisodeWriter(path, env_args, source_sha256, cameras, info=info, log=log)
+        self.writer = EpisodeWriter(path, env_args, source_sha256, cameras, info=info, log=log,
+                                    codec=codec)
 
     def completed(self) -> set[int]:
         return self.writer.completed()
@@ -62,10 +64,11 @@ class RolloutFile:
         self.close()
 
 
-def write_rollouts(path: Path, task: str, rollouts: Sequence[Rollout], info: Mapping[str, Any]) -> Path:
+def write_rollouts(path: Path, task: str, rollouts: Sequence[Rollout], info: Mapping[str, Any],
+                   codec: FrameCodec | None = None) -> Path:
     """One episode file of `rollouts`; `info` (the policy, how it was sampled) goes in its attrs."""
     cameras = tuple(rollouts[0]["frames"]) if rollouts else ()
-    with RolloutFile(path, task, cameras, info) as out:
+    with RolloutFile(path, task, cameras, info, codec=codec) as out:
         for i, rollout in enumerate(rollouts):
             out.write(i, rollout)
     return path
@@ -74,8 +77,10 @@ def write_rollouts(path: Path, task: str, rollouts: Sequence[Rollout], info: Map
 class RolloutRecorder:
     """``on_rollouts`` hook: every ``every`` iterations, write that batch to ``iter_<k>.hdf5``."""
 
-    def __init__(self, folder: Path, task: str, every: int, info: Mapping[str, Any]) -> None:
+    def __init__(self, folder: Path, task: str, every: int, info: Mapping[str, Any],
+                 codec: FrameCodec | None = None) -> None:
         self.folder, self.task, self.every, self.info = folder, task, every, dict(info)
+        self.codec = codec
 
     def __call__(self, iteration: int, rollouts: list[Rollout]) -> None:
         if iteration % self.every:
@@ -83,7 +88,8 @@ class RolloutRecorder:
         self.folder.mkdir(parents=True, exist_ok=True)
         info = {**self.info, "iteration": iteration, "deterministic": False,
                 "horizon": len(rollouts[0]["actions"]) if rollouts else 0}
-        write_rollouts(self.folder / f"iter_{iteration:04d}.hdf5", self.task, rollouts, info)
+        write_rollouts(self.folder / f"iter_{iteration:04d}.hdf5", self.task, rollouts, info,
+                       self.codec)
 
 
 def rollouts_info(policy: Mapping[str, Any], obs_mode: str, levels: Sequence[int], **more: Any) -> dict[str, Any]:

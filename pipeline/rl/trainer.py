@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from pipeline.config import DAPGConfig
-from pipeline.envs.families import task_facts
+from pipeline.envs.families import resolved_horizon, task_facts
 from pipeline.errors import ConfigError, NonFiniteError
 from pipeline.fileio import atomic_write
+from pipeline.outputs import CHECKPOINT, EVAL_LOG, LOG
 from pipeline.rl.checkpoints import (
     load_checkpoint,
     non_finite_tensors,
@@ -36,7 +37,6 @@ from pipeline.rl.checkpoints import (
     save_checkpoint,
     set_numpy_rng_state,
 )
-from pipeline.rl.extend import CHECKPOINT
 from pipeline.rl.npg import discounted_returns, gae, npg_step
 from pipeline.rl.policy import Array, GaussianMLPPolicy, MLPBaseline
 from pipeline.rl.rollouts import Rollout, Sampler, evaluation_seed, success_rate, summarize
@@ -99,8 +99,10 @@ def _progress_line(it: int, row: dict[str, float], ev: dict[str, float] | None,
             f"npg {row['time_npg']:.1f}s vf {row['time_VF']:.1f}s")
 
 
-def _key_config(cfg: DAPGConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE}
+def _key_config(cfg: DAPGConfig, horizon: int, reward: str) -> dict[str, Any]:
+    """The settings a checkpoint was written with; a resumption must match them."""
+    return {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE},
+            "horizon": horizon, "reward": reward}
 
 
 def train_dapg(
@@ -119,6 +121,8 @@ def train_dapg(
     resume: bool = True,
     on_rollouts: Callable[[int, list[Rollout]], None] | None = None,
     log: Callable[[str], None] | None = print,
+    horizon: int | None = None,
+    reward: str = "dense",
 ) -> list[dict[str, float]]:
     """Run DAPG (NPG when cfg.use_demos is False) up to cfg.iterations; returns the log rows.
 
@@ -129,8 +133,8 @@ def train_dapg(
     """
     # Unset: the task's own episode length. Resolved in the checkpointed config too, so a run
     # and its resumption agree whether the horizon was set or left to the task.
-    horizon = cfg.horizon if cfg.horizon is not None else task_facts(task).default_horizon
-    cfg = dataclasses.replace(cfg, horizon=horizon)
+    horizon = resolved_horizon(task, horizon)
+    settings = _key_config(cfg, horizon, reward)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -143,7 +147,9 @@ def train_dapg(
 
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        if state["config"] != _key_config(cfg) or state["seed"] != seed:
+        # "device" was stored once (it changes no result): checkpoints that have it still resume.
+        stored = {k: v for k, v in state["config"].items() if k != "device"}
+        if stored != settings or state["seed"] != seed:
             raise ConfigError(
                 f"{ckpt_path} was written with different settings ({state['config']}, seed "
                 f"{state['seed']}); resume it with those, or pass resume=False / a new out_dir")
@@ -203,14 +209,14 @@ def train_dapg(
         rows.append(row)
 
         save_checkpoint(ckpt_path, {
-            "iteration": it + 1, "config": _key_config(cfg), "seed": seed,
+            "iteration": it + 1, "config": settings, "seed": seed,
             "policy": policy.state_dict(), "policy_config": policy.config(),
             "baseline": baseline.state_dict(), "running_score": running_score,
             "torch_rng": torch.get_rng_state(), "numpy_rng": numpy_rng_state(),
             "rows": rows, "eval_rows": eval_rows,
         })
-        _write_csv(out / "log.csv", LOG_COLUMNS, rows)
-        _write_csv(out / "eval.csv", EVAL_COLUMNS, eval_rows)
+        _write_csv(out / LOG, LOG_COLUMNS, rows)
+        _write_csv(out / EVAL_LOG, EVAL_COLUMNS, eval_rows)
         if log:
             log(_progress_line(it, row, eval_rows[-1] if eval_episodes > 0 else None,
                                task_facts(task).has_success))

@@ -7,9 +7,12 @@ same trajectory; rendering happens in a child process, away from the process run
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.procs import exit_with_parent
 
 
 def _render_episode(task: str, seed: int, actions: np.ndarray, camera: str, size: int,
@@ -35,7 +38,7 @@ def write_video(task: str, episodes: list[tuple[int, np.ndarray]], camera: str, 
     import imageio.v3 as iio
 
     ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
+    with ctx.Pool(1, exit_with_parent, (os.getpid(),)) as pool:
         clips = pool.starmap(_render_episode, [(task, s, a, camera, size, distractors)
                                                for s, a in episodes])
     frames = np.concatenate(clips)[::2]  # every other step keeps the file small

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.procs import exit_with_parent
 
 
 class WorkerError(PipelineError):
@@ -52,7 +54,8 @@ class _KeepOpen:
         pass
 
 
-def _guarded(target: Callable[..., None], conn: Connection, *args: Any) -> None:
+def _guarded(target: Callable[..., None], parent_pid: int, conn: Connection, *args: Any) -> None:
+    exit_with_parent(parent_pid)  # a killed sampler must not leave its workers stepping envs
     try:
         target(_KeepOpen(conn), *args)
     except BaseException as exc:  # the parent reports it, once; this process ends quietly
@@ -75,7 +78,8 @@ class PipeWorkers:
         self.procs: list[Any] = []
         for worker_args in args:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_guarded, args=(target, child, *worker_args), daemon=True)
+            proc = ctx.Process(target=_guarded, args=(target, os.getpid(), child, *worker_args),
+                               daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)

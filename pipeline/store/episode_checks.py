@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import StoreError, bad_store
+from pipeline.store.frames import missing_filters
 
 _FIX = ("the file is damaged or was not written by this pipeline's render/rollouts stage: "
         "re-run that stage with FORCE=1")
@@ -78,6 +79,11 @@ def _check_episode(path: Path, group: h5py.Group, where: str, cameras: list[str]
         if name.endswith("_image") and (data.shape[-1] != 3 or data.dtype != np.uint8):
             raise _bad(path, field, f"has shape {data.shape} and dtype {data.dtype}, expected "
                        "(T, H, W, 3) uint8 frames")
+        if name.endswith("_image") and (missing := missing_filters(data)):
+            raise bad_store(str(path), f"field {field!r} is compressed with {', '.join(missing)}, "
+                            "which this HDF5 library cannot decode",
+                            "install the filters (`pip install hdf5plugin`; the pipeline's own "
+                            "readers import it) or re-render the file with render.codec=lzf")
         # Every episode of a file must agree on widths: rows are concatenated across episodes.
         if widths.setdefault(name, data.shape[1:]) != data.shape[1:]:
             raise _bad(path, field, f"has width {data.shape[1:]}, but earlier episodes have "

@@ -9,13 +9,18 @@
         rewards   (T,)   float32
         dones     (T,)   bool
         states    (T, nq+nv) float64
-        obs/<camera>_image (T, H, W, 3) uint8, one chunk per frame
+        obs/<camera>_image (T, H, W, 3) uint8, chunked along time and compressed losslessly
+                                       (``frames.FrameCodec``: zstd over 64-frame chunks by
+                                       default; files of lzf one-frame chunks read the same)
         obs/proprio (T, 24) float32
         obs/state   (T, obs_dim) float32   the task's low-dimensional observation
 
 A demo group counts only once its ``complete`` attribute is set, so an interrupted render resumes
 by rewriting the unfinished group and skipping the finished ones. A file that HDF5 cannot open
 is moved aside, never deleted; one that another process holds open is refused.
+
+Frames compressed with zstd need the ``hdf5plugin`` filters, which ``pipeline.store.frames``
+registers on import; a plain h5py or robomimic reader must ``import hdf5plugin`` first.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 
 from pipeline.errors import bad_store
 from pipeline.store.episode_checks import check_episode_file
+from pipeline.store.frames import ChunkCache, FrameCodec
 
 IMAGE_SUFFIX = "_image"
 _GROUP_ATTRS = ("num_samples", "complete")  # written by the writer itself, not JSON
@@ -105,10 +111,14 @@ def open_for_append(path: Path, log: Callable[[str], None] | None = None) -> h5p
 
 
 class EpisodeWriter:
+    """Adds whole episodes to an episode file, one at a time; ``codec``: how frames are stored."""
+
     def __init__(self, path: Path, env_args: Mapping[str, Any], source_sha256: str,
                  cameras: tuple[str, ...], info: Mapping[str, Any] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 codec: FrameCodec | None = None) -> None:
         self.path = Path(path)
+        self.codec = codec or FrameCodec()
         self.file = open_for_append(self.path, log)
         self.root = self.file.require_group("data")
         self.root.attrs["env_args"] = json.dumps(env_args, sort_keys=True)
@@ -134,8 +144,8 @@ class EpisodeWriter:
         g.create_dataset("states", data=episode.states)
         obs = g.create_group("obs")
         for cam, frames in episode.frames.items():
-            obs.create_dataset(f"{cam}{IMAGE_SUFFIX}", data=frames, chunks=(1, *frames.shape[1:]),
-                               compression="lzf")
+            obs.create_dataset(f"{cam}{IMAGE_SUFFIX}", data=frames,
+                               **self.codec.dataset_options(frames.shape))
         obs.create_dataset("proprio", data=episode.proprio.astype(np.float32))
         obs.create_dataset("state", data=episode.observations.astype(np.float32))
         g.attrs["num_samples"] = steps
@@ -176,6 +186,7 @@ class EpisodeReader:
             raise
         assert isinstance(root, h5py.Group)
         self.groups = [root[n] for n in self.names]
+        self._frames = ChunkCache()
         self.lengths = np.array([g.attrs["num_samples"] for g in self.groups], dtype=np.int64)
         self.episode_ends = np.cumsum(self.lengths)
         self.env_args: dict[str, Any] = json.loads(root.attrs["env_args"])
@@ -196,6 +207,10 @@ class EpisodeReader:
     def frame_shape(self, camera: str) -> tuple[int, ...]:
         return tuple(self.groups[0]["obs"][camera + IMAGE_SUFFIX].shape[1:])
 
+    def stored_frame_bytes(self, camera: str) -> int:
+        """Bytes the camera's frames take in the file (compressed), over all episodes."""
+        return sum(int(g["obs"][camera + IMAGE_SUFFIX].id.get_storage_size()) for g in self.groups)
+
     def read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of ``key`` (a camera name, or an ``obs/...``/top-level dataset)."""
         path = f"obs/{key}{IMAGE_SUFFIX}" if key in self.cameras else key
@@ -204,10 +219,12 @@ class EpisodeReader:
         for g, lo, hi in zip(self.groups, starts, self.episode_ends, strict=True):
             a, b = max(start, lo), min(stop, hi)
             if a < b:
-                parts.append(g[path][a - lo:b - lo])
+                data = g[path]
+                parts.append(self._frames.read(data, a - lo, b - lo) if key in self.cameras
+                             else data[a - lo:b - lo])
         if not parts:
             raise IndexError(f"rows [{start}, {stop}) outside 0..{self.num_rows}")
-        return np.concatenate(parts)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def read_all(self, key: str) -> np.ndarray:
         return self.read_rows(key, 0, self.num_rows)

@@ -26,6 +26,7 @@ This module holds the layout and reading; ``writer`` writes groups, ``verify`` c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -46,6 +47,9 @@ LOW_DIM = "low_dim"  # per-row proprio, actions, rewards: enough to train withou
 ROWS_CHECKSUM = "sha256 of the shard's rows as little-endian float16, row-major"
 RESUME_FIX = "re-run the encode stage: it resumes, recomputing shards not done or not verified"
 FORCE_FIX = "re-encode it: run the encode stage with FORCE=1 (and STORE= this store)"
+DAMAGED_FIX = ("re-encode it: run the encode stage with FORCE=1 and the same settings (`rrl "
+               "verify` lists every damaged shard first); a group pulled from a shared store can "
+               "be pulled again instead")
 
 
 @dataclass
@@ -82,7 +86,8 @@ def rows_sha256(rows: np.ndarray) -> bytes:
     the array's metadata and codec, and a missing shard object (which zarr silently reads as
     zero rows) fails it like a corrupt one.
     """
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<f2").tobytes()).digest()
+    # Hashed through the buffer protocol: no copy of the rows (a shard is megabytes).
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype="<f2").data.cast("B")).digest()
 
 
 def array_sha256(values: np.ndarray) -> str:
@@ -129,13 +134,36 @@ def child_array(group: zarr.Group, name: str) -> zarr.Array:
 
 
 def recorded_digests(url: str, key: str, camera: str, storage_options: Options) -> np.ndarray:
-    """The (n_shards, 32) checksum records of one camera; a row of zeros: shard not done."""
+    """The (n_shards, 32) checksum records of one camera; a row of zeros: shard not done.
+
+    A record object that is damaged (truncated, wrong size) reads as zeros too: its shard is
+    then not done, which is what a resume or a verification must conclude.
+    """
     path = f"{key}/{SHARD_SHA256}/{camera}"
     try:
         arr = zarr.open_array(zarr_store(url, storage_options, read_only=True), path=path, mode="r")
     except FileNotFoundError:
         raise unverifiable(location(url, key), camera) from None
-    return np.asarray(arr[:], dtype=np.uint8)
+    try:
+        return np.asarray(arr[:], dtype=np.uint8)
+    except OSError:
+        raise  # the store is unreachable: that says nothing about the records
+    except Exception:  # one record object does not decode: read them one by one
+        out = np.zeros(arr.shape, dtype=np.uint8)
+        for i in range(arr.shape[0]):
+            with contextlib.suppress(OSError, ValueError, RuntimeError, TypeError):
+                out[i] = np.asarray(arr[i], dtype=np.uint8)
+        return out
+
+
+def rows_per_shard(arr: zarr.Array) -> int:
+    return int(arr.shards[0] if arr.shards else arr.chunks[0])
+
+
+def damaged(where: str, problem: str) -> StoreError:
+    """The error for a group whose data no longer matches what was recorded when it was written."""
+    return bad_store(where, f"{problem}; the group is damaged (a lost, truncated or altered "
+                     "file) and nothing was read from it", DAMAGED_FIX)
 
 
 def unverifiable(where: str, camera: str) -> StoreError:
@@ -155,7 +183,13 @@ def is_complete(root_url: str, key: str, storage_options: Options = None) -> boo
 
 
 class FeatureStore:
-    """A complete feature group, read-only. Rows follow the episodes file order."""
+    """A complete feature group, read-only. Rows follow the episodes file order.
+
+    Every read is checked against the checksums recorded when the group was written: the
+    shards a ``read`` touches (each once per instance), episode ends and low-dim arrays against
+    ``array_sha256``. Zarr returns the fill value for a missing shard object and a flipped byte
+    may decode to NaN, so without this a damaged group would be trained on silently.
+    """
 
     def __init__(self, root_url: str, key: str, group: zarr.Group,
                  storage_options: Options = None) -> None:
@@ -165,7 +199,9 @@ class FeatureStore:
         self.cameras: tuple[str, ...] = tuple(self.attrs["cameras"])
         self.num_rows = int(self.attrs["num_rows"])
         self.feature_dim = int(self.attrs["feature_dim"])
-        self.episode_ends: np.ndarray = np.asarray(child_array(group, ENDS)[:], dtype=np.int64)
+        self._digests: dict[str, np.ndarray] = {}
+        self._verified: dict[str, set[int]] = {}
+        self.episode_ends: np.ndarray = self._checked_array(ENDS).astype(np.int64)
 
     @property
     def location(self) -> str:
@@ -177,22 +213,91 @@ class FeatureStore:
         return child_array(self.group, camera)
 
     def low_dim(self, name: str) -> np.ndarray:
-        """A per-row array stored beside the features (proprio, actions, rewards)."""
-        try:
-            return np.asarray(child_array(self.group, f"{LOW_DIM}/{name}")[:])
-        except KeyError:
+        """A per-row array stored beside the features (proprio, actions, rewards), checked."""
+        if f"{LOW_DIM}/{name}" not in (self.attrs.get("array_sha256") or {}):
             raise bad_store(self.location, f"has no {LOW_DIM}/{name} array",
-                            "re-encode with a current version of the encode stage") from None
+                            "re-encode with a current version of the encode stage")
+        return self._checked_array(f"{LOW_DIM}/{name}")
+
+    def _checked_array(self, name: str) -> np.ndarray:
+        expected = (self.attrs.get("array_sha256") or {}).get(name)
+        if expected is None:
+            raise bad_store(self.location, f"{name} has no recorded checksum: the group was "
+                            "written before checksums existed, so it cannot be verified", FORCE_FIX)
+        try:
+            values = np.asarray(child_array(self.group, name)[:])
+        except (KeyError, FileNotFoundError):
+            raise damaged(self.location, f"array {name} is missing") from None
+        except OSError:
+            raise
+        except Exception as exc:  # a codec error: the object is damaged
+            raise damaged(self.location, f"array {name} cannot be decoded "
+                          f"({type(exc).__name__})") from None
+        if array_sha256(values) != expected:
+            raise damaged(self.location, f"array {name} does not match the checksum recorded "
+                          "when it was written")
+        return values
 
     def read(self, camera: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return np.asarray(self.array(camera)[start:stop], dtype=np.float16)
+        """Rows ``start:stop`` of one camera, after checking every shard they lie in."""
+        arr = self.array(camera)
+        stop = self.num_rows if stop is None else min(stop, self.num_rows)
+        if not 0 <= start <= stop:
+            raise IndexError(f"rows {start}:{stop} outside 0..{self.num_rows}")
+        rows = rows_per_shard(arr)
+        first, last = start // rows, -(-stop // rows)
+        lo, hi = first * rows, min(last * rows, self.num_rows)
+        try:
+            block = np.asarray(arr[lo:hi], dtype=np.float16)
+        except OSError:
+            raise  # the store is unreachable: that says nothing about the data
+        except Exception:  # a codec error: read shard by shard to name the damaged one
+            block = np.concatenate([self._decode_shard(arr, camera, i, rows)
+                                    for i in range(first, last)])
+        self._check_shards(camera, block, first, last, rows)
+        return block[start - lo:stop - lo]
 
     def dask(self, camera: str) -> dask.array.Array:
+        """One camera as a lazy dask array, one block per shard, each checked as it is read."""
+        import dask
         import dask.array as da
 
-        arr = self.array(camera)
-        # One dask chunk per shard: a shard is one object, so tasks never split a read of it.
-        return da.from_zarr(arr, chunks=arr.shards or arr.chunks)
+        rows = rows_per_shard(self.array(camera))
+        return da.concatenate([
+            da.from_delayed(dask.delayed(self.read)(camera, a, min(a + rows, self.num_rows)),
+                            shape=(min(a + rows, self.num_rows) - a, self.feature_dim),
+                            dtype=np.float16)
+            for a in range(0, self.num_rows, rows)])
+
+    def _decode_shard(self, arr: zarr.Array, camera: str, i: int, rows: int) -> np.ndarray:
+        stop = min((i + 1) * rows, self.num_rows)
+        try:
+            return np.asarray(arr[i * rows:stop], dtype=np.float16)
+        except OSError:
+            raise
+        except Exception as exc:
+            raise damaged(f"{self.location}/{camera}", f"shard {i} (rows {i * rows}..{stop - 1}) "
+                          f"cannot be decoded ({type(exc).__name__})") from None
+
+    def _check_shards(self, camera: str, block: np.ndarray, first: int, last: int,
+                      rows: int) -> None:
+        done = self._verified.setdefault(camera, set())
+        if camera not in self._digests:
+            self._digests[camera] = recorded_digests(self.root_url, self.key, camera,
+                                                     self.storage_options)
+        digests = self._digests[camera]
+        for i in range(first, last):
+            if i in done:
+                continue
+            part = block[(i - first) * rows:(i - first + 1) * rows]
+            where = f"{self.location}/{camera}"
+            span = f"shard {i} (rows {i * rows}..{i * rows + len(part) - 1})"
+            if i >= len(digests) or not digests[i].any():
+                raise damaged(where, f"{span} has no checksum record (lost, or never finished)")
+            if rows_sha256(part) != digests[i].tobytes():
+                raise damaged(where, f"{span} does not match the checksum recorded when it was "
+                              "written")
+            done.add(i)
 
     def nbytes_stored(self) -> int:
         """Bytes the group takes on disk or in the bucket."""
@@ -230,25 +335,3 @@ def open_features(root_url: str, key: str, storage_options: Options = None) -> F
         if f"{SHARD_SHA256}/{cam}" not in group:  # consolidated metadata: no extra read
             raise unverifiable(where, cam)
     return store
-
-
-def summary(store: FeatureStore) -> dict[str, Any]:
-    """What `rrl inspect` prints about a feature group."""
-    a = store.attrs
-    weights = a.get("weights") or {}
-    out: dict[str, Any] = {
-        "key": store.key, "location": store.location, "encoder": a.get("encoder"),
-        "weights": weights, "random_weights": weights.get("kind") == "random",
-        "preprocessing": a.get("preprocessing"), "precision": a.get("precision"),
-        "episodes_key": a.get("episodes_key"),
-        "episodes_stage": a.get("episodes_stage", "render"), "created": a.get("created"),
-        "cameras": {c: {"shape": list(store.array(c).shape), "chunks": list(store.array(c).chunks),
-                        "shards": list(store.array(c).shards or ()),
-                        "dtype": str(store.array(c).dtype)} for c in store.cameras},
-        "episodes": len(store.episode_ends), "rows": store.num_rows,
-        "feature_dim": store.feature_dim, "bytes": store.nbytes_stored(),
-        "bytes_per_frame": round(store.bytes_per_frame(), 1), "versions": a.get("versions"),
-    }
-    if out["random_weights"]:
-        out["warning"] = "RANDOM WEIGHTS: these features come from an untrained encoder"
-    return out

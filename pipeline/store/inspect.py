@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _weights_text(weights: dict[str, Any]) -> str:
-    kind = weights.get("kind", "?")
-    if kind == "random":
-        return "RANDOM (untrained encoder: features carry no ImageNet knowledge)"
-    if kind == "file":
-        return f"file sha256 {str(weights.get('sha256', ''))[:16]}"
-    return f"pretrained {weights.get('tag', '')}"
+from pipeline.outputs import weights_label
+from pipeline.store.features import DAMAGED_FIX, FeatureStore
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -19,7 +13,7 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"feature store: {s['location']}",
         f"  key        {s['key']}",
-        f"  encoder    {s['encoder']} ({s.get('precision')}), weights {_weights_text(s['weights'])}",
+        f"  encoder    {s['encoder']} ({s.get('precision')}), {weights_label(s['weights'])}",
         f"  episodes   {s['episodes']} ({s['rows']} frames), from {s.get('episodes_stage') or 'render'} {str(s['episodes_key'])[:12]}",
     ]
     for cam, info in s["cameras"].items():
@@ -41,4 +35,28 @@ def format_verify_report(r: dict[str, Any]) -> str:
         episodes = r["zero_row_episodes"].get(cam, [])
         lines.append(f"  zero rows  {cam}: {count} all-zero feature rows, episodes "
                      f"{episodes[:10]}{' ...' if len(episodes) > 10 else ''}")
+    if not r["ok"]:
+        lines.append(f"Fix: {DAMAGED_FIX}")
     return "\n".join(lines)
+
+
+def summary(store: FeatureStore) -> dict[str, Any]:
+    """What `rrl inspect` prints about a feature group."""
+    a = store.attrs
+    weights = a.get("weights") or {}
+    out: dict[str, Any] = {
+        "key": store.key, "location": store.location, "encoder": a.get("encoder"),
+        "weights": weights, "random_weights": weights.get("kind") == "random",
+        "preprocessing": a.get("preprocessing"), "precision": a.get("precision"),
+        "episodes_key": a.get("episodes_key"),
+        "episodes_stage": a.get("episodes_stage", "render"), "created": a.get("created"),
+        "cameras": {c: {"shape": list(store.array(c).shape), "chunks": list(store.array(c).chunks),
+                        "shards": list(store.array(c).shards or ()),
+                        "dtype": str(store.array(c).dtype)} for c in store.cameras},
+        "episodes": len(store.episode_ends), "rows": store.num_rows,
+        "feature_dim": store.feature_dim, "bytes": store.nbytes_stored(),
+        "bytes_per_frame": round(store.bytes_per_frame(), 1), "versions": a.get("versions"),
+    }
+    if out["random_weights"]:
+        out["warning"] = "RANDOM WEIGHTS: these features come from an untrained encoder"
+    return out

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.store.features import FeatureStoreSpec
+from pipeline.store.features import FeatureStoreSpec, is_complete
 from pipeline.store.remote import Options
 from pipeline.store.writer import prepare_group, shards_todo, write_shard
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 def _write_pieces(root_url: str, key: str, camera: str, shard_index: int,
                   storage_options: Options, *pieces: np.ndarray) -> int:
+    if is_complete(root_url, key, storage_options):
+        return shard_index  # another writer of this key (a shared bucket) finished and verified it
     write_shard(root_url, key, camera, shard_index, np.concatenate(pieces), storage_options)
     return shard_index
 

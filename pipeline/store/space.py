@@ -12,11 +12,14 @@ from pathlib import Path
 
 from pipeline.errors import bad_store
 
-# Headroom kept free on top of the estimate: file system metadata, other writers, the OS.
-MARGIN_BYTES = 256 << 20
-# Stored bytes per raw frame byte with lzf, measured on the door demos at 256 px (710 MB for
-# 1.32 GB of frames); rounded up so the estimate errs on the safe side.
-LZF_RATIO = 0.6
+# Headroom kept free on top of the estimate (file system metadata, other writers, the OS, an
+# estimate on the low side): a share of the job, so a 7 MB job does not ask for 256 MB.
+MARGIN_SHARE = 0.25
+MIN_MARGIN_BYTES = 16 << 20
+# Stored bytes per raw frame byte for each frame codec (pipeline/store/frames.py), rounded up so
+# the estimate errs on the safe side. lzf: door demos at 256 px, 710 MB for 1.32 GB of frames.
+# zstd: 0.06 on the same frames; busier scenes (distractors) compress less, so 3x headroom.
+CODEC_RATIOS = {"lzf": 0.6, "zstd": 0.2}
 
 
 def disk_free(folder: Path) -> int:
@@ -27,17 +30,24 @@ def disk_free(folder: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def frames_bytes(frames: int, height: int, width: int, cameras: int) -> int:
-    """Estimated bytes on disk for ``frames`` steps of RGB frames from ``cameras`` cameras."""
-    return int(frames * cameras * height * width * 3 * LZF_RATIO)
+def frames_bytes(frames: int, height: int, width: int, cameras: int, codec: str = "lzf") -> int:
+    """Estimated bytes on disk for ``frames`` steps of RGB frames from ``cameras`` cameras,
+    stored with ``codec`` (lzf, the default, is the largest)."""
+    return int(frames * cameras * height * width * 3 * CODEC_RATIOS[codec])
+
+
+def headroom(needed: int) -> int:
+    """Bytes kept free beyond an estimate of ``needed``: in proportion, with a small floor."""
+    return max(MIN_MARGIN_BYTES, int(needed * MARGIN_SHARE))
 
 
 def require_free_space(folder: Path, needed: int, what: str) -> None:
     """Raise a StoreError unless ``needed`` bytes (plus a margin) are free where ``folder`` is."""
     free = disk_free(folder)
-    if free < needed + MARGIN_BYTES:
+    wanted = needed + headroom(needed)
+    if free < wanted:
         raise bad_store(
             str(folder), f"not enough free disk space to write {what}: about "
-            f"{(needed + MARGIN_BYTES) / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free",
+            f"{wanted / 1e9:.3f} GB needed, {free / 1e9:.3f} GB free",
             "free some space or point DATA= at a larger disk; what was written so far is kept "
             "and a re-run resumes from it")

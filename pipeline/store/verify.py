@@ -27,9 +27,10 @@ from pipeline.store.features import (
     open_array,
     open_group,
     recorded_digests,
+    rows_per_shard,
     rows_sha256,
 )
-from pipeline.store.remote import Options, location
+from pipeline.store.remote import Options, fs_path, location
 
 _READ_BYTES = 64 << 20  # decoded bytes read at once: zarr fetches the shards of a block together
 _SHOWN = 5
@@ -121,12 +122,8 @@ def failing_shards(root_url: str, key: str, camera: str, shards: list[int],
     """Which of ``shards`` (all recorded as done) do not match their record, or do not decode."""
     digests = recorded_digests(root_url, key, camera, storage_options)
     arr = open_array(root_url, f"{key}/{camera}", storage_options, write=False)
-    rows = _rows_per_shard(arr)
+    rows = rows_per_shard(arr)
     return [i for i in shards if not _matches(_decoded(arr, i, rows), digests[i])]
-
-
-def _rows_per_shard(arr: zarr.Array) -> int:
-    return int(arr.shards[0] if arr.shards else arr.chunks[0])
 
 
 def _matches(rows: np.ndarray | Exception, digest: np.ndarray) -> bool:
@@ -188,7 +185,7 @@ def _check_camera(root_url: str, key: str, camera: str, shape: tuple[int, int],
         report.problems.append(f"camera {camera!r}: array is {arr.dtype} {arr.shape}, the "
                                f"attrs say float16 {shape}")
         return
-    rows = _rows_per_shard(arr)
+    rows = rows_per_shard(arr)
     count = -(-shape[0] // rows)
     report.shards_total += count
     if digests.shape != (count, 32):
@@ -220,3 +217,38 @@ def _check_camera(root_url: str, key: str, camera: str, shape: tuple[int, int],
         if ends is not None:
             episodes = np.unique(np.searchsorted(ends, zero_rows, side="right"))
             report.zero_row_episodes[camera] = [int(e) for e in episodes]
+
+
+def missing_objects(root_url: str, key: str, storage_options: Options = None) -> list[str]:
+    """Shard and record objects of a group that are not in the store: one listing, no data read.
+
+    What `status` can afford on every call. A shard whose rows are all zero may legitimately
+    have no object (zarr writes no empty chunks): it is missing only if its record says so.
+    """
+    group = open_group(root_url, key, storage_options, write=False)
+    if group is None:
+        return [f"group {key[:12]} is missing"]
+    fs, root = fs_path(root_url, storage_options)
+    base = f"{root}/{key}"
+    fs.invalidate_cache(base)
+    present = {p[len(base) + 1:] for p in fs.find(base)}
+    missing = []
+    cameras = group.attrs.get("cameras")
+    for camera in cameras if isinstance(cameras, list) else []:
+        try:
+            arr = open_array(root_url, f"{key}/{camera}", storage_options, write=False)
+            record = open_array(root_url, f"{key}/{SHARD_SHA256}/{camera}", storage_options,
+                                write=False)
+        except StoreError:
+            missing.append(f"camera {camera!r}: array or checksum records missing")
+            continue
+        rows = rows_per_shard(arr)
+        for i in range(-(-arr.shape[0] // rows)):
+            if f"{camera}/{arr.metadata.encode_chunk_key((i, 0))}" not in present:
+                n = min(rows, arr.shape[0] - i * rows)
+                zero = rows_sha256(np.zeros((n, arr.shape[1]), np.float16))
+                if np.asarray(record[i], np.uint8).tobytes() != zero:
+                    missing.append(f"camera {camera!r} shard {i}: its file is missing")
+            if f"{SHARD_SHA256}/{camera}/{record.metadata.encode_chunk_key((i, 0))}" not in present:
+                missing.append(f"camera {camera!r} shard {i}: its checksum record is missing")
+    return missing

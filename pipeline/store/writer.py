@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
-from zarr.errors import ZarrUserWarning
+from zarr.errors import ContainsGroupError, ZarrUserWarning
 
 from pipeline.errors import bad_store
 from pipeline.store.features import (
@@ -117,7 +117,14 @@ def prepare_group(root_url: str, spec: FeatureStoreSpec, storage_options: Option
         # can be trusted, so the group starts empty.
         delete_group(root_url, spec.key, storage_options)
         root = open_root(root_url, storage_options)
-        group = root.create_group(spec.key, attributes=_initial_attrs(spec))
+        try:
+            group = root.create_group(spec.key, attributes=_initial_attrs(spec))
+        except ContainsGroupError:  # another writer of the same key (a shared bucket) was first
+            group = open_group(root_url, spec.key, storage_options, write=True)
+            if group is None:
+                raise bad_store(where, "the group appeared and vanished while it was created",
+                                f"another process is rebuilding it; {RESUME_FIX}") from None
+            _check_attrs(group, spec, where)
     else:
         _check_attrs(group, spec, where)
         if group.attrs.get("complete") is True:

@@ -3,22 +3,23 @@
 A cell is the runner's graph up to ``evaluate`` under the cell's config. Its own stages (bc, dapg,
 evaluate) run in the cell's dask task; the stages upstream of ``bc`` (demos, render, encode) are
 shared between cells with equal keys and run once, before the cells. A cell is identified by the
-key of its last stage: equal configs, equal key, one output.
+key of its last stage: equal configs, equal key, one output. A cell may end at another stage
+(``Cell.target``: rad, which renders what it learns from): then it shares nothing and its own
+stages are that stage's graph.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.plots import read_csv_rows
-from pipeline.runner import MANIFEST, Runner, Stage, diff_flat, write_json_atomic
+from pipeline.fileio import write_json_atomic
+from pipeline.runner import MANIFEST, Progress, Runner, Stage
 from pipeline.study.spec import Cell, Experiment
 from pipeline.vae.resolve import resolve_trained_weights
 
@@ -34,6 +35,7 @@ class CellPlan:
     own: tuple[str, ...]  # run in the cell's task, in order
     shared: tuple[str, ...]  # run once for all cells that share their key, in order
     inputs: dict[str, dict[str, Any]]  # stage -> (code version, key inputs), for stale reasons
+    stages: dict[str, Stage] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -95,7 +97,7 @@ def _plan_cell(cell: Cell, stages: dict[str, Stage], data_dir: Path) -> CellPlan
     inputs = {s: {"version": runner.stage(s).version, "inputs": runner.inputs(s),
                   "upstream": runner.upstream_keys(s)} for s in keys}
     return CellPlan(cell, keys, tuple(sorted(own, key=order.index)),
-                    tuple(sorted(shared, key=order.index)), inputs)
+                    tuple(sorted(shared, key=order.index)), inputs, stages)
 
 
 def _closure(runner: Runner, names: Iterable[str]) -> set[str]:
@@ -124,60 +126,38 @@ def is_done(p: CellPlan, data_dir: Path, stage: str | None = None) -> bool:
 
 
 def cell_state(p: CellPlan, data_dir: Path, previous: dict[str, Any] | None = None) -> CellState:
-    """done / running (a stage lock is held) / stale (run before with other keys) / missing."""
+    """done / running (a stage lock is held) / stale (run before with other keys) / missing.
+
+    The runner says what each of the cell's own stages is (``Runner.stage_status``, the one
+    status engine, with each stage's progress hook); a cell adds only which earlier output was
+    its own (``previous``, recorded in cells.json at its last run).
+    """
     data_dir = Path(data_dir)
     if is_done(p, data_dir):
         return CellState(p.cell.name, p.key, "done")
-    for stage in p.own:
-        holder = lock_holder(p.out_dir(data_dir, stage).with_suffix(".lock"))
-        if holder:
-            return CellState(p.cell.name, p.key, "running", f"{stage}, {holder}{_progress(p, data_dir)}")
+    runner = Runner(p.cell.config, p.stages, data_dir)
+    states = [runner.stage_status(stage, previous=None) for stage in p.own]
+    for st in states:
+        if st.state == "running":
+            return CellState(p.cell.name, p.key, "running", f"{st.name}, {st.reason}")
+    progress = next((runner.progress(st.name) for st in reversed(states)
+                     if runner.stage(st.name).progress is not None), Progress())
     old, target = (previous or {}).get("keys", {}), p.cell.target
-    if old.get(target) not in (None, p.key) and (data_dir / target / old[target][:12] / MANIFEST).exists():
-        longer = _continues(p, data_dir)
-        return CellState(p.cell.name, p.key, "stale",
-                         stale_reason(p, old, data_dir) + (f"; {longer}" if longer else ""))
-    progress, longer = _progress(p, data_dir), _continues(p, data_dir)
-    if longer:
-        return CellState(p.cell.name, p.key, "missing",
-                         f"{f'interrupted{progress}' if _started(p, data_dir) else 'not run'}; {longer}")
-    return CellState(p.cell.name, p.key, "missing",
-                     f"interrupted{progress}; resumes" if progress else "never run")
+    earlier = old.get(target)
+    if earlier not in (None, p.key) and (data_dir / target / earlier[:12] / MANIFEST).exists():
+        then = f"; {progress.continues}" if progress.continues else ""
+        return CellState(p.cell.name, p.key, "stale", _first_change(runner, p, old, data_dir) + then)
+    started = any(st.started or st.state == "up to date" for st in states)
+    done = f" ({progress.done})" if progress.done else ""
+    if progress.continues:
+        detail = f"{'interrupted' + done if started else 'not run'}; {progress.continues}"
+    else:
+        detail = f"interrupted{done}; resumes" if started else "never run"
+    return CellState(p.cell.name, p.key, "missing", detail)
 
 
-def _started(p: CellPlan, data_dir: Path) -> bool:
-    from pipeline.rl.extend import progress
-
-    return "dapg" in p.keys and progress(p.out_dir(data_dir, "dapg")) > 0
-
-
-def _continues(p: CellPlan, data_dir: Path) -> str:
-    """"its dapg continues the finished 100-iteration run", where it will (see rl/extend.py)."""
-    from pipeline.rl.extend import continuation
-
-    dapg = p.inputs.get("dapg")
-    if dapg is None:
-        return ""
-    found = continuation(p.out_dir(data_dir, "dapg"), dapg["version"], dapg["inputs"],
-                         dapg["upstream"])
-    return f"its dapg continues the finished {found[1]}-iteration run" if found else ""
-
-
-def _progress(p: CellPlan, data_dir: Path) -> str:
-    """How far the cell's DAPG (or RAD) got: its log has one row per finished iteration (episode)."""
-    if p.cell.target == "rad":
-        log = p.out_dir(data_dir, "rad") / "log.csv"
-        return f" (rad episode {len(read_csv_rows(log))})" if log.exists() else ""
-    if "dapg" not in p.keys:
-        return ""
-    log = p.out_dir(data_dir, "dapg") / "log.csv"
-    done = len(read_csv_rows(log)) if log.exists() else 0
-    total = p.cell.config.dapg.iterations
-    return f" (dapg iteration {done}/{total})" if done or is_done(p, data_dir, "bc") else ""
-
-
-def stale_reason(p: CellPlan, old_keys: dict[str, str], data_dir: Path) -> str:
-    """Why the cell's earlier output no longer counts: the first stage whose key changed."""
+def _first_change(runner: Runner, p: CellPlan, old_keys: dict[str, str], data_dir: Path) -> str:
+    """Why the cell's earlier output no longer counts: the first of its stages whose key changed."""
     for stage, key in p.keys.items():
         before = old_keys.get(stage)
         if before is None or before == key:
@@ -185,51 +165,8 @@ def stale_reason(p: CellPlan, old_keys: dict[str, str], data_dir: Path) -> str:
         path = Path(data_dir) / stage / before[:12] / MANIFEST
         if not path.exists():
             return f"{stage} changed"
-        manifest = json.loads(path.read_text())
-        current = p.inputs[stage]
-        reasons = []
-        if manifest.get("version") != current["version"]:
-            reasons.append(f"{stage} code version {manifest.get('version')} -> {current['version']}")
-        changes = diff_flat(manifest.get("inputs", {}), current["inputs"])
-        if changes:
-            reasons.append(f"{stage} config: " + ", ".join(changes))
-        if reasons:
-            return "; ".join(reasons)
+        return f"{stage}: {runner.stale_reason(stage, json.loads(path.read_text()))}"
     return "inputs changed"
-
-
-def lock_holder(path: Path) -> str | None:
-    """Who holds the runner's flock on ``path`` ("pid N"), without touching the lock.
-
-    Linux lists every flock in /proc/locks by inode; trying the lock instead could make a run
-    that starts at that moment fail with "already running".
-    """
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return _try_lock(path)
-    for line in lines:
-        parts = line.replace("->", "").split()
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev:
-            return f"pid {parts[4]}"
-    return None
-
-
-def _try_lock(path: Path) -> str | None:
-    import fcntl
-
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return fh.read().strip() or "another process"
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return None
 
 
 def record_dir(data_dir: Path, exp: Experiment, budget: str) -> Path:

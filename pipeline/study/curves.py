@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.envs.families import task_facts
+from pipeline.outputs import EVAL_LOG, LOG, reference_log_files
 from pipeline.plots import read_csv_rows
 from pipeline.runner import MANIFEST
 from pipeline.study.cells import TARGET, CellPlan
@@ -101,15 +102,15 @@ def planned_iterations(p: CellPlan) -> int:
         return cfg.dapg.iterations
     from pipeline.envs.dmc_tasks import dmc_task_spec
 
-    return dmc_task_spec(cfg.task).episodes_for(cfg.rad.env_steps, cfg.rad.horizon)
+    return dmc_task_spec(cfg.task).episodes_for(cfg.rad.env_steps, cfg.env.horizon)
 
 
 def collect(p: CellPlan, data_dir: Path) -> CellRun:
     if p.cell.target == "rad":
         return _collect_rad(p, data_dir)
     dapg_dir = p.out_dir(data_dir, "dapg")
-    rows = read_csv_rows(dapg_dir / "log.csv") if (dapg_dir / "log.csv").exists() else []
-    evals = read_csv_rows(dapg_dir / "eval.csv") if (dapg_dir / "eval.csv").exists() else []
+    rows = read_csv_rows(dapg_dir / LOG) if (dapg_dir / LOG).exists() else []
+    evals = read_csv_rows(dapg_dir / EVAL_LOG) if (dapg_dir / EVAL_LOG).exists() else []
     manifests = {s: _manifest(p.out_dir(data_dir, s)) for s in p.own}
     target = manifests.get(TARGET)
     done = target is not None
@@ -131,8 +132,8 @@ def collect(p: CellPlan, data_dir: Path) -> CellRun:
 def _collect_rad(p: CellPlan, data_dir: Path) -> CellRun:
     """A RAD cell: one log row per training episode (its return), evaluations in eval.csv."""
     folder = p.out_dir(data_dir, "rad")
-    rows = read_csv_rows(folder / "log.csv") if (folder / "log.csv").exists() else []
-    evals = read_csv_rows(folder / "eval.csv") if (folder / "eval.csv").exists() else []
+    rows = read_csv_rows(folder / LOG) if (folder / LOG).exists() else []
+    evals = read_csv_rows(folder / EVAL_LOG) if (folder / EVAL_LOG).exists() else []
     manifest = _manifest(folder)
     state = "done" if manifest is not None else "partial" if rows else "missing"
     seconds = (sum(r["time_sampling"] + r["time_update"] for r in rows)
@@ -187,7 +188,7 @@ def value_at(b: Band, samples: float) -> tuple[float, float, float, float] | Non
 
 def reference_curves(folder: Path, task: str, metric: Metric = SUCCESS) -> list[Curve]:
     """RRL's own logs for `task` (ResNet34, one per seed)."""
-    return [curve_of(read_csv_rows(p), metric) for p in sorted(folder.glob(f"{task}-v0_*.log.csv"))
+    return [curve_of(read_csv_rows(p), metric) for p in reference_log_files(task, folder)
             if f"_{RRL_ENCODER}_" in p.name]
 
 
@@ -197,17 +198,10 @@ def matches_reference(p: CellPlan) -> bool:
     return cfg.policy.obs_mode == RRL_OBS_MODE and cfg.encode.encoder == RRL_ENCODER
 
 
-def weights_label(p: CellPlan) -> str:
-    """The encoder weights' identity as the encode key records it; random weights stand out."""
-    if "encode" not in p.inputs:
-        return "none (state)"
-    w = p.inputs["encode"]["inputs"]["weights"]
-    if w.get("kind") == "random":
-        return "RANDOM"
-    if w.get("kind") == "file":
-        return f"file sha256 {str(w.get('sha256'))[:12]}"
-    return f"{w.get('kind')} {w.get('tag', '')}".strip()
+def cell_weights(p: CellPlan) -> dict[str, Any] | None:
+    """The encoder weights' identity as the cell's encode key records it (None: state)."""
+    return p.inputs["encode"]["inputs"]["weights"] if "encode" in p.inputs else None
 
 
 def is_random(p: CellPlan) -> bool:
-    return weights_label(p) == "RANDOM"
+    return (cell_weights(p) or {}).get("kind") == "random"

@@ -21,12 +21,12 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError, PipelineError, StageLockedError, unknown_name
-from pipeline.runner import Runner, Stage, StageResult, stage_lock
+from pipeline.locks import lock_holder, stage_lock
+from pipeline.runner import Runner, Stage, StageResult
 from pipeline.study.cells import (
     TARGET,
     CellPlan,
     is_done,
-    lock_holder,
     plan,
     record_dir,
     shared_jobs,

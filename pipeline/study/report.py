@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
+from pipeline.fileio import write_text_atomic
+from pipeline.outputs import weights_label
 from pipeline.runner import Stage
 from pipeline.study.cells import CellPlan, plan_each
 from pipeline.study.curves import (
@@ -19,6 +21,7 @@ from pipeline.study.curves import (
     Curve,
     Metric,
     band,
+    cell_weights,
     collect,
     companion_metric,
     curve_of,
@@ -29,7 +32,6 @@ from pipeline.study.curves import (
     reference_curves,
     samples_to,
     value_at,
-    weights_label,
 )
 from pipeline.study.figure import Panel, draw_panels
 from pipeline.study.spec import Cell, Experiment
@@ -91,7 +93,7 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
     if random:
         lines += [f"**{note}** (cells marked RANDOM).", ""]
     lines += sections
-    md.write_text("\n".join(lines).rstrip() + "\n")
+    write_text_atomic(md, "\n".join(lines).rstrip() + "\n")
     return png, md
 
 
@@ -216,8 +218,8 @@ def _cell_row(r: CellRun) -> str:
     vision, rad = "encode" in p.keys, p.cell.target == "rad"
     encoder = f"{cfg.encode.encoder} ({cfg.encode.precision})" if vision else (
         "RAD's conv encoder" if rad else "-")
-    weights = "trained by RAD (SAC + crop)" if rad else weights_label(p)
-    weights = f"**{weights}**" if weights == "RANDOM" else weights
+    weights = "trained by RAD (SAC + crop)" if rad else weights_label(cell_weights(p))
+    weights = f"**{weights}**" if is_random(p) else weights
     c = r.curve
     state = r.state if r.state != "partial" or c is None else (
         f"partial ({len(c.values)}/{planned_iterations(p)})")

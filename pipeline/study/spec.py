@@ -4,7 +4,7 @@
 
     title = "encoder family"                 # the report's panel title
     [base]                                   # dotted config values shared by every cell
-    "demos.task" = "door"
+    "env.task" = "door"
     [grid]                                   # every combination is a cell
     "encode.encoder" = ["resnet18", "shufflenet_v2_x1_0"]
     "policy.seed" = [0, 1]
@@ -31,6 +31,7 @@ values (so a grid over a budget field wins over the budget). A list value of a t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import tomllib
 import typing
@@ -246,6 +247,13 @@ def _budget(exp: Experiment, name: str, table: dict[str, Any]) -> Budget:
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
         raise exp.error(f"[budgets.{name}] seeds", f"{seeds!r} is not a list of seeds",
                         "give non-negative integers, e.g. seeds = [0, 1, 2]")
+    for k in table:
+        if k not in RUN_SETTINGS and "." not in k:
+            close = difflib.get_close_matches(k, RUN_SETTINGS, n=1)
+            raise exp.error(f"[budgets.{name}] {k}", "is neither a run setting "
+                            f"({', '.join(RUN_SETTINGS)}) nor a dotted config field",
+                            f"did you mean {close[0]!r}?" if close else
+                            'write a run setting, or a field such as "dapg.iterations"')
     fields = {k: v for k, v in table.items() if k not in RUN_SETTINGS}
     return Budget(name, _values(exp, f"[budgets.{name}]", fields), parallel,
                   tuple(seeds) if seeds is not None else None)

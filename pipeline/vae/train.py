@@ -14,7 +14,6 @@ through the encoder registry and gives the trained encoder's features.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pipeline.encoders.preprocess import normalize_pixels
 from pipeline.encoders.vae import VAE
 from pipeline.encoders.vae_architecture import VAEArchitecture
 from pipeline.errors import NonFiniteError, bad_store
+from pipeline.fileio import atomic_path
 from pipeline.vae import ENCODER_FILE, VAE_FILE
 from pipeline.vae.data import Frames
 
@@ -113,10 +113,9 @@ def _load_checkpoint(path: Path, tag: str, log: Callable[[str], None]) -> dict[s
 
 def _save_checkpoint(path: Path, tag: str, model: VAE, optimizer: torch.optim.Optimizer,
                      history: History) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"tag": tag, "epoch": history[-1]["epoch"], "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "history": history}, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous epoch's checkpoint intact
+    with atomic_path(path) as tmp:  # a kill mid-write leaves the previous epoch's checkpoint intact
+        torch.save({"tag": tag, "epoch": history[-1]["epoch"], "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "history": history}, tmp)
 
 
 def train_vae(train: Frames, held: Frames, cfg: VAEConfig, checkpoint: Path, tag: str,
@@ -167,10 +166,9 @@ def write_weights(model: VAE, out_dir: Path, verify_on: Frames) -> str:
     from pipeline.encoders.weights import file_sha256
 
     for name, module, part in ((VAE_FILE, model, "vae"), (ENCODER_FILE, model.encoder, "encoder")):
-        tmp = out_dir / f"{name}.tmp"
         tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-        save_file(tensors, str(tmp), metadata=model.arch.metadata(part))
-        os.replace(tmp, out_dir / name)
+        with atomic_path(out_dir / name) as tmp:
+            save_file(tensors, str(tmp), metadata=model.arch.metadata(part))
     path = out_dir / ENCODER_FILE
     rows = np.linspace(0, len(verify_on) - 1, min(VERIFY_FRAMES, len(verify_on))).astype(int)
     pixels = verify_on.pixels[torch.from_numpy(rows)]

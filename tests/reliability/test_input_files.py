@@ -185,8 +185,8 @@ def test_encode_of_a_damaged_episode_file_writes_nothing(tiny_door_demos: tuple[
 
     path, sha = tiny_door_demos
     cfg = PipelineConfig().with_overrides({
-        "demos.path": str(path), "demos.sha256": sha, "render.width": "32",
-        "render.height": "32", "render.cameras": "top", "render.workers": "1",
+        "demos.path": str(path), "demos.sha256": sha, "env.width": "32",
+        "env.height": "32", "env.cameras": "top", "render.workers": "1",
         "encode.encoder": "resnet10t", "encode.weights": "random", "encode.resize": "32",
         "encode.crop": "32", "encode.workers": "1"})
     runner = Runner(cfg, STAGES, tmp_path, log=lambda m: None)

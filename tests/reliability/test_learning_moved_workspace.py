@@ -15,7 +15,7 @@ from stages import STAGES
 pytestmark = [pytest.mark.gl, pytest.mark.slow]  # three stages, three sampler start-ups: ~40 s
 
 TINY_STATE = {"policy.obs_mode": "state", "dapg.iterations": "2", "dapg.trajectories": "4",
-              "dapg.horizon": "20", "dapg.eval_episodes": "1", "dapg.envs": "4",
+              "env.horizon": "20", "dapg.eval_episodes": "1", "dapg.envs": "4",
               "evaluate.episodes": "3", "evaluate.video_episodes": "0"}
 
 

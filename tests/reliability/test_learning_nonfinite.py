@@ -15,17 +15,16 @@ from pipeline.errors import NonFiniteError
 from pipeline.runner import MANIFEST, Runner
 from stages import STAGES
 from tests.conftest import synthetic_door_demos, write_demo_pickle
+from tests.helpers import demo_config
 
 pytestmark = pytest.mark.gl
 
 TINY_STATE = {"policy.obs_mode": "state", "dapg.iterations": "2", "dapg.trajectories": "4",
-              "dapg.horizon": "20", "dapg.eval_episodes": "1", "dapg.envs": "4"}
+              "env.horizon": "20", "dapg.eval_episodes": "1", "dapg.envs": "4"}
 
 
 def config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha,
-                                            **TINY_STATE, **extra})
+    return demo_config(demos, TINY_STATE, **extra)
 
 
 def test_diverging_dapg_stops_with_the_iteration_and_cause(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -54,8 +53,8 @@ def test_a_non_finite_iteration_keeps_the_last_good_checkpoint(tmp_path: Path) -
     with VectorSampler("door", n_envs=2) as sampler, \
             pytest.raises(NonFiniteError, match=r"DAPG iteration 1: .*stoc_pol_mean"):
         train_dapg(GaussianMLPPolicy(39, 28, hidden=(16,)), MLPBaseline(39, hidden=(16,)), sampler,
-                   DAPGConfig(iterations=3, trajectories=4, horizon=10), tmp_path, "door",
-                   eval_episodes=0, on_rollouts=poison_iteration_1, log=None)
+                   DAPGConfig(iterations=3, trajectories=4), tmp_path, "door",
+                   eval_episodes=0, on_rollouts=poison_iteration_1, log=None, horizon=10)
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == seen["sha"]
     state = torch.load(ckpt, weights_only=False)
     assert state["iteration"] == 1 and len(state["rows"]) == 1

@@ -8,18 +8,17 @@ from pathlib import Path
 import torch
 
 from pipeline.config import PipelineConfig
+from pipeline.outputs import policy_file
 from pipeline.rl.checkpoints import load_policy
 from pipeline.rl.policy import GaussianMLPPolicy
 from pipeline.runner import Runner
 from stages import STAGES
-from stages.bc import policy_file
+from tests.helpers import demo_config
 
 
 def _config(demos: tuple[Path, str], use_demos: bool) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({
-        "demos.path": str(path), "demos.sha256": sha, "policy.obs_mode": "state",
-        "policy.hidden": "16,16", "dapg.use_demos": str(use_demos)})
+    return demo_config(demos, {"policy.obs_mode": "state", "policy.hidden": "16,16",
+                               "dapg.use_demos": str(use_demos)})
 
 
 def test_npg_starts_from_a_fresh_policy_and_dapg_from_bc(tiny_door_demos: tuple[Path, str],

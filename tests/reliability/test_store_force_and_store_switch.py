@@ -15,22 +15,21 @@ import zarr
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import StoreError
+from pipeline.outputs import result_store
 from pipeline.runner import MANIFEST, Runner, Stage, StageContext, StageResult
 from pipeline.store import features as fs
 from pipeline.store.verify import verify_group
 from stages import STAGES
-from stages.encode import result_store
+from tests.helpers import demo_config
 
-TINY = {"render.width": "48", "render.height": "48", "render.cameras": "top,fixed",
+TINY = {"env.width": "48", "env.height": "48", "env.cameras": "top,fixed",
         "render.workers": "1", "encode.encoder": "resnet10t", "encode.weights": "random",
         "encode.resize": "48", "encode.crop": "40", "encode.workers": "2", "encode.batch_size": "8"}
 CAMERAS = ("top", "fixed")
 
 
 def config(demos: tuple[Path, str], **extra: str) -> PipelineConfig:
-    path, sha = demos
-    return PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha, **TINY,
-                                            **extra})
+    return demo_config(demos, TINY, **extra)
 
 
 def run(cfg: PipelineConfig, data: Path, **kw: Any) -> StageResult:
@@ -119,7 +118,7 @@ def test_a_manifest_whose_store_lost_the_group_is_not_a_cache_hit(tiny_door_demo
     data, root, key, files = workspace
     shutil.rmtree(root)
     status = {s.name: s for s in Runner(config(tiny_door_demos), STAGES, data).status()}
-    assert status["encode"].state == "stale" and "not where this config expects" in status["encode"].reason
+    assert status["encode"].state == "stale" and "does not hold the complete group" in status["encode"].reason
     result = run(config(tiny_door_demos), data)
     assert not result.cache_hit and result.summary["shards_written"] == 2
     assert group_files(root, key) == files
@@ -133,9 +132,9 @@ def _toy_stage(calls: list[str], where: Path) -> Stage:
         where.write_text("made")
         return {}
 
-    def check_done(ctx: StageContext) -> bool:
-        calls.append("check")
-        return where.exists()
+    def check_done(ctx: StageContext, thorough: bool) -> str | None:
+        calls.append("check" if thorough else "cheap check")
+        return None if where.exists() else "the output is gone"
 
     return Stage(
         name="toy", version="1", upstream=(), inputs=lambda c: {}, run=run_toy, check_done=check_done

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.gl]
 VENV_BIN = Path(sys.executable).parent
 CAMERAS = ("top", "fixed")
 # 300 frames per camera: two row tasks each, one shard each (the stage's shards hold 8192 rows).
-OVERRIDES = {"render.width": "64", "render.height": "64", "render.cameras": ",".join(CAMERAS),
+OVERRIDES = {"env.width": "64", "env.height": "64", "env.cameras": ",".join(CAMERAS),
              "render.workers": "1", "encode.encoder": "resnet10t", "encode.weights": "random",
              "encode.resize": "64", "encode.crop": "56", "encode.workers": "2",
              "encode.batch_size": "4"}

@@ -1,0 +1,73 @@
+"""Through the stages (issue 18, item 1): a feature group that lost a shard file, or has a flipped
+byte, is seen by `status`, refused by every stage that would read it (exit 2, the shard named, the
+fix given, nothing trained), and the stated fix (FORCE=1) recovers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY_RL, TINY_VISION
+
+pytestmark = pytest.mark.gl
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rrl(data: Path, demos: tuple[Path, str], *args: str) -> subprocess.CompletedProcess[str]:
+    path, sha = demos
+    settings = [arg for k, v in {**TINY_RL, **TINY_VISION}.items() for arg in ("--set", f"{k}={v}")]
+    return subprocess.run([sys.executable, "-m", "stages", "--data", str(data), "--demos",
+                           str(path), "--demos-sha256", sha, *settings, *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ})
+
+
+def shard_file(data: Path) -> Path:
+    (group,) = [p for p in (data / "features.zarr").iterdir() if p.is_dir()]
+    return group / "top" / "c" / "0" / "0"
+
+
+def refused(proc: subprocess.CompletedProcess[str]) -> bool:
+    return (proc.returncode == 2 and "Traceback" not in proc.stderr
+            and "shard 0" in proc.stderr and "damaged" in proc.stderr
+            and "Fix: re-encode it: run the encode stage with FORCE=1" in proc.stderr)
+
+
+def manifests(data: Path, stage: str) -> list[Path]:
+    return list(data.glob(f"{stage}/*/manifest.json"))
+
+
+def test_a_lost_shard_file_is_seen_refused_and_repaired(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    assert rrl(data, tiny_door_demos, "run", "encode").returncode == 0
+    shard_file(data).unlink()
+    status = rrl(data, tiny_door_demos, "status")
+    assert status.returncode == 0
+    assert "encode" in status.stdout and "stale: the group" in status.stdout
+    assert "camera 'top' shard 0: its file is missing" in status.stdout
+    for stage in ("encode", "bc", "probe"):
+        proc = rrl(data, tiny_door_demos, "run", stage)
+        assert refused(proc), (stage, proc.returncode, proc.stderr[-2000:])
+    assert manifests(data, "bc") == [] and manifests(data, "probe") == []
+    assert rrl(data, tiny_door_demos, "run", "encode", "--force").returncode == 0
+    assert rrl(data, tiny_door_demos, "run", "bc").returncode == 0
+    assert len(manifests(data, "bc")) == 1
+
+
+def test_a_flipped_byte_stops_dapg_after_bc_finished(tiny_door_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    assert rrl(data, tiny_door_demos, "run", "bc").returncode == 0
+    path = shard_file(data)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0x40
+    path.write_bytes(bytes(raw))
+    # bc is a cache hit, so dapg's own read of the demo features must catch it.
+    proc = rrl(data, tiny_door_demos, "run", "dapg")
+    assert refused(proc), proc.stderr[-2000:]
+    assert manifests(data, "dapg") == [] and not list(data.glob("dapg/*/checkpoint.pt"))
+    verify = rrl(data, tiny_door_demos, "verify")
+    assert verify.returncode == 1 and "shard 0" in verify.stdout and "Fix:" in verify.stdout

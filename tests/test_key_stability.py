@@ -1,0 +1,95 @@
+"""Content keys stay what they were when settings moved between config sections (issue 19).
+
+The keys below were computed before the environment settings moved to their own `env` section
+(`env.task`, `env.reward`, `env.horizon`, `env.cameras/width/height/shadows/distractor_*`)
+and `encode.device` merged into `encode.device`. A stage computes its key from the values it depends
+on under stable names, so finished runs, the README's figures and resumable long runs stay cache
+hits. A change here must come with a stage version bump and a reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import MOVED, PipelineConfig
+from pipeline.errors import ConfigError
+from pipeline.runner import Runner
+from stages import STAGES
+
+CASES: dict[str, dict[str, str]] = {
+ "defaults": {},
+ "random_resnet34_64px_bf16": {"env.width": "64", "env.height": "64", "encode.weights": "random", "encode.precision": "bf16", "encode.resize": "64", "encode.crop": "64", "dapg.iterations": "300", "dapg.trajectories": "20", "dapg.eval_episodes": "5"},
+ "state_cell": {"env.width": "64", "env.height": "64", "policy.obs_mode": "state", "dapg.iterations": "300", "dapg.trajectories": "20", "dapg.eval_episodes": "5"},
+ "dmc_state_npg": {"env.task": "cartpole-swingup", "policy.obs_mode": "state", "dapg.use_demos": "false", "dapg.iterations": "50", "dapg.trajectories": "40"},
+ "dmc_vision": {"env.task": "cartpole-swingup", "encode.encoder": "resnet18", "encode.weights": "random", "env.width": "84", "env.height": "84", "dapg.use_demos": "false"},
+ "sparse_horizon_distract_shadows": {"env.reward": "sparse", "env.horizon": "150", "env.distractor_level": "2", "env.distractor_seed": "5", "env.cameras": "fixed", "env.shadows": "true", "evaluate.distractors": "0,1,2,3"},
+ "rollouts_random_levels": {"rollouts.policy": "random", "rollouts.distractors": "0,1,2,3", "rollouts.episodes": "10", "encode.source": "rollouts", "policy.obs_mode": "state"},
+ "hammer_open_loop": {"env.task": "hammer", "render.replay": "open_loop", "encode.encoder": "resnet18", "policy.hidden": "64,64", "render.max_demos": "3", "render.max_steps": "50"},
+ "probe_proprio": {"probe.include_proprio": "true", "encode.encoder": "resnet10t", "encode.weights": "random"},
+}
+
+# stage -> key prefix (16 hex digits: enough to fail on any change), computed before the move.
+KEYS = {
+    "defaults": {
+        "bc": "9e135c6c69fb4b40", "dapg": "367e884e8daf36a1", "demos": "2be3d3230e19d44a",
+        "encode": "ff2233c8bfc03ebb", "evaluate": "90d8fc7701b55140", "probe": "c8e36886ce68bd31",
+        "render": "3053436b74f612ad", "rollouts": "431e61682b19af3c", "vae": "e4fdc541c02cb20d",
+    },
+    "dmc_state_npg": {
+        "bc": "414cd2bed6520d78", "dapg": "71182ad2ad4292d4", "demos": "dabbb2944152ebcc",
+        "encode": "dd98cb408c5c1ba0", "evaluate": "59be3a6c116bafa1", "probe": None,
+        "render": "74aa67587eed2622", "rollouts": "13657f90e8da26a9", "vae": "e6eb3588749dea71",
+    },
+    "dmc_vision": {
+        "bc": "261737548a4ee953", "dapg": "3b45c932ead189ab", "demos": "dabbb2944152ebcc",
+        "encode": "8b7f4ac10223d199", "evaluate": "f02975fcbdea6c4f", "probe": None,
+        "render": "05e89c820acacb5d", "rollouts": "829a21a36c0e935c", "vae": "95cfe7659548a3a7",
+    },
+    "hammer_open_loop": {
+        "bc": "28612967559d7ac3", "dapg": "33603ef22c8eaa90", "demos": "08d4df808b259b71",
+        "encode": "a4ea8b57d5b5f845", "evaluate": "b1b78af1765e46fa", "probe": "b5cc98fc0c4a7bec",
+        "render": "a1d3d7f20c1b32d7", "rollouts": "edda29fd7b96d852", "vae": "35cb0ebf1f5bbc10",
+    },
+    "probe_proprio": {
+        "bc": "2dac529d15cbb00d", "dapg": "049c904e96268f99", "demos": "2be3d3230e19d44a",
+        "encode": "9eca7158bd6548f6", "evaluate": "6ef79397f868e403", "probe": "0fa3d6e1fb3f5f25",
+        "render": "3053436b74f612ad", "rollouts": "e11d69f478b742af", "vae": "e4fdc541c02cb20d",
+    },
+    "random_resnet34_64px_bf16": {
+        "bc": "265485edc3636d56", "dapg": "2a115f9503471ccb", "demos": "2be3d3230e19d44a",
+        "encode": "b5e4cfc34f59f229", "evaluate": "c010020e354edf9f", "probe": "d23fded0489c4e53",
+        "render": "e6b948d38164163f", "rollouts": "d1abafe73ae55345", "vae": "616b501924f639b3",
+    },
+    "rollouts_random_levels": {
+        "bc": "cebc33eda5e369ab", "dapg": "49861580791d4190", "demos": "2be3d3230e19d44a",
+        "encode": "ddb434bc5bf80e9c", "evaluate": "34a7e6e94f838efb", "probe": "50ea64f6ade038df",
+        "render": "3053436b74f612ad", "rollouts": "7803a48b931d8bb8", "vae": "e4fdc541c02cb20d",
+    },
+    "sparse_horizon_distract_shadows": {
+        "bc": "a2e74759a3242d45", "dapg": "ed8f792c84623e9e", "demos": "2be3d3230e19d44a",
+        "encode": "8c1bd7347fce2883", "evaluate": "52d883f5011661a0", "probe": "da5bd3a3d5042b3c",
+        "render": "fb41be89a9fe8341", "rollouts": "6320f7cc44f47d61", "vae": "477bfca723587668",
+    },
+    "state_cell": {
+        "bc": "cebc33eda5e369ab", "dapg": "85166fc5f19ff680", "demos": "2be3d3230e19d44a",
+        "encode": "6d1b971480e57216", "evaluate": "a1423e4da6c730a3", "probe": "513fceb98a74331c",
+        "render": "e6b948d38164163f", "rollouts": "10742093c6523040", "vae": "616b501924f639b3",
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_keys_did_not_change_when_settings_moved(case: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    runner = Runner(PipelineConfig().with_overrides(CASES[case]), STAGES, tmp_path)
+    for stage, expected in KEYS[case].items():
+        if expected is None:  # the stage does not apply (e.g. the probe on DeepMind Control)
+            with pytest.raises(ConfigError):
+                runner.key(stage)
+            continue
+        assert runner.key(stage)[:16] == expected, f"{case}: the {stage} key changed"
+
+
+@pytest.mark.parametrize("old", list(MOVED))
+def test_an_old_setting_name_is_refused_with_its_new_one(old: str) -> None:
+    with pytest.raises(ConfigError, match=rf"setting {old} is now {MOVED[old]}.*Fix: write {MOVED[old]}="):
+        PipelineConfig().with_overrides({old: "1"})
