@@ -320,3 +320,28 @@ def test_fixed_rad_encoder_through_the_store_and_npg(tmp_path: Path) -> None:
         stacks = np.stack([stack_frames(chw, t, 3) for t in range(len(chw))])
         expected.append(agent.actor_features(center_crop(stacks, 16)))
     np.testing.assert_allclose(stored, np.concatenate(expected), atol=2e-3)  # float16 store
+
+
+def test_report_lists_a_cell_waiting_for_its_rad_encoder(tmp_path: Path) -> None:
+    """A fixed-encoder cell whose RAD output does not exist yet is a table row saying so, as wide
+    as the table, beside the cells that can be planned (none of them run: nothing is trained)."""
+    from pipeline.study.report import write_report
+    from pipeline.study.spec import load_experiment
+    from stages import STAGES
+
+    toml = tmp_path / "waiting.toml"
+    toml.write_text(f'[base]\n"env.task" = "{TASK}"\n"dapg.use_demos" = false\n'
+                    '[[cells]]\nname = "RAD"\nstage = "rad"\n'
+                    '[[cells]]\nname = "fixed"\n"encode.encoder" = "rad"\n'
+                    '"encode.weights" = "0123456789ab"\n'
+                    '[[cells]]\nname = "state"\n"policy.obs_mode" = "state"\n'
+                    '[budgets.smoke]\nseeds = [0]\n')
+    _, md = write_report([load_experiment(toml)], "smoke", PipelineConfig(), STAGES,
+                         tmp_path / "data", tmp_path / "out/report", tmp_path / "no_reference")
+    lines = md.read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| cell | state |"))
+    table = lines[header:lines.index("", header)]
+    (waiting,) = [row for row in table if row.startswith("| fixed |")]
+    assert "not planned: WEIGHTS=0123456789ab names 0 finished rad outputs" in waiting
+    assert {row.count("|") for row in table} == {table[0].count("|")}
+    assert any(row.startswith("| RAD | missing |") for row in table)

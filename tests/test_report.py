@@ -90,17 +90,17 @@ def test_report_tables_and_figure_from_cached_logs(tmp_path: Path) -> None:
     text = md.read_text()
     assert "![learning curves](report.png)" in text
     assert "Beside each success panel, the mean return" in text  # door: a return panel too
-    # Group rows: mean of the final sampled success and samples to 50% / 90% of the mean curve.
-    # resnet34's mean curve: 3.3, 30, 50, 88.3 -> 50% at 3,000 samples, 90% never.
-    assert "| encoder=resnet34 | 3/3 | 88.3% (80.0-95.0) | 3,000 | not reached |" in text
+    # Group rows: mean of the final sampled success and samples to 10% / 50% / 90% of the mean
+    # curve. resnet34's mean curve: 3.3, 30, 50, 88.3 -> 10% at 2,000, 50% at 3,000, 90% never.
+    assert "| encoder=resnet34 | 3/3 | 88.3% (80.0-95.0) | 2,000 | 3,000 | not reached |" in text
     # resnet18: the unfinished seed is left out of the curve and counted as not done.
-    assert "| encoder=resnet18 | 2/3 | 10.0% (0.0-20.0) | not reached | not reached |" in text
+    assert "| encoder=resnet18 | 2/3 | 10.0% (0.0-20.0) | 4,000 | not reached | not reached |" in text
     # state: mean 16.7, 50, 83.3, 100
-    assert "| DAPG (state) | 3/3 | 100.0% (100.0-100.0) | 2,000 | 4,000 |" in text
+    assert "| DAPG (state) | 3/3 | 100.0% (100.0-100.0) | 1,000 | 2,000 | 4,000 |" in text
     # Cell rows: key, random weights flagged, wall time = bc + DAPG iterations + evals + evaluate.
     row = next(line for line in text.splitlines() if line.startswith("| encoder=resnet34 seed=0 |"))
     assert "**RANDOM weights" in row and "95.0%" in row and "25.0%" in row and "70.0% of 10" in row
-    assert f"`{plans[0].key[:12]}`" in row and "| 3,000 | 4,000 |" in row
+    assert f"`{plans[0].key[:12]}`" in row and "| 2,000 | 3,000 | 4,000 |" in row
     assert f"{3 + 4 * 10 + 4 * 2 + 5} s" in row
     partial = next(line for line in text.splitlines() if line.startswith("| encoder=resnet18 seed=2 |"))
     assert "partial (2/4)" in partial
@@ -140,8 +140,8 @@ def test_a_group_with_no_finished_seed_is_drawn_as_far_as_it_got(tmp_path: Path)
     text = md.read_text()
     # The running cell's curve and final value so far, said to be unfinished.
     # (A grid of one value is the group "base"; samples count from the first iteration's 1,000.)
-    assert "| base | 0/1 (unfinished, 3/4 iterations) | 60.0% (60.0-60.0) | 3,000 |" in text
-    assert "| DAPG (state) | 1/1 | 100.0% (100.0-100.0) | 2,000 | 3,000 |" in text
+    assert "| base | 0/1 (unfinished, 3/4 iterations) | 60.0% (60.0-60.0) | 2,000 | 3,000 |" in text
+    assert "| DAPG (state) | 1/1 | 100.0% (100.0-100.0) | 2,000 | 2,000 | 3,000 |" in text
 
 
 def test_reference_value_at_a_budget() -> None:

@@ -123,16 +123,17 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path,
     lines = [f"## {exp.name}: {exp.title}", ""]
     if exp.description:
         lines += [exp.description, ""]
-    name, low, high = _header(runs)
-    lines += [f"| group | seeds done | final sampled {name}, mean (min-max) | samples to "
-              f"{low} | samples to {high} |", "| --- | --- | --- | --- | --- |"]
+    name, labels = _header(runs)
+    to = " | ".join(f"samples to {label}" for label in labels)
+    lines += [f"| group | seeds done | final sampled {name}, mean (min-max) | {to} |",
+              "| " + " | ".join(["---"] * (3 + len(labels))) + " |"]
     groups: dict[str, list[CellRun]] = {}
     for r in runs:
         groups.setdefault(r.plan.cell.group, []).append(r)
     for group, members in groups.items():
         done, partial = _curves(members)
         if not done and not partial:
-            lines.append(f"| {group} | 0/{len(members)} | - | - | - |")
+            lines.append(f"| {group} | 0/{len(members)} | - | " + " | ".join(["-"] * len(labels)) + " |")
             continue
         drawn = done or partial
         finals = [c.values[-1] for c in drawn]
@@ -152,13 +153,15 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path,
                 lines.append(f"| RRL's logs ({task}, {len(refs)} seeds) | {len(refs)} | "
                              f"{b.mean[-1]:.1f}% ({b.low[-1]:.1f}-{b.high[-1]:.1f}) | "
                              + " | ".join(_samples(samples_to(b, t)) for t in metric.thresholds) + " |")
-                lines += _reference_at_budget(b, [r for r in runs if r.plan.cell.config.task == task])
+                lines += _reference_at_budget(b, [r for r in runs if r.plan.cell.config.task == task],
+                                               len(labels))
     lines += ["", f"| cell | state | encoder | weights | obs | iterations | samples | sampled "
               f"{name} (last iteration) | eval {name} (last iteration) | evaluate "
-              f"stage | samples to {low} | samples to {high} | wall time | key (evaluate) |",
-              "| " + " | ".join(["---"] * 14) + " |"]
+              f"stage | {to} | wall time | key (evaluate) |",
+              "| " + " | ".join(["---"] * (12 + len(labels))) + " |"]
     lines += [_cell_row(r) for r in runs]
-    lines += [f"| {cell.name} | not planned: {reason} |" + " - |" * 12 for cell, reason in blocked]
+    lines += [f"| {cell.name} | not planned: {reason} |" + " - |" * (10 + len(labels))
+              for cell, reason in blocked]
     commits = sorted({r.commit[:10] for r in runs if r.commit})
     if commits:
         shown = ", ".join(f"`{c}`" for c in commits)
@@ -182,7 +185,7 @@ def _curves(members: list[CellRun], metric: Metric | None = None) -> tuple[list[
     return done, partial
 
 
-def _reference_at_budget(b: Band, runs: list[CellRun]) -> list[str]:
+def _reference_at_budget(b: Band, runs: list[CellRun], columns: int) -> list[str]:
     """RRL's logs at this experiment's sample budget: a fair yardstick for a short run."""
     budget = max((float(r.curve.samples[-1]) for r in runs if r.curve is not None), default=0.0)
     at = value_at(b, budget) if budget else None
@@ -190,7 +193,7 @@ def _reference_at_budget(b: Band, runs: list[CellRun]) -> list[str]:
         return []
     samples, mean, low, high = at
     return [f"| RRL's logs at this budget ({int(samples):,} samples) | {b.seeds} | "
-            f"{mean:.1f}% ({low:.1f}-{high:.1f}) | - | - |"]
+            f"{mean:.1f}% ({low:.1f}-{high:.1f}) | " + " | ".join(["-"] * columns) + " |"]
 
 
 def _unfinished(members: list[CellRun], partial: list[Curve]) -> str:
@@ -200,15 +203,16 @@ def _unfinished(members: list[CellRun], partial: list[Curve]) -> str:
     return f"unfinished, {max(len(c.values) for c in partial)}/{total} {unit}"
 
 
-def _header(runs: list[CellRun]) -> tuple[str, str, str]:
-    """The tables' metric name and thresholds; both, joined, where families mix."""
+def _header(runs: list[CellRun]) -> tuple[str, list[str]]:
+    """The tables' metric name and threshold labels; both, joined, where families mix."""
     metrics: dict[str, Metric] = {}
     for r in runs:
         m = metric_for(r.plan.cell.config.task)
         metrics[m.name] = m
     name = " or ".join(metrics)
-    low, high = (" or ".join(m.threshold_labels()[i] for m in metrics.values()) for i in (0, 1))
-    return name, low, high
+    count = len(next(iter(metrics.values())).thresholds)
+    labels = [" or ".join(m.threshold_labels()[i] for m in metrics.values()) for i in range(count)]
+    return name, labels
 
 
 def _cell_row(r: CellRun) -> str:
