@@ -24,7 +24,7 @@ export RRL_DEMOS := $(wildcard ../shared/data/adroit-demos/$(or $(TASK),door)-v0
 endif
 RUN_FLAGS = $(if $(filter 1 true yes,$(FORCE)),--force)
 
-.PHONY: help install gl-deps demos render vae encode features bc dapg evaluate rollouts probe status cameras distractors \
+.PHONY: help install gl-deps demos render vae rad encode features bc dapg evaluate rollouts probe status cameras distractors \
 	inspect options verify push pull experiment probe-zoo evaluate-release report test docs-check test-slow test-all \
 	test-gpu lint bench bench-gpu e2e clean
 
@@ -63,6 +63,9 @@ render: $(INSTALLED) ## render every demo step to an HDF5 episode file (REPLAY=s
 
 vae: $(INSTALLED) ## train the in-domain VAE encoder on rendered frames; prints its key for WEIGHTS=
 	$(RRL) run vae $(RUN_FLAGS)
+
+rad: $(INSTALLED) ## RAD (SAC + random crop) on a DMControl task from pixels; prints its key for ENCODER=rad WEIGHTS=
+	$(RRL) run rad $(RUN_FLAGS)
 
 encode: $(INSTALLED) ## encode rendered frames into the Zarr feature store (ENCODER=, WEIGHTS=)
 	$(RRL) run encode $(RUN_FLAGS)

@@ -164,6 +164,53 @@ class VAEConfig(Validated):
 
 
 @dataclass(frozen=True)
+class RADConfig(Validated):
+    """RAD (the rad stage): SAC from pixels with random-crop augmentation on DeepMind Control.
+
+    Defaults are RAD's DMControl settings (Laskin et al. 2020, and the defaults and
+    scripts/run.sh of github.com/MishaLaskin/rad), with the DMControl-100k budget. The seed is
+    ``policy.seed`` (SEED=), so an experiment's seeds vary RAD runs as they vary NPG runs. What
+    is learnt on is the env section's: task, episode length (env.horizon), camera, shadows.
+    """
+
+    # Suite control steps (action repeat included), the axis of DMControl-100k; whole episodes run.
+    env_steps: int = setting(100_000, gt=0)
+    frame_stack: int = setting(3, gt=0, le=16)
+    # Frames are rendered square at this size, then cropped to ``crop``: RAD's augmentation
+    # (its pre_transform_image_size), so RAD's own setting, not env.width/height (whose 256 px
+    # default would make the replay 6.5x larger). Encode the fixed encoder's frames at it (SIZE=).
+    render_size: int = setting(100, ge=8, le=1024)
+    crop: int = setting(84, ge=8, le=1024)  # random crops in training, the centre crop in acting
+    batch_size: int = setting(128, gt=0)
+    init_steps: int = setting(1000, ge=0)  # env steps of uniform random actions before updates
+    replay_capacity: int = setting(100_000, gt=0)  # transitions; the oldest episodes are dropped
+    hidden: int = setting(1024, gt=0, le=65536)  # width of the actor's and Q-functions' MLPs
+    feature_dim: int = setting(50, gt=0, le=4096)  # the encoder's output: the frozen feature
+    filters: int = setting(32, gt=0, le=1024)
+    conv_layers: int = setting(4, ge=1, le=16)  # the first has stride 2, the others stride 1
+    actor_lr: float = setting(1e-3, gt=0, le=1)
+    critic_lr: float = setting(1e-3, gt=0, le=1)  # the critic's, and with it the encoder's
+    alpha_lr: float = setting(1e-4, gt=0, le=1)
+    init_temperature: float = setting(0.1, gt=0)
+    discount: float = setting(0.99, gt=0, le=1)
+    critic_tau: float = setting(0.01, gt=0, le=1)  # target Q-functions' moving average
+    encoder_tau: float = setting(0.05, gt=0, le=1)  # target encoder's moving average
+    actor_update_every: int = setting(2, gt=0)  # env steps between actor and temperature updates
+    target_update_every: int = setting(2, gt=0)
+    eval_every: int = setting(10_000, gt=0)  # control steps between evaluations
+    eval_episodes: int = setting(10, ge=0)  # mean-action episodes per evaluation
+    threads: int | None = setting(None, key=False, gt=0, le=256)  # torch threads; None: torch's
+
+    def _check(self) -> None:
+        if self.crop > self.render_size:
+            raise invalid_value("rad.crop", self.crop, f"at most rad.render_size={self.render_size}")
+        side = (self.crop - 3) // 2 + 1 - 2 * (self.conv_layers - 1)
+        if side < 1:
+            raise invalid_value("rad.crop", self.crop, f"large enough for {self.conv_layers} 3x3 "
+                                "convolutions (rad.conv_layers), e.g. 84")
+
+
+@dataclass(frozen=True)
 class PolicyConfig(Validated):
     obs_mode: str = setting("vision+proprio", choices=OBS_MODES)
     # Which stored features the policy reads, concatenated per camera (names from `rrl inspect`,
@@ -274,6 +321,7 @@ class PipelineConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     rollouts: RolloutsConfig = field(default_factory=RolloutsConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
+    rad: RADConfig = field(default_factory=RADConfig)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -305,7 +353,8 @@ MOVED = {"demos.task": "env.task", "dapg.reward": "env.reward", "dapg.horizon": 
          "render.cameras": "env.cameras", "render.width": "env.width",
          "render.height": "env.height", "render.shadows": "env.shadows",
          "render.distractor_level": "env.distractor_level",
-         "render.distractor_seed": "env.distractor_seed", "dapg.device": "encode.device"}
+         "render.distractor_seed": "env.distractor_seed", "dapg.device": "encode.device",
+         "rad.horizon": "env.horizon"}
 
 
 def split_field(dotted: str) -> tuple[str, str]:

@@ -112,11 +112,22 @@ class ShardEncoder:
     def __call__(self, start: int, stop: int) -> np.ndarray:
         encoder = cached_encoder(self.params, self.threads)
         reader = _reader(self.episodes_path)
-        out = [
-            encoder.encode(reader.read_rows(self.camera, s, min(stop, s + self.batch_size)))
-            for s in range(start, stop, self.batch_size)
-        ]
+        out = [encoder.encode(encoder_rows(reader, self.camera, s, min(stop, s + self.batch_size),
+                                           encoder.frame_stack))
+               for s in range(start, stop, self.batch_size)]
         return np.concatenate(out).astype(np.float16)
+
+
+def encoder_rows(reader: EpisodeReader, camera: str, start: int, stop: int,
+                 frame_stack: int) -> np.ndarray:
+    """The encoder's inputs for rows ``start .. stop-1``: the frames, or with a frame stack each
+    row's last frames of its episode (``pipeline.encoders.framestack``)."""
+    if frame_stack == 1:
+        return reader.read_rows(camera, start, stop)
+    from pipeline.encoders.framestack import stacked_rows
+
+    return stacked_rows(lambda a, b: reader.read_rows(camera, a, b), start, stop,
+                        reader.episode_ends, frame_stack)
 
 
 def encoder_devices() -> list[str]:
@@ -184,8 +195,9 @@ def precision_agreement(params: EncoderParams, frames: np.ndarray) -> float:
     return float(cos.min())
 
 
-def sample_frames(episodes_path: str, camera: str, count: int) -> np.ndarray:
-    """``count`` frames spread evenly over the episode file."""
+def sample_frames(episodes_path: str, camera: str, count: int, frame_stack: int = 1) -> np.ndarray:
+    """``count`` encoder inputs (frames, or stacks of them) spread evenly over the episode file."""
     reader = _reader(episodes_path)
     rows = np.linspace(0, reader.num_rows - 1, min(count, reader.num_rows)).astype(int)
-    return np.stack([reader.read_rows(camera, int(r), int(r) + 1)[0] for r in rows])
+    return np.concatenate([encoder_rows(reader, camera, int(r), int(r) + 1, frame_stack)
+                           for r in rows])

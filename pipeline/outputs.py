@@ -26,6 +26,9 @@ POLICY_FILE = "policy.pt"  # bc's and dapg's trained policy
 CHECKPOINT = "checkpoint.pt"  # the trainer's per-iteration state (resume)
 LOG, EVAL_LOG, BC_START = "log.csv", "eval.csv", "bc_start.json"
 CURVE = "learning_curve.png"
+# The rad stage's folder of replay episode files (kept until its outputs are written, to
+# resume); its checkpoint, logs and curve have the names above, as dapg's.
+RAD_REPLAY = "replay"
 # RRL's own training logs (../shared beside a checkout): <task>-v0_<run>_seed<N>.log.csv
 REFERENCE_LOGS = Path(__file__).resolve().parents[2] / "shared/data/rrl-reference-logs"
 

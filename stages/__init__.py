@@ -7,6 +7,6 @@ and status stays fast; heavy work is imported inside each stage's ``run``.
 from __future__ import annotations
 
 from pipeline.runner import Stage
-from stages import bc, dapg, demos, encode, evaluate, probe, render, rollouts, vae
+from stages import bc, dapg, demos, encode, evaluate, probe, rad, render, rollouts, vae
 
-STAGES: dict[str, Stage] = {s.name: s for s in (demos.STAGE, render.STAGE, vae.STAGE, encode.STAGE, bc.STAGE, dapg.STAGE, evaluate.STAGE, rollouts.STAGE, probe.STAGE)}
+STAGES: dict[str, Stage] = {s.name: s for s in (demos.STAGE, render.STAGE, vae.STAGE, encode.STAGE, bc.STAGE, dapg.STAGE, evaluate.STAGE, rollouts.STAGE, probe.STAGE, rad.STAGE)}

@@ -21,7 +21,7 @@ import typer
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, StoreError
-from pipeline.vae.resolve import resolve_vae_weights
+from pipeline.vae.resolve import resolve_trained_weights
 from stages import release_cli, study_cli
 from stages.cli_errors import explain_os_error, is_remote_error
 from stages.options import OPTIONS, check_make_vars, overrides
@@ -47,7 +47,7 @@ def configure(**values: Any) -> None:
     sets = values.pop("set_") or []
     State.data = values.pop("data")
     State.config = PipelineConfig().with_overrides(overrides(values, sets))
-    State.config = resolve_vae_weights(State.config, State.data)  # ENCODER=vae WEIGHTS=<vae key>
+    State.config = resolve_trained_weights(State.config, State.data)  # ENCODER=vae|rad WEIGHTS=<key>
     if State.config.encode.weights.startswith("sha256:"):  # a weights file named by content
         from pipeline.store.weights_files import resolve_config_reference
 

@@ -163,7 +163,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "versions": package_versions(),
     }
     if e.precision != "fp32":
-        cosine = precision_agreement(params, sample_frames(episodes, cameras[0], AGREEMENT_SAMPLE))
+        cosine = precision_agreement(params, sample_frames(episodes, cameras[0], AGREEMENT_SAMPLE,
+                                                           encoder.frame_stack))
         attrs["fp32_agreement_min_cosine"] = cosine
         ctx.log(f"[encode] {e.precision} vs fp32 on {AGREEMENT_SAMPLE} frames: min cosine {cosine:.6f}")
         if cosine < BF16_MIN_COSINE:

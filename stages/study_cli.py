@@ -42,7 +42,9 @@ def _load(name: str) -> Experiment:
 
 @study_app.command("run")
 def run(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment name or file")],
-        budget: BudgetOption = DEFAULT_BUDGET) -> None:
+        budget: BudgetOption = DEFAULT_BUDGET,
+        cell: Annotated[list[str] | None, typer.Option(
+            help="run only the cell of this name (repeatable); default: every cell")] = None) -> None:
     """Run every cell not yet done (shared stages first, then the cells on dask)."""
     from pipeline.study.execute import run_experiment
     from stages import STAGES
@@ -50,7 +52,7 @@ def run(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment
     started = time.perf_counter()
     base, data = global_config(ctx)
     outcomes = run_experiment(_load(name), budget, base, STAGES, data,
-                              log=lambda m: typer.echo(m, err=True))
+                              log=lambda m: typer.echo(m, err=True), only=cell or ())
     for o in outcomes:
         took = f" in {o.seconds:.0f} s" if o.status == "done" else ""
         typer.echo(f"{o.name:<36} {o.key[:12]}  {o.status}{took}")
@@ -67,15 +69,18 @@ def run(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment
 def status(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment name or file")],
            budget: BudgetOption = DEFAULT_BUDGET) -> None:
     """Each cell: done / running (its lock is held) / stale (why) / missing, with its key."""
-    from pipeline.study.cells import cell_state, plan, read_record, record_dir
+    from pipeline.study.cells import cell_state, plan_each, read_record, record_dir
     from stages import STAGES
 
     base, data = global_config(ctx)
     exp = _load(name)
     record = read_record(record_dir(data, exp, budget))
-    for p in plan(exp, exp.cells(budget, base), STAGES, data):
+    plans, blocked = plan_each(exp, exp.cells(budget, base), STAGES, data)
+    for p in plans:
         st = cell_state(p, data, record.get(p.cell.name))
         typer.echo(f"{st.name:<36} {st.key[:12]}  {st.state}" + (f": {st.detail}" if st.detail else ""))
+    for cell, reason in blocked:  # e.g. the fixed RAD encoder before its RAD cell finished
+        typer.echo(f"{cell.name:<36} {'-' * 12}  waiting: {reason}")
 
 
 @study_app.command("probe")

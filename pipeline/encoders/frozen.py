@@ -28,7 +28,7 @@ class FrozenEncoder:
 
     def __init__(self, name: str, module: nn.Module, weights: dict[str, str], precision: str,
                  input_config: InputConfig, device: torch.device,
-                 features: dict[str, int]) -> None:
+                 features: dict[str, int], frame_stack: int = 1) -> None:
         self.name = name
         self.module = module
         self.weights = weights
@@ -36,6 +36,7 @@ class FrozenEncoder:
         self.input = input_config
         self.device = device
         self.features = dict(features)
+        self.frame_stack = frame_stack  # frames per input, stacked along the channels
         self.columns: np.ndarray | None = None  # set by ``select``: the columns encode returns
 
     @property
@@ -92,11 +93,16 @@ class FrozenEncoder:
         return out.float()
 
     def encode(self, frames: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """uint8 frames (N, H, W, 3) -> float32 features (N, feature_dim), `batch_size` at once."""
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        """uint8 frames (N, H, W, 3) -> float32 features (N, feature_dim), `batch_size` at once.
+
+        An encoder of stacked frames (``frame_stack`` k > 1) takes (N, H, W, 3k): each row k
+        consecutive RGB frames, oldest first (``pipeline.encoders.framestack``)."""
+        channels = 3 * self.frame_stack
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != channels:
             raise invalid_value(
                 "frames", f"array of dtype {frames.dtype} and shape {frames.shape}",
-                "uint8 frames of shape (N, H, W, 3)",
+                f"uint8 frames of shape (N, H, W, {channels})"
+                + (f": {self.frame_stack} stacked RGB frames" if self.frame_stack > 1 else ""),
             )
         if batch_size is not None and batch_size <= 0:
             raise invalid_value("batch_size", batch_size, "a positive integer or None")
@@ -149,16 +155,18 @@ def create_encoder(
 
         module = LayerFeatures(module, layers, pool, count_layers(module, input_config.crop, name),
                                name)
-    features = _widths(module, input_config.crop, layers)
+    features = _widths(module, input_config.crop, layers, spec.frame_stack)
     module = module.to(torch_device)
     if precision == "bf16":
         module = module.to(memory_format=torch.channels_last)
-    return FrozenEncoder(name, module, identity, precision, input_config, torch_device, features)
+    return FrozenEncoder(name, module, identity, precision, input_config, torch_device, features,
+                         spec.frame_stack)
 
 
-def _widths(module: nn.Module, crop: int, layers: tuple[str, ...]) -> dict[str, int]:
-    """Each feature's width, from one forward of a blank frame (on the CPU, before moving)."""
-    blank = torch.zeros(1, 3, crop, crop)
+def _widths(module: nn.Module, crop: int, layers: tuple[str, ...], frame_stack: int = 1
+            ) -> dict[str, int]:
+    """Each feature's width, from one forward of a blank input (on the CPU, before moving)."""
+    blank = torch.zeros(1, 3 * frame_stack, crop, crop)
     with torch.inference_mode():
         if not layers:
             return {PRE_LOGITS: int(module(blank).shape[1])}

@@ -7,7 +7,8 @@ written out here so that `rrl status` never imports timm (tests/test_zoo.py chec
 ImageNet weights as in RRL, whose config is RRL's Resize(256)/CenterCrop(224); their key names
 match torchvision's, so a torchvision ResNet file loads into them directly. ``resnet10t.c3_in1k``
 and ``mobilenetv3_large_100.ra_in1k`` are timm's own trainings, at 176 px and 224 px, bicubic.
-The `vae` encoder is the encoder half of the VAE the vae stage trains on a task's own frames.
+The `vae` encoder is the encoder half of the VAE the vae stage trains on a task's own frames;
+the `rad` encoder is the pixel encoder the rad stage's actor learned to act through.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from pipeline.encoders.input_config import InputConfig
+from pipeline.encoders.rad_architecture import DEFAULT_ARCHITECTURE as RAD_DEFAULT
+from pipeline.encoders.rad_architecture import RADArchitecture
+from pipeline.encoders.rad_architecture import architecture_of_weights as rad_architecture
 from pipeline.encoders.registry import (
     RRL_INPUT,
     EncoderSpec,
@@ -100,3 +104,31 @@ def _vae_spec_for_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:
 )
 def vae(crop: int) -> nn.Module:
     return _vae_encoder(DEFAULT_ARCHITECTURE)
+
+
+def _rad_encoder(arch: RADArchitecture) -> nn.Module:
+    from pipeline.rl.rad_nets import RADEncoder
+
+    return RADEncoder(arch)
+
+
+def _rad_spec_for_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:
+    # Feature width, frame stack, rendered size and crop are in the weights file.
+    arch = rad_architecture(spec.name, weights)
+    if arch == RAD_DEFAULT:
+        return spec
+    return dataclasses.replace(spec, feature_dim=arch.feature_dim,
+                               input=InputConfig.named(arch.input_size, arch.crop, "none"),
+                               frame_stack=arch.frame_stack,
+                               builder=lambda crop: _rad_encoder(arch))
+
+
+# Trained by the rad stage (`make rad`, DeepMind Control) on [0, 1] pixels of 3 stacked frames,
+# 100 px renders centre-cropped to 84 as RAD acts; no pretrained weights exist.
+@register_encoder(
+    feature_dim=RAD_DEFAULT.feature_dim, source="project", pretrained_tag=None, head_keys=(),
+    input=InputConfig.named(RAD_DEFAULT.input_size, RAD_DEFAULT.crop, "none"),
+    for_weights=_rad_spec_for_weights, frame_stack=RAD_DEFAULT.frame_stack,
+)
+def rad(crop: int) -> nn.Module:
+    return _rad_encoder(RAD_DEFAULT)

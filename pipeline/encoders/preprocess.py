@@ -59,15 +59,18 @@ def resize_crop(frames: torch.Tensor, resize: int, crop: int, interpolation: str
 
 def normalize_pixels(x: torch.Tensor, normalize: str | tuple[tuple[float, ...], tuple[float, ...]]
                      = "imagenet") -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32: pixels / 255, then the normalisation's (or given) mean, std."""
+    """uint8 (N, 3k, H, W) -> float32: pixels / 255, then the normalisation's (or given) mean and
+    std (each of k stacked RGB frames alike)."""
     pair = normalization(normalize) if isinstance(normalize, str) else normalize
-    mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in pair)
+    stacked = x.shape[1] // 3
+    mean, std = (torch.tensor(tuple(v) * stacked, device=x.device).view(1, 3 * stacked, 1, 1)
+                 for v in pair)
     return ((x.to(torch.float32) / 255.0 - mean) / std).contiguous()
 
 
 def apply_input(frames: torch.Tensor, cfg: InputConfig, device: torch.device | str = "cpu"
                 ) -> torch.Tensor:
-    """uint8 (N, H, W, 3) on the CPU -> float32 (N, 3, crop, crop) on `device`, normalised."""
+    """uint8 (N, H, W, 3k) on the CPU -> float32 (N, 3k, crop, crop) on `device`, normalised."""
     x = resize_crop(frames, cfg.resize, cfg.crop, cfg.interpolation, cfg.crop_mode)
     return normalize_pixels(x.to(device), (cfg.mean, cfg.std))  # uint8: a quarter the transfer
 

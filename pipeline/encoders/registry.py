@@ -70,6 +70,9 @@ class EncoderSpec:
     hub: HubSource | None = None
     load_pretrained: PretrainedBuilder | None = None
     registered: bool = True  # a short alias or project encoder, not a name looked up in timm
+    # Consecutive frames of an episode the encoder takes at once, stacked along the channels,
+    # oldest first (RAD: 3); the frames before an episode's first are that first frame.
+    frame_stack: int = 1
 
     @property
     def normalize(self) -> str:
@@ -97,6 +100,7 @@ def register_encoder(
     for_weights: Callable[[EncoderSpec, str], EncoderSpec] | None = None,
     hub: HubSource | None = None,
     load_pretrained: PretrainedBuilder | None = None,
+    frame_stack: int = 1,
 ) -> Callable[[Builder], Builder]:
     """Register the decorated builder under its function name (or `name`)."""
 
@@ -110,6 +114,7 @@ def register_encoder(
             name=key, source=source, pretrained_tag=pretrained_tag, builder=builder,
             feature_dim=feature_dim, head_keys=head_keys, reference_file=reference_file,
             input=input, for_weights=for_weights, hub=hub, load_pretrained=load_pretrained,
+            frame_stack=frame_stack,
         )
         return builder
 

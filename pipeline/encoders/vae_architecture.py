@@ -86,8 +86,9 @@ class VAEArchitecture:
 DEFAULT_ARCHITECTURE = VAEArchitecture.from_config(VAEConfig())
 
 
-def safetensors_metadata(path: Path) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file, read from its header only."""
+def safetensors_metadata(path: Path, name: str = "vae") -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, read from its header only (``name``: the
+    encoder it is for, named in the error)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -100,7 +101,7 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
             raise ValueError("no metadata mapping")
     except (OSError, ValueError) as err:
         raise WeightsError(f"weights file {str(path)!r} is not a readable safetensors file "
-                           f"({type(err).__name__}: {err}). {weights_fix('vae')}") from err
+                           f"({type(err).__name__}: {err}). {weights_fix(name)}") from err
     return {str(k): str(v) for k, v in meta.items()}
 
 

@@ -39,6 +39,11 @@ class DMCTaskSpec:
         """The suite's 1000 control steps, counted in env steps after action repeat."""
         return SUITE_CONTROL_STEPS // self.action_repeat
 
+    def episodes_for(self, control_steps: int, horizon: int | None = None) -> int:
+        """Whole episodes of ``horizon`` env steps (default: the task's) covering ``control_steps``
+        suite control steps, the unit of DMControl-100k's budget."""
+        return -(-control_steps // ((horizon or self.default_horizon) * self.action_repeat))
+
 
 # Every task below has a time limit of 1000 control steps in the suite; returns are in [0, 1000].
 SUITE_CONTROL_STEPS = 1000

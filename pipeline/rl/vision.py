@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.encoders.framestack import FrameStackView, encoder_frames
 from pipeline.errors import ConfigError
 from pipeline.rl.env_backends import WorkerEnvs, camera_view, recorded_view, task_env
 from pipeline.rl.rollout_loop import LoopSampler
@@ -117,7 +118,8 @@ class EncodedObservations:
             self.pool.shutdown()
 
     def __call__(self, raw: Sequence[dict[str, Any]], rngs: Sequence[np.random.Generator]) -> Array:
-        feats = {c: self.encode(np.stack([o["frames"][c] for o in raw])) for c in self.obs_spec.cameras}
+        feats = {c: self.encode(np.stack([encoder_frames(o, c) for o in raw]))
+                 for c in self.obs_spec.cameras}
         proprio = np.stack([o["proprio"] for o in raw])
         # Row by row: each env's proprioception noise comes from its own trajectory's generator.
         rows = [self.obs_spec.assemble({c: f[k:k + 1] for c, f in feats.items()}, proprio[k:k + 1],
@@ -206,8 +208,10 @@ class VisionSampler(LoopSampler):
                               f"got {obs_spec.mode!r}")
         make_env = partial(env_factory, task, reward=reward, cameras=obs_spec.cameras, width=width,
                            height=height, shadows=shadows)
-        self.backend = WorkerEnvs(make_env, n_envs, workers,
-                                  recorded_view if record else camera_view)
+        view: Any = recorded_view if record else camera_view
+        if encoder.frame_stack > 1:  # the envs keep their last frames (pipeline.encoders.framestack)
+            view = FrameStackView(encoder.frame_stack, view)
+        self.backend = WorkerEnvs(make_env, n_envs, workers, view)
         self.encoded = EncodedObservations(encoder, obs_spec, encode_batch, encode_threads)
         super().__init__(self.backend, self.encoded, recorded_arrays if record else None, groups,
                          pipelined)

@@ -3,7 +3,9 @@
 A cell is the runner's graph up to ``evaluate`` under the cell's config. Its own stages (bc, dapg,
 evaluate) run in the cell's dask task; the stages upstream of ``bc`` (demos, render, encode) are
 shared between cells with equal keys and run once, before the cells. A cell is identified by the
-key of its last stage: equal configs, equal key, one output.
+key of its last stage: equal configs, equal key, one output. A cell may end at another stage
+(``Cell.target``: rad, which renders what it learns from): then it shares nothing and its own
+stages are that stage's graph.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pipeline.errors import PipelineError, WeightsError
 from pipeline.fileio import write_json_atomic
 from pipeline.runner import MANIFEST, Progress, Runner, Stage
 from pipeline.study.spec import Cell, Experiment
-from pipeline.vae.resolve import resolve_vae_weights
+from pipeline.vae.resolve import resolve_trained_weights
 
 TARGET = "evaluate"  # a cell is done when this stage is
 FIRST_OWN = "bc"  # the first stage a cell runs itself; everything upstream of it is shared
@@ -37,7 +39,7 @@ class CellPlan:
 
     @property
     def key(self) -> str:
-        return self.keys[TARGET]
+        return self.keys[self.cell.target]
 
     def out_dir(self, data_dir: Path, stage: str) -> Path:
         return Path(data_dir) / stage / self.keys[stage][:12]
@@ -71,13 +73,27 @@ def plan(exp: Experiment, cells: list[Cell], stages: dict[str, Stage],
     return plans
 
 
+def plan_each(exp: Experiment, cells: list[Cell], stages: dict[str, Stage],
+              data_dir: Path) -> tuple[list[CellPlan], list[tuple[Cell, str]]]:
+    """Like ``plan``, but a cell that cannot be planned yet (it names the encoder of a RAD cell
+    that has not finished) is returned with the reason instead of failing the others."""
+    plans, blocked = [], []
+    for cell in cells:
+        try:
+            plans.append(_plan_cell(cell, stages, data_dir))
+        except PipelineError as exc:
+            blocked.append((cell, str(exc).splitlines()[0]))
+    return plan(exp, [p.cell for p in plans], stages, data_dir), blocked
+
+
 def _plan_cell(cell: Cell, stages: dict[str, Stage], data_dir: Path) -> CellPlan:
-    # A cell may name a VAE trained here by its key (encode.weights), as the CLI's WEIGHTS= does.
-    cell = dataclasses.replace(cell, config=resolve_vae_weights(cell.config, data_dir))
+    # A cell may name an encoder trained here (vae, rad) by its key, as the CLI's WEIGHTS= does.
+    cell = dataclasses.replace(cell, config=resolve_trained_weights(cell.config, data_dir))
     runner = Runner(cell.config, stages, data_dir)
     order = list(stages)
-    shared = _closure(runner, runner.upstream_of(FIRST_OWN))
-    needed = _closure(runner, [TARGET])
+    # A cell ending at another stage (rad) learns from what it renders: nothing is shared.
+    shared = _closure(runner, runner.upstream_of(FIRST_OWN)) if cell.target == TARGET else set()
+    needed = _closure(runner, [cell.target])
     own = [s for s in needed if s not in shared]
     keys = {s: runner.key(s) for s in sorted(needed, key=order.index)}
     inputs = {s: {"version": runner.stage(s).version, "inputs": runner.inputs(s),
@@ -107,8 +123,8 @@ def shared_jobs(plans: list[CellPlan], stages: dict[str, Stage]) -> list[tuple[s
     return [(stage, p) for (stage, _), p in sorted(jobs.items(), key=lambda j: order.index(j[0][0]))]
 
 
-def is_done(p: CellPlan, data_dir: Path, stage: str = TARGET) -> bool:
-    return (p.out_dir(data_dir, stage) / MANIFEST).exists()
+def is_done(p: CellPlan, data_dir: Path, stage: str | None = None) -> bool:
+    return (p.out_dir(data_dir, stage or p.cell.target) / MANIFEST).exists()
 
 
 def cell_state(p: CellPlan, data_dir: Path, previous: dict[str, Any] | None = None) -> CellState:
@@ -128,9 +144,9 @@ def cell_state(p: CellPlan, data_dir: Path, previous: dict[str, Any] | None = No
             return CellState(p.cell.name, p.key, "running", f"{st.name}, {st.reason}")
     progress = next((runner.progress(st.name) for st in reversed(states)
                      if runner.stage(st.name).progress is not None), Progress())
-    old = (previous or {}).get("keys", {})
-    earlier = old.get(TARGET)
-    if earlier not in (None, p.key) and (data_dir / TARGET / earlier[:12] / MANIFEST).exists():
+    old, target = (previous or {}).get("keys", {}), p.cell.target
+    earlier = old.get(target)
+    if earlier not in (None, p.key) and (data_dir / target / earlier[:12] / MANIFEST).exists():
         then = f"; {progress.continues}" if progress.continues else ""
         return CellState(p.cell.name, p.key, "stale", _first_change(runner, p, old, data_dir) + then)
     started = any(st.started or st.state == "up to date" for st in states)

@@ -94,7 +94,19 @@ def curve_of(rows: list[dict[str, float]], metric: Metric = SUCCESS) -> Curve:
                  np.array([r[metric.column] for r in rows]))
 
 
+def planned_iterations(p: CellPlan) -> int:
+    """Rows a finished cell's log has: DAPG iterations, or RAD's training episodes."""
+    cfg = p.cell.config
+    if p.cell.target != "rad":
+        return cfg.dapg.iterations
+    from pipeline.envs.dmc_tasks import dmc_task_spec
+
+    return dmc_task_spec(cfg.task).episodes_for(cfg.rad.env_steps, cfg.env.horizon)
+
+
 def collect(p: CellPlan, data_dir: Path) -> CellRun:
+    if p.cell.target == "rad":
+        return _collect_rad(p, data_dir)
     dapg_dir = p.out_dir(data_dir, "dapg")
     rows = read_csv_rows(dapg_dir / LOG) if (dapg_dir / LOG).exists() else []
     evals = read_csv_rows(dapg_dir / EVAL_LOG) if (dapg_dir / EVAL_LOG).exists() else []
@@ -114,6 +126,22 @@ def collect(p: CellPlan, data_dir: Path) -> CellRun:
                    evals[-1][metric.eval_column] if evals else None,
                    target["summary"] if target is not None else None, seconds,
                    target.get("git_commit") if target is not None else None, tuple(rows))
+
+
+def _collect_rad(p: CellPlan, data_dir: Path) -> CellRun:
+    """A RAD cell: one log row per training episode (its return), evaluations in eval.csv."""
+    folder = p.out_dir(data_dir, "rad")
+    rows = read_csv_rows(folder / LOG) if (folder / LOG).exists() else []
+    evals = read_csv_rows(folder / EVAL_LOG) if (folder / EVAL_LOG).exists() else []
+    manifest = _manifest(folder)
+    state = "done" if manifest is not None else "partial" if rows else "missing"
+    seconds = (sum(r["time_sampling"] + r["time_update"] for r in rows)
+               + sum(r["time_eval"] for r in evals)) if manifest is not None else None
+    metric = metric_for(p.cell.config.task)
+    return CellRun(p, state, curve_of(rows, metric) if rows else None,
+                   evals[-1][metric.eval_column] if evals else None,
+                   manifest["summary"] if manifest is not None else None, seconds,
+                   manifest.get("git_commit") if manifest is not None else None, tuple(rows))
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:

@@ -4,8 +4,8 @@ Shared stages (one render per task, one encode per encoder) run here first, one 
 encode starts a dask cluster of its own, and two of them would fight over the cores. The cells
 then run as tasks on one client, each asking for a ``CELL`` resource that every worker has one
 of, so a worker runs one cell at a time (a cell's sampler starts processes of its own). A cell is
-``Runner.run("evaluate")``: a finished cell is a cache hit, an interrupted one resumes from its
-DAPG checkpoint. Nothing here decides an output: the runner's keys do.
+``Runner.run("evaluate")`` (or ``"rad"``): a finished cell is a cache hit, an interrupted one
+resumes from its DAPG (RAD) checkpoint. Nothing here decides an output: the runner's keys do.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError, PipelineError, StageLockedError
+from pipeline.errors import ConfigError, PipelineError, StageLockedError, unknown_name
 from pipeline.locks import lock_holder, stage_lock
 from pipeline.runner import Runner, Stage, StageResult
 from pipeline.study.cells import (
@@ -63,8 +63,9 @@ def default_parallel() -> int:
 
 
 def run_cell(config: PipelineConfig, stages: dict[str, Stage], data_dir: str,
-             log_path: str) -> dict[str, Any]:
-    """One cell, in a dask worker: its stages up to evaluate, logged to its own file."""
+             log_path: str, target: str = TARGET) -> dict[str, Any]:
+    """One cell, in a dask worker: its stages up to ``target`` (evaluate, or rad), logged to its
+    own file."""
     import multiprocessing
 
     if multiprocessing.current_process().daemon:
@@ -80,13 +81,13 @@ def run_cell(config: PipelineConfig, stages: dict[str, Stage], data_dir: str,
 
         runner = Runner(config, stages, data_dir, log=log)
         try:
-            result = runner.run(TARGET)
+            result = runner.run(target)
         except BaseException:
             log("failed:\n" + traceback.format_exc())
             raise
         log(f"cell finished in {time.perf_counter() - started:.1f} s")
     return {"key": result.key, "cache_hit": result.cache_hit,
-            "seconds": time.perf_counter() - started, "detail": stages[TARGET].describe(result)}
+            "seconds": time.perf_counter() - started, "detail": stages[target].describe(result)}
 
 
 def run_shared(plans: list[CellPlan], stages: dict[str, Stage], data_dir: Path,
@@ -116,24 +117,49 @@ def _run_waiting(runner: Runner, stage: str, log: Callable[[str], None]) -> Stag
 
 
 def run_experiment(exp: Experiment, budget: str, base: PipelineConfig, stages: dict[str, Stage],
-                   data_dir: Path, log: Callable[[str], None] = print) -> list[CellOutcome]:
-    """Run every cell not yet done; returns one outcome per cell, in the file's order."""
+                   data_dir: Path, log: Callable[[str], None] = print,
+                   only: Sequence[str] = ()) -> list[CellOutcome]:
+    """Run every cell not yet done (of ``only``, the cells so named, if given); returns one
+    outcome per cell, in the file's order.
+
+    Cells that end at a stage of their own (rad) run first: another cell may name their output
+    by its key (the fixed RAD encoder), which resolves only once that output exists.
+    """
     data_dir = Path(data_dir).resolve()  # workers may not share this process's directory
-    plans = plan(exp, exp.cells(budget, base), stages, data_dir)
+    cells = exp.cells(budget, base)
+    unknown = [name for name in only if name not in {c.name for c in cells}]
+    if unknown:
+        raise unknown_name(f"cell of {exp.path} (budget {budget})", unknown[0],
+                           [c.name for c in cells])
+    cells = [c for c in cells if not only or c.name in only]
     folder = record_dir(data_dir, exp, budget)
     with stage_lock(folder / "run.lock", f"experiment {exp.name} (budget {budget})"):
+        outcomes: dict[str, CellOutcome] = {}
+        early = [c for c in cells if c.target != TARGET]
+        if early:
+            outcomes.update(_run_plans(exp, budget, plan(exp, early, stages, data_dir), stages,
+                                       data_dir, folder, log))
+        plans = plan(exp, cells, stages, data_dir)
         write_record(folder, plans)
-        run_shared(plans, stages, data_dir, log)
-        outcomes = {p.cell.name: CellOutcome(p.cell.name, p.key, "cache hit", 0.0)
-                    for p in plans if is_done(p, data_dir)}
-        pending = [p for p in plans if p.cell.name not in outcomes]
-        log(f"{exp.name} ({budget}): {len(plans)} cells, {len(outcomes)} done, "
-            f"{len(pending)} to run")
-        if pending:
-            parallel = exp.budget(budget).parallel or default_parallel()
-            for outcome in _run_on_dask(pending, stages, data_dir, folder / "logs", parallel, log):
-                outcomes[outcome.name] = outcome
+        late = [p for p in plans if p.cell.target == TARGET]
+        outcomes.update(_run_plans(exp, budget, late, stages, data_dir, folder, log))
     return [outcomes[p.cell.name] for p in plans]
+
+
+def _run_plans(exp: Experiment, budget: str, plans: list[CellPlan], stages: dict[str, Stage],
+               data_dir: Path, folder: Path, log: Callable[[str], None]) -> dict[str, CellOutcome]:
+    """The shared stages of ``plans``, then every cell of them not yet done, on dask."""
+    run_shared(plans, stages, data_dir, log)
+    outcomes = {p.cell.name: CellOutcome(p.cell.name, p.key, "cache hit", 0.0)
+                for p in plans if is_done(p, data_dir)}
+    pending = [p for p in plans if p.cell.name not in outcomes]
+    log(f"{exp.name} ({budget}): {len(plans)} cells, {len(outcomes)} done, "
+        f"{len(pending)} to run")
+    if pending:
+        parallel = exp.budget(budget).parallel or default_parallel()
+        for outcome in _run_on_dask(pending, stages, data_dir, folder / "logs", parallel, log):
+            outcomes[outcome.name] = outcome
+    return outcomes
 
 
 def _run_on_dask(pending: list[CellPlan], stages: dict[str, Stage], data_dir: Path, logs: Path,
@@ -155,7 +181,7 @@ def _run_on_dask(pending: list[CellPlan], stages: dict[str, Stage], data_dir: Pa
             log_path = logs / f"{p.cell.slug}.log"
             log(f"cell {p.cell.name}: queued, key {p.key[:12]}, log {log_path}")
             fut = client.submit(run_cell, p.cell.config, stages, str(data_dir), str(log_path),
-                                resources=cell_resources(p.cell.config), pure=False)
+                                p.cell.target, resources=cell_resources(p.cell.config), pure=False)
             futures[fut] = p
         for fut in as_completed(list(futures)):
             p = futures[fut]

@@ -14,7 +14,7 @@ from pipeline.config import PipelineConfig
 from pipeline.fileio import write_text_atomic
 from pipeline.outputs import weights_label
 from pipeline.runner import Stage
-from pipeline.study.cells import CellPlan, plan
+from pipeline.study.cells import CellPlan, plan_each
 from pipeline.study.curves import (
     Band,
     CellRun,
@@ -28,12 +28,13 @@ from pipeline.study.curves import (
     is_random,
     matches_reference,
     metric_for,
+    planned_iterations,
     reference_curves,
     samples_to,
     value_at,
 )
 from pipeline.study.figure import Panel, draw_panels
-from pipeline.study.spec import Experiment
+from pipeline.study.spec import Cell, Experiment
 
 CURVE_NOTE = (
     "Curves: success rate (%) of the trajectories sampled at each DAPG iteration (stochastic "
@@ -45,6 +46,12 @@ CURVE_NOTE = (
 COMPANION_NOTE = (
     "Beside each success panel, the mean return of the same sampled trajectories "
     "(`stoc_pol_mean`): a run too short to succeed still shows there whether it improves.")
+RAD_NOTE = (
+    "RAD cells learn from pixels by SAC (the `rad` stage): a row of their log is a training "
+    "episode, drawn at its return (sampled actions), so their 'iterations' are episodes; their "
+    "evaluation is the mean-action return over `rad.eval_episodes` seeded episodes. Samples are "
+    "env steps after action repeat for every cell; DMControl-100k counts control steps, the "
+    "samples times the task's action repeat (cartpole 8, finger and walker 2, cheetah 4).")
 RETURN_NOTE = (
     "DeepMind Control tasks define no success: their panels and tables show the mean return of "
     "the sampled trajectories (`stoc_pol_mean`, at most 1000 per episode) instead, and the "
@@ -58,9 +65,11 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     png, md = prefix.with_suffix(".png"), prefix.with_suffix(".md")
-    panels, sections, random, returns, companion = [], [], False, False, False
+    panels, sections, random, returns, companion, rad = [], [], False, False, False, False
     for exp in experiments:
-        runs = [collect(p, data_dir) for p in plan(exp, exp.cells(budget, base), stages, data_dir)]
+        plans, blocked = plan_each(exp, exp.cells(budget, base), stages, data_dir)
+        runs = [collect(p, data_dir) for p in plans]
+        rad = rad or any(p.cell.target == "rad" for p in plans)
         for task in dict.fromkeys(r.plan.cell.config.task for r in runs):
             in_task = [r for r in runs if r.plan.cell.config.task == task]
             panels.append(_panel(exp, task, in_task, reference_dir, metric_for(task)))
@@ -69,7 +78,7 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
                 panels.append(_panel(exp, task, in_task, reference_dir, extra))
                 companion = True
             returns = returns or metric_for(task).name == "return"
-        sections += _section(exp, runs, reference_dir)
+        sections += _section(exp, runs, reference_dir, blocked)
         random = random or any(is_random(r.plan) for r in runs)
     note = "RANDOM encoder weights (dashed): a pipeline check, not ImageNet features"
     draw_panels(panels, png, f"budget {budget!r}", note if random else "")
@@ -77,6 +86,8 @@ def write_report(experiments: Sequence[Experiment], budget: str, base: PipelineC
              f"![learning curves]({png.name})", "", CURVE_NOTE, ""]
     if returns:
         lines += [RETURN_NOTE, ""]
+    if rad:
+        lines += [RAD_NOTE, ""]
     if companion:
         lines += [COMPANION_NOTE, ""]
     if random:
@@ -107,7 +118,8 @@ def _panel(exp: Experiment, task: str, runs: list[CellRun], reference_dir: Path,
     return Panel(title, curves, band(refs) if refs else None, metric)
 
 
-def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[str]:
+def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path,
+             blocked: Sequence[tuple[Cell, str]] = ()) -> list[str]:
     lines = [f"## {exp.name}: {exp.title}", ""]
     if exp.description:
         lines += [exp.description, ""]
@@ -148,12 +160,15 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path) -> list[
               f"stage | {to} | wall time | key (evaluate) |",
               "| " + " | ".join(["---"] * (12 + len(labels))) + " |"]
     lines += [_cell_row(r) for r in runs]
+    lines += [f"| {cell.name} | not planned: {reason} |" + " - |" * (10 + len(labels))
+              for cell, reason in blocked]
     commits = sorted({r.commit[:10] for r in runs if r.commit})
     if commits:
         shown = ", ".join(f"`{c}`" for c in commits)
         lines += ["", f"The finished cells' manifests record git commit {shown} (HEAD when each "
                   "stage finished)."]
-    lines += ["", "Keys: `data/evaluate/<key>/`; the cell's DAPG logs are in `data/dapg/<dapg key>/` "
+    lines += ["", "Keys: `data/evaluate/<key>/` (RAD cells: `data/rad/<key>/`, with its logs); the "
+              "cell's DAPG logs are in `data/dapg/<dapg key>/` "
               "(`rrl experiment status` lists them). Wall time: bc + DAPG iterations (from its log, "
               "which survives resumes) + evaluate.", ""]
     return lines
@@ -183,8 +198,9 @@ def _reference_at_budget(b: Band, runs: list[CellRun], columns: int) -> list[str
 
 def _unfinished(members: list[CellRun], partial: list[Curve]) -> str:
     """"unfinished, 45/100 iterations": how far the furthest unfinished seed got."""
-    total = members[0].plan.cell.config.dapg.iterations
-    return f"unfinished, {max(len(c.values) for c in partial)}/{total} iterations"
+    total = planned_iterations(members[0].plan)
+    unit = "episodes" if members[0].plan.cell.target == "rad" else "iterations"
+    return f"unfinished, {max(len(c.values) for c in partial)}/{total} {unit}"
 
 
 def _header(runs: list[CellRun]) -> tuple[str, list[str]]:
@@ -203,16 +219,20 @@ def _cell_row(r: CellRun) -> str:
     p: CellPlan = r.plan
     cfg = p.cell.config
     metric = metric_for(cfg.task)
-    vision = "encode" in p.keys
-    encoder = f"{cfg.encode.encoder} ({cfg.encode.precision})" if vision else "-"
-    weights = weights_label(cell_weights(p))
+    vision, rad = "encode" in p.keys, p.cell.target == "rad"
+    encoder = f"{cfg.encode.encoder} ({cfg.encode.precision})" if vision else (
+        "RAD's conv encoder" if rad else "-")
+    weights = "trained by RAD (SAC + crop)" if rad else weights_label(cell_weights(p))
     weights = f"**{weights}**" if is_random(p) else weights
     c = r.curve
     state = r.state if r.state != "partial" or c is None else (
-        f"partial ({len(c.values)}/{cfg.dapg.iterations})")
+        f"partial ({len(c.values)}/{planned_iterations(p)})")
     ev = r.evaluate
+    if rad and ev is not None:  # the rad summary's last evaluation, in the evaluate columns
+        ev = {metric.summary_field: ev["final_eval_score"], "episodes": ev["eval_episodes"]}
     cells = [
-        p.cell.name, state, encoder, weights, cfg.policy.obs_mode,
+        p.cell.name, state, encoder, weights,
+        f"pixels ({cfg.rad.frame_stack} frames)" if rad else cfg.policy.obs_mode,
         str(len(c.values)) if c is not None else "0",
         f"{int(c.samples[-1]):,}" if c is not None else "0",
         metric.format(c.values[-1]) if c is not None else "-",

@@ -13,6 +13,9 @@
     "policy.obs_mode" = "state"
     "policy.seed" = [0, 1]                   # a list here is a small grid of its own
     budgets = ["paper"]                      # only in these budgets (default: every budget)
+    [[cells]]
+    name = "RAD (pixels)"
+    stage = "rad"                            # the cell is this stage's output (default: evaluate)
     [budgets.smoke]                          # how long to run
     seeds = [0]                              # replaces policy.seed's values in every cell
     parallel = 1                             # cells at once (default: from the CPU count)
@@ -28,6 +31,7 @@ values (so a grid over a budget field wins over the budget). A list value of a t
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import tomllib
@@ -44,6 +48,9 @@ SEED_FIELD = "policy.seed"  # cells differing only in this are one curve (mean a
 TOP_LEVEL = ("title", "description", "include", "base", "grid", "cells", "budgets")
 INCLUDABLE = ("description", "base", "budgets")
 RUN_SETTINGS = ("parallel", "seeds")  # budget entries that are not config fields
+# The stage whose output a cell is: the policy learned from a cached store and evaluated, or a
+# RAD agent, which learns from the pixels it renders (its own stage, no upstream).
+CELL_STAGES = ("evaluate", "rad")
 REPO_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
@@ -61,6 +68,7 @@ class Cell:
     group: str  # the name without the seed: one curve of the report
     values: tuple[tuple[str, str], ...]  # the cell's own (dotted field, value) pairs
     config: PipelineConfig
+    target: str = CELL_STAGES[0]  # the stage whose output the cell is
 
     @property
     def slug(self) -> str:
@@ -82,6 +90,7 @@ class Experiment:
     # extra cell name -> the budgets it belongs to (``budgets = ["paper"]`` in its [[cells]]
     # entry); cells not named here belong to every budget
     cell_budgets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    targets: tuple[tuple[str, str], ...] = ()  # extra cell name -> its stage, where not evaluate
 
     def budget(self, name: str) -> Budget:
         if name not in self.budgets:
@@ -105,7 +114,9 @@ class Experiment:
                 shown = {k: values[k] for k in varied}
                 name = _join(prefix, _label(shown))
                 group = _join(prefix, _label({k: v for k, v in shown.items() if k != SEED_FIELD}))
-                cells.append(self._cell(name, group, values, start, b, prefix or "[grid]"))
+                cell = self._cell(name, group, values, start, b, prefix or "[grid]")
+                cells.append(dataclasses.replace(cell, target=dict(self.targets).get(
+                    prefix, CELL_STAGES[0])))
         names = [c.name for c in cells]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -174,15 +185,21 @@ def load_experiment(path: str | Path) -> Experiment:
         raw = _merge_include(raw, _read_toml(path.parent / str(raw["include"]), INCLUDABLE))
     base = _values(draft, "[base]", _table(draft, raw, "base"))
     grid = _axes(draft, "[grid]", _table(draft, raw, "grid"))
-    extra = []
+    extra, targets = [], []
     cell_budgets: dict[str, tuple[str, ...]] = {}
     for i, cell in enumerate(raw.get("cells", [])):
         where = f"[[cells]] #{i + 1}"
         if not isinstance(cell, dict) or not isinstance(cell.get("name"), str) or not cell["name"]:
             raise draft.error(where, "each extra cell needs a name", 'add name = "..."')
+        stage = cell.get("stage", CELL_STAGES[0])
+        if stage not in CELL_STAGES:
+            raise draft.error(f"{where} ({cell['name']}) stage", f"{stage!r} is not a stage a cell "
+                              "can end at", f"use one of {', '.join(CELL_STAGES)}")
+        if stage != CELL_STAGES[0]:
+            targets.append((cell["name"], stage))
         extra.append((cell["name"], _axes(draft, f"{where} ({cell['name']})",
                                           {k: v for k, v in cell.items()
-                                           if k not in ("name", "budgets")})))
+                                           if k not in ("name", "budgets", "stage")})))
         if "budgets" in cell:
             only = cell["budgets"]
             if not isinstance(only, list) or not all(isinstance(b, str) for b in only):
@@ -202,7 +219,8 @@ def load_experiment(path: str | Path) -> Experiment:
                 raise draft.error(f"[[cells]] {cell_name!r} budgets", f"no budget {name!r}",
                                   f"use one of {', '.join(budgets)}")
     exp = Experiment(path.stem, path, draft.title, base, grid, tuple(extra), budgets,
-                     str(raw.get("description", "")).strip(), cell_budgets)
+                     str(raw.get("description", "")).strip(), cell_budgets,
+                     tuple(targets))
     for budget in budgets:
         exp.cells(budget)  # every budget's every cell is a valid config
     return exp
