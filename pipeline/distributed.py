@@ -15,6 +15,8 @@ import dask
 from dask.typing import no_default
 from distributed import Client
 
+from pipeline.devices import cuda_device_count, resolve_device
+
 if TYPE_CHECKING:
     from distributed import SpecCluster
 
@@ -75,8 +77,6 @@ def local_gpus(device: str) -> tuple[int, ...]:
     ``auto`` and ``cuda`` use every visible GPU, ``cuda:N`` only GPU N, the CPU none. The
     setting is checked first, so ``cuda:7`` on a machine without it is a ConfigError here.
     """
-    from pipeline.devices import cuda_device_count, resolve_device
-
     resolved = resolve_device(device)
     if not resolved.startswith("cuda"):
         return ()

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.devices import describe, resolve_device
+from pipeline.encoders.framestack import stacked_rows
 from pipeline.errors import ConfigError, WeightsError
 from pipeline.store.episodes import EpisodeReader
 
@@ -124,7 +126,6 @@ def encoder_rows(reader: EpisodeReader, camera: str, start: int, stop: int,
     row's last frames of its episode (``pipeline.encoders.framestack``)."""
     if frame_stack == 1:
         return reader.read_rows(camera, start, stop)
-    from pipeline.encoders.framestack import stacked_rows
 
     return stacked_rows(lambda a, b: reader.read_rows(camera, a, b), start, stop,
                         reader.episode_ends, frame_stack)
@@ -163,8 +164,6 @@ class Placement:
     def summary(self, worker_devices: dict[str, list[str]]) -> dict[str, Any]:
         """What the stage records: the device, and where the workers' encoders really ran
         (``client.run(encoder_devices)``)."""
-        from pipeline.devices import describe
-
         ran = sorted({d for found in worker_devices.values() for d in found})
         return {**describe(self.device), "gpus": list(self.gpus), "workers": ran}
 
@@ -172,7 +171,6 @@ class Placement:
 def placement(device: str, workers: int, remote: bool) -> Placement:
     """The placement for the setting ``encode.device`` (a missing GPU is a ConfigError here,
     before any work); ``remote``: a scheduler's workers bring their own GPUs, one each."""
-    from pipeline.devices import resolve_device
     from pipeline.distributed import local_gpus
 
     try:

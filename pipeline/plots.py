@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,6 @@ def contact_sheet(rows: dict[str, list[tuple[str, np.ndarray]]], path: Path, tit
 
 
 def read_csv_rows(path: Path) -> list[dict[str, float]]:
-    import csv
-
     with open(path) as fh:
         return [{k: float(v) if v not in ("", "nan") else float("nan") for k, v in row.items()}
                 for row in csv.DictReader(fh)]

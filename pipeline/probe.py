@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import ProbeConfig
+from pipeline.encoders.layers import select_features
 from pipeline.envs.tasks import task_spec
 from pipeline.errors import ConfigError, NonFiniteError, bad_store
 
@@ -246,7 +247,6 @@ def load_probe_data(store_url: str, feature_key: str, episodes_file: str, task: 
                     include_proprio: bool, chosen: tuple[str, ...] = ()) -> ProbeData:
     """Features and states of the same rows; refuses a store and an episode file that disagree.
     ``chosen``: the stored features to probe (``FEATURES=``; empty: all, concatenated)."""
-    from pipeline.encoders.layers import select_features
     from pipeline.store.episodes import EpisodeReader
     from pipeline.store.features import open_features
 

@@ -17,6 +17,9 @@ seeds and code path as the evaluate stage, so a fresh clone reproduces the relea
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +27,10 @@ from typing import Any
 
 from pipeline.errors import StoreError, bad_store
 from pipeline.fileio import file_sha256, write_json_atomic
+from pipeline.rl.distracted import env_factory
+from pipeline.rl.env_backends import task_env
+from pipeline.rl.rollouts import summarize
+from pipeline.rl.vision import ObsSpec, VisionSampler, vision_layout
 
 RELEASE = "release.json"
 FILES = ("encoder", "policy", "log", "eval")
@@ -46,8 +53,6 @@ def write_release(folder: Path, files: dict[str, Path], about: dict[str, Any]) -
 
 def read_release(folder: Path) -> dict[str, Any]:
     """The release's description, after checking every file it names against its sha256."""
-    import json
-
     path = folder / RELEASE
     if not path.is_file():
         raise bad_store(str(folder), f"no {RELEASE} here: not a released result",
@@ -74,15 +79,8 @@ def evaluate_release(folder: Path, episodes: int, levels: Sequence[int] = (0,),
                      log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Success and mean return of the released policy over ``episodes`` seeded episodes per
     distractor level (episode i in the scene DistractorSpec(level, seed + i))."""
-    import contextlib
-    import os
-
     from pipeline.encoders import create_encoder
     from pipeline.rl.checkpoints import load_policy
-    from pipeline.rl.distracted import env_factory
-    from pipeline.rl.env_backends import task_env
-    from pipeline.rl.rollouts import summarize
-    from pipeline.rl.vision import ObsSpec, VisionSampler, vision_layout
 
     release = read_release(folder)
     run, files = release["run"], release["files"]

@@ -16,11 +16,16 @@ paths), so a data folder can be moved; later stages resolve them with
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import PipelineConfig
-from pipeline.envs.families import check_task_config, task_facts
+from pipeline.envs.families import check_task_config, require_demos, task_facts
+from pipeline.errors import NonFiniteError
 from pipeline.outputs import POLICY_FILE, data_source, locate, observation_upstream, policy_file
+from pipeline.rl.data import demo_arrays
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
@@ -47,16 +52,10 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    import math
-
-    import numpy as np
     import torch
 
-    from pipeline.envs.families import require_demos
-    from pipeline.errors import NonFiniteError
     from pipeline.rl.bc import behaviour_clone
     from pipeline.rl.checkpoints import require_finite_policy, save_checkpoint
-    from pipeline.rl.data import demo_arrays
     from pipeline.rl.policy import GaussianMLPPolicy, ObsNormalizer
 
     pcfg, bcfg = ctx.config.policy, ctx.config.bc

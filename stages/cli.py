@@ -20,10 +20,15 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import PipelineError, StoreError
+from pipeline.encoders.catalog import listing
+from pipeline.envs.families import TASK_FACTS, task_facts
+from pipeline.envs.tasks import TASK_SPECS
+from pipeline.errors import ConfigError, PipelineError, StoreError
+from pipeline.runner import Runner
 from pipeline.vae.resolve import resolve_trained_weights
-from stages import release_cli, study_cli
+from stages import STAGES, release_cli, study_cli
 from stages.cli_errors import explain_os_error, is_remote_error
+from stages.encode import DEFAULT_STORE
 from stages.options import OPTIONS, check_make_vars, overrides
 
 EXIT_CODES = ("Exit status: 0 done; 1 a check found problems (rrl verify); 2 an error (a bad setting "
@@ -75,15 +80,10 @@ app.callback()(configure)
 
 
 def _runner() -> Any:
-    from pipeline.runner import Runner
-    from stages import STAGES
-
     return Runner(State.config, STAGES, State.data)
 
 
 def store_url() -> str:
-    from stages.encode import DEFAULT_STORE
-
     return State.config.encode.store or str(State.data / DEFAULT_STORE)
 
 
@@ -128,8 +128,6 @@ def options() -> None:
 @app.command()
 def cameras(task: Annotated[str | None, typer.Argument()] = None) -> None:
     """List the cameras each task offers (the default ones, RRL's on Adroit, marked with *)."""
-    from pipeline.envs.families import TASK_FACTS, task_facts
-
     for name in [task] if task else list(TASK_FACTS):
         facts = task_facts(name)
         names = [f"{c}*" if c in facts.default_cameras else c for c in facts.cameras]
@@ -210,8 +208,6 @@ def pull(key: Annotated[str, typer.Argument(help="full feature key (64 hex)")],
 
 
 def _int_list(raw: str, option: str, example: str) -> list[int]:
-    from pipeline.errors import ConfigError
-
     parts = [p.strip() for p in raw.split(",")]
     if not all(p.lstrip("-").isdigit() for p in parts):
         raise ConfigError(f"invalid {option} {raw!r}: expected comma-separated whole numbers. "
@@ -230,7 +226,6 @@ def distractors(
     """Contact sheet of the visual distractors: rows = levels, columns = seeds, one block per task."""
     # Rendering first: nothing here may import torch before the GL context exists.
     from pipeline.envs.distractor_sheet import write_distractor_sheet
-    from pipeline.envs.tasks import TASK_SPECS
 
     tasks = task or list(TASK_SPECS)
     path = out or State.data / "distractors" / f"{'_'.join(tasks)}.png"
@@ -246,8 +241,6 @@ def encoders(search: Annotated[str | None, typer.Option(
                  help="list timm's pretrained tags matching this (substring or glob)")] = None,
              limit: Annotated[int, typer.Option(help="at most this many tags")] = 50) -> None:
     """The aliases, or timm's pretrained tags: input config and feature width per layer."""
-    from pipeline.encoders.catalog import listing
-
     for line in listing(search, limit):
         typer.echo(line)
 

@@ -8,11 +8,16 @@ Control tasks (no demos, no success) only NPG runs, and the result is the episod
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, horizon, task_facts
+from pipeline.fileio import write_json_atomic
 from pipeline.outputs import (
     BC_START,
     CURVE,
@@ -23,6 +28,11 @@ from pipeline.outputs import (
     reference_log_files,
     trained_source,
 )
+from pipeline.plots import learning_curve, read_csv_rows
+from pipeline.rl.data import demo_arrays, make_sampler
+from pipeline.rl.extend import continuation, continue_from
+from pipeline.rl.extend import progress as iterations_done
+from pipeline.rl.rollouts import evaluation_seed, require_finite_returns, summarize
 from pipeline.runner import Progress, Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
@@ -38,19 +48,11 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def reference_logs(task: str) -> dict[str, list[dict[str, float]]]:
-    from pipeline.plots import read_csv_rows
-
     return {p.name.split("_")[-1].split(".")[0]: read_csv_rows(p) for p in reference_log_files(task)}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    import contextlib
-
-    import numpy as np
-
-    from pipeline.plots import learning_curve
     from pipeline.rl.checkpoints import load_policy, require_finite_policy, save_checkpoint
-    from pipeline.rl.data import demo_arrays, make_sampler
     from pipeline.rl.policy import MLPBaseline
     from pipeline.rl.recording import RolloutRecorder, rollouts_info
     from pipeline.rl.trainer import train_dapg
@@ -112,9 +114,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def progress(ctx: StageContext, upstream: dict[str, str]) -> Progress:
     """Iterations this output holds, and the finished shorter run it will continue (rl/extend)."""
-    from pipeline.rl.extend import continuation
-    from pipeline.rl.extend import progress as iterations_done
-
     done = iterations_done(ctx.out_dir)
     found = continuation(ctx.out_dir, VERSION, inputs(ctx.config), upstream)
     return Progress(f"dapg iteration {done}/{ctx.config.dapg.iterations}" if done else "",
@@ -123,8 +122,6 @@ def progress(ctx: StageContext, upstream: dict[str, str]) -> Progress:
 
 def _continue_shorter_run(ctx: StageContext) -> None:
     """ITERS raised after a run finished: start from that run rather than from iteration 0."""
-    from pipeline.rl.extend import continuation, continue_from
-
     if ctx.force:
         return  # FORCE=1 recomputes everything
     upstream = {name: result.key for name, result in ctx.upstream.items()}
@@ -136,11 +133,6 @@ def _continue_shorter_run(ctx: StageContext) -> None:
 def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int, horizon: int,
              seed: int) -> dict[str, float]:
     """Success of the BC policy before any DAPG step (kept, so a resumed run reuses it)."""
-    import json
-
-    from pipeline.fileio import write_json_atomic
-    from pipeline.rl.rollouts import evaluation_seed, require_finite_returns, summarize
-
     path = out_dir / BC_START
     if path.exists():
         return dict(json.loads(path.read_text()))
@@ -153,8 +145,6 @@ def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int,
 
 
 def _last_eval(out_dir: Path) -> float | None:
-    from pipeline.plots import read_csv_rows
-
     rows = read_csv_rows(out_dir / EVAL_LOG) if (out_dir / EVAL_LOG).exists() else []
     return rows[-1]["eval_success_rate"] if rows else None
 

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.envs.families import without_demos
+from pipeline.demos import PINS, expected_sha256, load_demos, resolve_demo_file
+from pipeline.envs.families import check_task_config, require_demos, task_facts, without_demos
+from pipeline.fileio import file_sha256
 from pipeline.outputs import DEMOS_FILE
 from pipeline.runner import Stage, StageContext, StageResult
 
@@ -19,10 +21,6 @@ VERSION = "1"
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    from pipeline.demos import PINS, expected_sha256
-    from pipeline.envs.families import check_task_config, task_facts
-    from pipeline.fileio import file_sha256
-
     d = cfg.demos
     check_task_config(cfg)
     if not task_facts(cfg.task).has_demos:
@@ -35,9 +33,6 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from pipeline.demos import load_demos, resolve_demo_file
-    from pipeline.envs.families import require_demos
-
     d, cfg = ctx.config.demos, ctx.config
     require_demos(cfg.task, "the demos stage was asked to find and check them")
     path = resolve_demo_file(cfg.task, d.path, d.sha256)

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.encoders.layers import feature_choice
+from pipeline.encoders.registry import resolve_input
 from pipeline.envs.families import check_task_config, encode_source
+from pipeline.errors import ConfigError, StoreError, WeightsError
 from pipeline.outputs import DEFAULT_STORE, episodes_stage, result_store, store_root
-from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.runner import Stage, StageContext, StageResult, package_versions
 
 # 2: low_dim arrays (proprio, actions, rewards) beside the features
 # 3: per-shard sha256 records (_shard_sha256/<camera>) replace the done flags (_shards_done), and
@@ -37,8 +40,6 @@ def episodes_upstream(ctx: StageContext) -> StageResult:
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     from pipeline.encoders import encoder_spec, weights_identity
-    from pipeline.encoders.layers import feature_choice
-    from pipeline.encoders.registry import resolve_input
 
     e = cfg.encode
     check_task_config(cfg)
@@ -64,7 +65,6 @@ def check_done(ctx: StageContext, thorough: bool) -> str | None:
     ``thorough`` (before a run uses the group) reads every shard and checks it against its
     recorded sha256; `status` only lists the store for lost shard and record files.
     """
-    from pipeline.errors import StoreError
     from pipeline.store.features import DAMAGED_FIX, is_complete
     from pipeline.store.verify import missing_objects, verify_group
 
@@ -107,7 +107,6 @@ def adopt(ctx: StageContext) -> dict[str, Any] | None:
 def _checked_inputs(ctx: StageContext) -> dict[str, Any]:
     # A weights file replaced after the runner computed the key would put one file's features
     # under the other's key; the key is cheap to recompute, so check it still holds.
-    from pipeline.errors import WeightsError
 
     now = inputs(ctx.config)
     if not ctx.key_still_holds(now):
@@ -129,8 +128,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
         sample_frames,
         threads_per_worker,
     )
-    from pipeline.errors import ConfigError, StoreError
-    from pipeline.runner import package_versions
     from pipeline.store.episodes import EpisodeReader
     from pipeline.store.features import FeatureStoreSpec, open_features
     from pipeline.store.inspect import summary

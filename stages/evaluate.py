@@ -7,11 +7,16 @@ level.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, horizon, task_facts
 from pipeline.outputs import DataSource, policy_file, store_weights, trained_source, weights_label
+from pipeline.rl.data import make_sampler
+from pipeline.rl.distracted import env_factory
+from pipeline.rl.rollouts import require_finite_returns, summarize
+from pipeline.rl.video import write_video
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
@@ -56,8 +61,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
         summary["distractors_note"] = ("state observations: distractors change what is rendered "
                                        "only, so every level scores the same (unrendered) rollouts")
     if shown:
-        from pipeline.rl.video import write_video
-
         camera = src.cameras[0] if src.cameras else task_facts(task).default_cameras[0]
         write_video(task, [(int(r["seed"]), r["actions"]) for r in shown], camera,
                     ctx.out_dir / VIDEO, distractors=e.distractors[0])
@@ -69,12 +72,6 @@ def _evaluate_level(ctx: StageContext, src: DataSource, policy: Any,
                     level: int) -> tuple[dict[str, Any], list[Any]]:
     """`summarize` of evaluate.episodes mean-action episodes at `level` (episode i in the scene
     DistractorSpec(level, seed + i)), and the rollouts."""
-    import contextlib
-
-    from pipeline.rl.data import make_sampler
-    from pipeline.rl.distracted import env_factory
-    from pipeline.rl.rollouts import require_finite_returns, summarize
-
     e, task = ctx.config.evaluate, ctx.config.task
     factory = env_factory(level) if level else None
     with contextlib.closing(make_sampler(src, ctx.config.policy, ctx.config.env.reward,

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.fileio import write_json_atomic
 from pipeline.outputs import episodes_stage, store_root, weights_label
+from pipeline.probe import run_probe, targets_for
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
@@ -20,16 +22,12 @@ RESULT = "probe.json"
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    from pipeline.probe import targets_for
-
     return {"task": cfg.task, "probe": key_dict(cfg.probe),
             "targets": {t.name: list(t.dims) for t in targets_for(cfg.task)}}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.distributed import get_client
-    from pipeline.fileio import write_json_atomic
-    from pipeline.probe import run_probe
 
     cfg = ctx.config.probe
     episodes = ctx.upstream[episodes_stage(ctx.config)].file("episodes_file")

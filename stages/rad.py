@@ -19,6 +19,8 @@ for `status` (episodes done) comes from ``log.csv``, which gets a row after each
 
 from __future__ import annotations
 
+import json
+import shutil
 from typing import Any
 
 from pipeline.config import PipelineConfig
@@ -31,7 +33,9 @@ from pipeline.envs.families import (
     resolved_horizon,
 )
 from pipeline.errors import ConfigError
+from pipeline.fileio import file_sha256, write_json_atomic
 from pipeline.outputs import CHECKPOINT, CURVE, EVAL_LOG, LOG, RAD_REPLAY
+from pipeline.rl.extend import progress as rows_logged
 from pipeline.runner import Progress, Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
@@ -76,19 +80,13 @@ def planned_episodes(cfg: PipelineConfig) -> int:
 
 def progress(ctx: StageContext, upstream: dict[str, str]) -> Progress:
     """Episodes this output's checkpoint holds: the log gets its row right after (torch-free)."""
-    from pipeline.rl.extend import progress as rows_logged
-
     done = rows_logged(ctx.out_dir)
     return Progress(f"rad episode {done}/{planned_episodes(ctx.config)}" if done else "")
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    import json
-    import shutil
-
     import torch
 
-    from pipeline.fileio import write_json_atomic
     from pipeline.rl.rad_train import RADSetup, train_rad
 
     out, cfg = ctx.out_dir, ctx.config.rad
@@ -112,7 +110,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def _write_outputs(ctx: StageContext, setup: Any, result: Any) -> dict[str, Any]:
-    from pipeline.fileio import file_sha256
     from pipeline.rl.checkpoints import save_checkpoint
     from pipeline.rl.rad_weights import check_encoder_file, learning_curve, write_encoder
 
@@ -145,8 +142,6 @@ def _write_outputs(ctx: StageContext, setup: Any, result: Any) -> dict[str, Any]
 
 
 def _outputs_intact(ctx: StageContext, summary: dict[str, Any]) -> bool:
-    from pipeline.fileio import file_sha256
-
     path = ctx.out_dir / ENCODER_FILE
     return path.is_file() and file_sha256(path) == summary.get("encoder_sha256") and all(
         (ctx.out_dir / summary[k]).is_file() for k in ("agent", "log", "eval_log", "learning_curve"))

@@ -8,7 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.envs.families import horizon, task_facts
 from pipeline.errors import ConfigError, StoreError
+from pipeline.outputs import EVAL_LOG, LOG, policy_file
+from pipeline.release import evaluate_release as run
+from pipeline.release import write_release
+from pipeline.runner import Runner
+from pipeline.vae.resolve import resolve_vae_weights
+from stages import STAGES
 
 RESULTS = Path("results")
 
@@ -16,12 +23,6 @@ RESULTS = Path("results")
 def release(ctx: typer.Context,
             name: Annotated[str, typer.Argument(help="folder name under results/")]) -> None:
     """Write the current config's trained policy, its encoder file and its logs to results/NAME."""
-    from pipeline.envs.families import horizon, task_facts
-    from pipeline.outputs import EVAL_LOG, LOG, policy_file
-    from pipeline.release import write_release
-    from pipeline.runner import Runner
-    from pipeline.vae.resolve import resolve_vae_weights
-    from stages import STAGES
     from stages.study_cli import global_config
 
     config, data = global_config(ctx)
@@ -66,8 +67,6 @@ def evaluate_release(
     device: Annotated[str, typer.Option(help="where frames are encoded")] = "auto",
 ) -> None:
     """Re-evaluate a released policy: render, encode with its encoder, score seeded episodes."""
-    from pipeline.release import evaluate_release as run
-
     chosen = [p.strip() for p in levels.split(",")]
     if not all(p.isdigit() and int(p) <= 3 for p in chosen):
         raise ConfigError(f"invalid --levels {levels!r}: expected distractor levels 0-3, "

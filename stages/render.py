@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
+from tqdm import tqdm
+
 from pipeline.config import PipelineConfig
+from pipeline.demos import load_demos
 from pipeline.envs.distractors import DistractorSpec
 from pipeline.envs.families import (
     check_task_config,
@@ -14,8 +18,10 @@ from pipeline.envs.families import (
     task_camera_key,
     without_demos,
 )
+from pipeline.envs.replay import check_mode_supported, replay_parallel
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
+from pipeline.store.space import frames_bytes, require_free_space
 
 VERSION = "1"
 EPISODES = "episodes.hdf5"
@@ -44,16 +50,9 @@ def distractors(cfg: PipelineConfig) -> DistractorSpec:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    import dataclasses
-
-    from tqdm import tqdm
-
-    from pipeline.demos import load_demos
-    from pipeline.envs.replay import check_mode_supported, replay_parallel
     from pipeline.render_report import summarize_fidelity, write_contact_sheet
     from pipeline.store.episodes import EpisodeWriter
     from pipeline.store.frames import FrameCodec
-    from pipeline.store.space import frames_bytes, require_free_space
 
     task, rcfg = ctx.config.task, ctx.config.render
     require_demos(task, "the render stage replays them")

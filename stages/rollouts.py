@@ -13,6 +13,7 @@ them into the feature store. Episode i of level L resets with ``rollouts.seed + 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,13 @@ from pipeline.outputs import (
     trained_source,
     weights_label,
 )
-from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.rl.data import make_sampler
+from pipeline.rl.distracted import RenderingStateSampler, env_factory
+from pipeline.rl.random_policy import UniformRandomPolicy
+from pipeline.rollout_episodes import RolloutPlan, level_results, record_rollouts
+from pipeline.runner import Stage, StageContext, StageResult, canonical_json
 from pipeline.settings import key_dict
+from pipeline.store.space import frames_bytes, require_free_space
 
 VERSION = "1"
 EPISODES = "episodes.hdf5"
@@ -140,9 +146,7 @@ def _check_obs_dim(policy: Any, src: DataSource, ctx: StageContext) -> None:
 def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.rl.checkpoints import load_policy
     from pipeline.rl.recording import RolloutFile, rollouts_info
-    from pipeline.rollout_episodes import RolloutPlan, level_results, record_rollouts
     from pipeline.store.frames import FrameCodec
-    from pipeline.store.space import frames_bytes, require_free_space
 
     cfg, r = ctx.config, ctx.config.rollouts
     src: DataSource | None = None  # what a trained policy observes through; None: random
@@ -189,11 +193,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def _random_policy(cfg: PipelineConfig) -> tuple[Any, str, dict[str, Any]]:
     """(the policy, a sha256 naming it in the episode file, its identity)."""
-    import hashlib
-
-    from pipeline.rl.random_policy import UniformRandomPolicy
-    from pipeline.runner import canonical_json
-
     facts, identity = task_facts(cfg.task), policy_identity(cfg)
     policy = UniformRandomPolicy(facts.obs_dim, facts.act_dim, identity["low"], identity["high"])
     return policy, hashlib.sha256(canonical_json(identity).encode()).hexdigest(), identity
@@ -205,14 +204,11 @@ def _samplers(ctx: StageContext, src: DataSource | None, cameras: tuple[str, ...
 
     def sampler_for(level: int) -> Any:
         if src is None or src.obs_mode == "state":  # the policy reads the env's state (or nothing)
-            from pipeline.rl.distracted import RenderingStateSampler
 
             return RenderingStateSampler(cfg.task, level, cameras, n_envs=r.envs,
                                          workers=r.workers, reward=cfg.env.reward,
                                          width=cfg.env.width, height=cfg.env.height,
                                          shadows=cfg.env.shadows)
-        from pipeline.rl.data import make_sampler
-        from pipeline.rl.distracted import env_factory
 
         return make_sampler(src, cfg.policy, cfg.env.reward, r.envs, cfg.encode.device,
                             workers=r.workers, record=True, env_factory=env_factory(level))

@@ -15,6 +15,13 @@ import typer
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
+from pipeline.outputs import REFERENCE_LOGS
+from pipeline.study.cells import cell_state, plan_each, read_record, record_dir
+from pipeline.study.execute import run_experiment
+from pipeline.study.report import write_report
+from pipeline.study.spec import find_experiment, load_experiment
+from pipeline.study.zoo_probe import probe_experiment, write_probe_table
+from stages import STAGES
 from stages.options import BY_NAME, overrides
 
 if TYPE_CHECKING:
@@ -35,8 +42,6 @@ def global_config(ctx: typer.Context) -> tuple[PipelineConfig, Path]:
 
 
 def _load(name: str) -> Experiment:
-    from pipeline.study.spec import find_experiment, load_experiment
-
     return load_experiment(find_experiment(name))
 
 
@@ -46,9 +51,6 @@ def run(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment
         cell: Annotated[list[str] | None, typer.Option(
             help="run only the cell of this name (repeatable); default: every cell")] = None) -> None:
     """Run every cell not yet done (shared stages first, then the cells on dask)."""
-    from pipeline.study.execute import run_experiment
-    from stages import STAGES
-
     started = time.perf_counter()
     base, data = global_config(ctx)
     outcomes = run_experiment(_load(name), budget, base, STAGES, data,
@@ -69,9 +71,6 @@ def run(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment
 def status(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experiment name or file")],
            budget: BudgetOption = DEFAULT_BUDGET) -> None:
     """Each cell: done / running (its lock is held) / stale (why) / missing, with its key."""
-    from pipeline.study.cells import cell_state, plan_each, read_record, record_dir
-    from stages import STAGES
-
     base, data = global_config(ctx)
     exp = _load(name)
     record = read_record(record_dir(data, exp, budget))
@@ -90,9 +89,6 @@ def probe(ctx: typer.Context, name: Annotated[str, typer.Argument(help="experime
               help="markdown table path; default DATA/experiments/NAME/BUDGET/probe.md")] = None
           ) -> None:
     """Linear probe of every encoder cell and every layer it stores, ranked by R^2."""
-    from pipeline.study.zoo_probe import probe_experiment, write_probe_table
-    from stages import STAGES
-
     base, data = global_config(ctx)
     exp = _load(name)
     rows = probe_experiment(exp, budget, base, STAGES, data, log=lambda m: typer.echo(m, err=True))
@@ -111,10 +107,6 @@ def report(ctx: typer.Context,
                help="output path without suffix (writes .png and .md); default "
                     "DATA/experiments/NAME/BUDGET/report")] = None) -> None:
     """Learning curves (one panel per experiment and task) and tables, from the cached logs."""
-    from pipeline.outputs import REFERENCE_LOGS
-    from pipeline.study.report import write_report
-    from stages import STAGES
-
     base, data = global_config(ctx)
     exps = [_load(n) for n in names]
     prefix = out or data / "experiments" / "+".join(e.name for e in exps) / budget / "report"

@@ -8,6 +8,7 @@ Either way the file's sha256 enters the encode key, so two VAEs never share feat
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pipeline.config import PipelineConfig
@@ -28,8 +29,6 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    import time
-
     import torch
 
     from pipeline.vae.data import load_frames, split_frames

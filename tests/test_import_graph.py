@@ -119,3 +119,94 @@ def test_stages_import_only_the_library() -> None:
                     if a.startswith("stages.") and a not in STAGE_GLUE
                     for b in deps if b.startswith("stages"))
     assert arrows == []
+
+
+# Third-party packages whose import costs seconds or pulls native libraries; `rrl status` and a
+# cache hit must not load them (tests/test_cli.py::test_status_stays_light).
+HEAVY = frozenset({"torch", "torchvision", "timm", "mujoco", "zarr", "h5py", "hdf5plugin", "dask",
+                   "distributed", "matplotlib", "dm_control", "gymnasium", "gymnasium_robotics",
+                   "s3fs", "fsspec", "scipy", "safetensors", "imageio", "PIL", "OpenGL",
+                   "huggingface_hub", "typer", "robomimic"})
+
+
+def top_level_imports(path: Path) -> list[str]:
+    """Modules imported when ``path`` itself is imported: module level, outside TYPE_CHECKING."""
+    out: list[str] = []
+    todo: list[ast.AST] = list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            todo.extend(n for n in node.body if isinstance(node, ast.ClassDef))
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def heavy_modules() -> set[str]:
+    """Project modules whose import loads a HEAVY package (through any chain of module-level
+    imports, packages' __init__ included)."""
+    mods = modules()
+    direct = {name: top_level_imports(path) for name, path in mods.items()}
+
+    def project(target: str) -> list[str]:
+        # importing a.b.c runs a/__init__, a/b/__init__ and a/b/c
+        parts = target.split(".")
+        return [m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m in mods]
+
+    heavy: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, targets in direct.items():
+            if name in heavy:
+                continue
+            if any(t.split(".")[0] in HEAVY or any(p in heavy for p in project(t))
+                   for t in targets):
+                heavy.add(name)
+                changed = True
+    return heavy
+
+
+def test_function_level_imports_are_of_heavy_modules_only() -> None:
+    """An import inside a function exists to keep a heavy package out of `rrl status` and cache
+    hits; any other import belongs at the top of its module, where a reader looks for it."""
+    mods, heavy = modules(), heavy_modules()
+    lazy = {name for name, path in mods.items() if "def __getattr__(" in path.read_text()}
+    light: list[str] = []
+    for name, path in mods.items():
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    # `from package import submodule` imports the submodule; a name a package
+                    # gives through its module __getattr__ is lazy on purpose (heavy).
+                    if node.module in lazy:
+                        continue
+                    targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods
+                               else node.module for a in node.names]
+                else:
+                    continue
+                for t in targets:
+                    project = [m for m in (t, t.rpartition(".")[0]) if m in mods]
+                    if t.split(".")[0] in HEAVY or (project and project[0] in heavy):
+                        continue
+                    light.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {t}")
+    assert light == [], "light modules imported inside functions (move them to the top):\n" + "\n".join(light)
+
+
+def test_heavy_modules_are_found_through_chains() -> None:
+    heavy = heavy_modules()
+    assert "pipeline.store.features" in heavy  # zarr at its top
+    assert "pipeline.config" not in heavy and "pipeline.runner" not in heavy

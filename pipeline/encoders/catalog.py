@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.encoders.registry import encoder_spec, list_encoders
+from pipeline.encoders.timm_zoo import layer_widths
+from pipeline.encoders.timm_zoo import search as timm_search
 
 
 def describe(name: str) -> list[str]:
@@ -19,7 +21,6 @@ def describe(name: str) -> list[str]:
         width = spec.feature_dim
         lines.append(f"    features pre_logits {width}" + ("" if width else " (from the file)"))
         return lines
-    from pipeline.encoders.timm_zoo import layer_widths
 
     widths: dict[str, Any] = layer_widths(spec)
     if "error" in widths:
@@ -42,8 +43,6 @@ def listing(search: str | None = None, limit: int = 50) -> list[str]:
         lines = ["registered names (any timm model name or pretrained tag works as ENCODER= "
                  "too; `rrl encoders --search WORD` lists timm's):"]
     else:
-        from pipeline.encoders.timm_zoo import search as timm_search
-
         found = timm_search(search)
         names = found[:limit]
         more = f", showing {limit} (--limit)" if len(found) > limit else ""

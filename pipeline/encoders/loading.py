@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,6 @@ def _shared_prefix(unexpected: list[str], expected: set[str]) -> str:
 
 def _timm_filter(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm's checkpoint filter of the model's family, if it has one (as timm's loader runs)."""
-    import sys
-
     family = sys.modules.get(type(module).__module__)
     filter_fn = getattr(family, "checkpoint_filter_fn", None)
     if filter_fn is None or not type(module).__module__.startswith("timm."):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from pipeline.cache import cache_dir
+from pipeline.encoders.hub import pretrained_file
 from pipeline.encoders.registry import encoder_spec
 from pipeline.errors import WeightsError
 
@@ -63,7 +64,6 @@ def weights_identity(name: str, weights: str, pin: str | None = None) -> dict[st
     if weights == "pretrained":
         if spec.pretrained_tag is None:
             raise no_pretrained_weights(name)
-        from pipeline.encoders.hub import pretrained_file
 
         path = pretrained_file(spec)  # the cached download (fetched once, if missing)
         sha = file_sha256(path)

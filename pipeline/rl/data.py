@@ -19,10 +19,13 @@ import numpy as np
 
 from pipeline.config import PolicyConfig
 from pipeline.demos import load_demos
+from pipeline.devices import resolve_device
 from pipeline.encoders.layers import select_features
+from pipeline.errors import ConfigError
 from pipeline.outputs import DataSource
+from pipeline.rl.env_backends import task_env
 from pipeline.rl.rollouts import Array, Sampler
-from pipeline.rl.vision import ObsSpec, check_encoder_matches_store
+from pipeline.rl.vision import ObsSpec, VisionSampler, check_encoder_matches_store, vision_layout
 
 
 def demo_arrays(src: DataSource, policy: PolicyConfig) -> tuple[Array, Array]:
@@ -60,11 +63,7 @@ def make_sampler(src: DataSource, policy: PolicyConfig, reward: str, envs: int,
         workers = workers or 2
         return ProcessSampler(src.task, workers=workers, n_envs=max(1, envs // workers),
                               reward=reward)
-    from pipeline.devices import resolve_device
     from pipeline.encoders import create_encoder
-    from pipeline.errors import ConfigError
-    from pipeline.rl.env_backends import task_env
-    from pipeline.rl.vision import VisionSampler, vision_layout
     from pipeline.store.features import open_features
 
     assert src.store and src.feature_key

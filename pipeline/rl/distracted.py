@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.envs.distractors import DistractorSpec
 from pipeline.errors import ConfigError
 from pipeline.rl.env_backends import WorkerEnvs, recorded_view, task_env
 from pipeline.rl.rollout_loop import LoopSampler
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 
 def scene(level: int, seed: int | None) -> DistractorSpec | None:
     """The distractors of the episode reset with `seed` at `level` (None at level 0: no change)."""
-    from pipeline.envs.distractors import DistractorSpec
-
     if level == 0:
         return None
     if seed is None:

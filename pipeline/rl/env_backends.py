@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.envs.families import DMC, family
 from pipeline.envs.gl import egl_gpus, use_egl_device
+from pipeline.errors import ConfigError
 from pipeline.rl.rollouts import Array
 from pipeline.rl.workers import PipeWorkers
 
@@ -31,12 +33,8 @@ StepResult = tuple[list[Any], list[float], list[bool]]
 def task_env(task: str, distractors: Any = None, **kwargs: Any) -> Any:
     """The task's env (AdroitEnv or DMCEnv) for sampling: the loop owns the horizon, so the
     env's own limit is off. Distractors (a DistractorSpec) exist for Adroit scenes only."""
-    from pipeline.envs.families import DMC, family
-
     if family(task) == DMC:
         if distractors is not None:
-            from pipeline.errors import ConfigError
-
             raise ConfigError(f"{task}: visual distractors exist for the Adroit tasks only. "
                               "Fix: DISTRACTORS=0")
         from pipeline.envs.dmc import DMCEnv

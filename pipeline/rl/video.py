@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.envs.distractors import DistractorSpec
 from pipeline.procs import exit_with_parent
+from pipeline.rl.env_backends import task_env
 
 
 def _render_episode(task: str, seed: int, actions: np.ndarray, camera: str, size: int,
                     distractors: int) -> np.ndarray:
-    from pipeline.envs.distractors import DistractorSpec
-    from pipeline.rl.env_backends import task_env
-
     scene = DistractorSpec(distractors, seed) if distractors else None  # as pipeline.rl.distracted
     env = task_env(task, cameras=(camera,), width=size, height=size, distractors=scene)
     env.reset(seed=seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import pickle
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -35,8 +36,6 @@ class _Failure:
 
 
 def _picklable(exc: BaseException) -> bool:
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:

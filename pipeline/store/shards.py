@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.store.features import FeatureStoreSpec, is_complete
 from pipeline.store.remote import Options
@@ -59,7 +60,6 @@ def write_shards_distributed(
     resume), then the first failure's exception is raised.
     """
     from distributed import as_completed
-    from tqdm import tqdm
 
     if prepare_group(root_url, spec, storage_options):
         return 0

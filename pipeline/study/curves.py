@@ -9,12 +9,14 @@ defines no success and whose papers report returns (``stoc_pol_mean``, the mean 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.envs.dmc_tasks import dmc_task_spec
 from pipeline.envs.families import task_facts
 from pipeline.outputs import EVAL_LOG, LOG, reference_log_files
 from pipeline.plots import read_csv_rows
@@ -99,7 +101,6 @@ def planned_iterations(p: CellPlan) -> int:
     cfg = p.cell.config
     if p.cell.target != "rad":
         return cfg.dapg.iterations
-    from pipeline.envs.dmc_tasks import dmc_task_spec
 
     return dmc_task_spec(cfg.task).episodes_for(cfg.rad.env_steps, cfg.env.horizon)
 
@@ -145,8 +146,6 @@ def _collect_rad(p: CellPlan, data_dir: Path) -> CellRun:
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:
-    import json
-
     path = folder / MANIFEST
     return dict(json.loads(path.read_text())) if path.exists() else None
 

@@ -10,6 +10,7 @@ resumes from its DAPG (RAD) checkpoint. Nothing here decides an output: the runn
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 import traceback
@@ -66,8 +67,6 @@ def run_cell(config: PipelineConfig, stages: dict[str, Stage], data_dir: str,
              log_path: str, target: str = TARGET) -> dict[str, Any]:
     """One cell, in a dask worker: its stages up to ``target`` (evaluate, or rad), logged to its
     own file."""
-    import multiprocessing
-
     if multiprocessing.current_process().daemon:
         raise PipelineError(
             "this dask worker is a daemonic process, so the cell's rollout sampler cannot start "

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from pipeline.study.curves import SUCCESS, Band, Metric
 
 if TYPE_CHECKING:
@@ -75,8 +77,6 @@ def _draw(ax: Axes, panel: Panel) -> None:
 def _fitted_ylim(panel: Panel, ours_max: float) -> tuple[float, float] | None:
     """A metric without a fixed range: fit our curves, and the reference only as far as they go
     (RRL's late returns would flatten a short run's curves into one line)."""
-    import numpy as np
-
     values = [v for b in panel.curves.values() for v in (b.mean, b.low, b.high)]
     if panel.reference is not None and ours_max:
         values.append(panel.reference.mean[panel.reference.samples <= 1.5 * ours_max])

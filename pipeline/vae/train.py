@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pipeline.config import VAEConfig
 from pipeline.encoders.preprocess import normalize_pixels
 from pipeline.encoders.vae import VAE
 from pipeline.encoders.vae_architecture import VAEArchitecture
+from pipeline.encoders.weights import file_sha256
 from pipeline.errors import NonFiniteError, bad_store
 from pipeline.fileio import atomic_path
 from pipeline.vae import ENCODER_FILE, VAE_FILE
@@ -122,8 +124,6 @@ def train_vae(train: Frames, held: Frames, cfg: VAEConfig, checkpoint: Path, tag
               log: Callable[[str], None] = print, progress: bool = True) -> TrainedVAE:
     """Train (or resume training) for ``cfg.epochs`` epochs; ``tag`` names the inputs, so a
     checkpoint of other inputs is never resumed."""
-    from tqdm import tqdm
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = VAE(VAEArchitecture.from_config(cfg)).to(memory_format=torch.channels_last)
@@ -163,7 +163,6 @@ def write_weights(model: VAE, out_dir: Path, verify_on: Frames) -> str:
     from safetensors.torch import save_file
 
     from pipeline.encoders import create_encoder
-    from pipeline.encoders.weights import file_sha256
 
     for name, module, part in ((VAE_FILE, model, "vae"), (ENCODER_FILE, model.encoder, "encoder")):
         tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
