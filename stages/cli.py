@@ -79,7 +79,7 @@ configure.__annotations__ = {p.name: p.annotation for p in _option_parameters()}
 app.callback()(configure)
 
 
-def _runner() -> Any:
+def _runner() -> Runner:
     return Runner(State.config, STAGES, State.data)
 
 

@@ -32,7 +32,13 @@ from pipeline.plots import learning_curve, read_csv_rows
 from pipeline.rl.data import demo_arrays, make_sampler
 from pipeline.rl.extend import continuation, continue_from
 from pipeline.rl.extend import progress as iterations_done
-from pipeline.rl.rollouts import evaluation_seed, require_finite_returns, summarize
+from pipeline.rl.rollouts import (
+    SampledPolicy,
+    Sampler,
+    evaluation_seed,
+    require_finite_returns,
+    summarize,
+)
 from pipeline.runner import Progress, Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
@@ -130,7 +136,7 @@ def _continue_shorter_run(ctx: StageContext) -> None:
         continue_from(found[0], ctx.out_dir, ctx.log)
 
 
-def bc_start(out_dir: Path, policy: Any, sampler: Any, task: str, episodes: int, horizon: int,
+def bc_start(out_dir: Path, policy: SampledPolicy, sampler: Sampler, task: str, episodes: int, horizon: int,
              seed: int) -> dict[str, float]:
     """Success of the BC policy before any DAPG step (kept, so a resumed run reuses it)."""
     path = out_dir / BC_START

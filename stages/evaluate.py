@@ -15,7 +15,7 @@ from pipeline.envs.families import check_task_config, horizon, task_facts
 from pipeline.outputs import DataSource, policy_file, store_weights, trained_source, weights_label
 from pipeline.rl.data import make_sampler
 from pipeline.rl.distracted import env_factory
-from pipeline.rl.rollouts import require_finite_returns, summarize
+from pipeline.rl.rollouts import SampledPolicy, require_finite_returns, summarize
 from pipeline.rl.video import write_video
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
@@ -68,7 +68,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return summary
 
 
-def _evaluate_level(ctx: StageContext, src: DataSource, policy: Any,
+def _evaluate_level(ctx: StageContext, src: DataSource, policy: SampledPolicy,
                     level: int) -> tuple[dict[str, Any], list[Any]]:
     """`summarize` of evaluate.episodes mean-action episodes at `level` (episode i in the scene
     DistractorSpec(level, seed + i)), and the rollouts."""

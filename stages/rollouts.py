@@ -14,6 +14,7 @@ them into the feature store. Episode i of level L resets with ``rollouts.seed + 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from pipeline.outputs import (
 from pipeline.rl.data import make_sampler
 from pipeline.rl.distracted import RenderingStateSampler, env_factory
 from pipeline.rl.random_policy import UniformRandomPolicy
+from pipeline.rl.rollout_loop import LoopSampler
 from pipeline.rollout_episodes import RolloutPlan, level_results, record_rollouts
 from pipeline.runner import Stage, StageContext, StageResult, canonical_json
 from pipeline.settings import key_dict
@@ -198,20 +200,22 @@ def _random_policy(cfg: PipelineConfig) -> tuple[Any, str, dict[str, Any]]:
     return policy, hashlib.sha256(canonical_json(identity).encode()).hexdigest(), identity
 
 
-def _samplers(ctx: StageContext, src: DataSource | None, cameras: tuple[str, ...]) -> Any:
+def _samplers(ctx: StageContext, src: DataSource | None,
+              cameras: tuple[str, ...]) -> Callable[[int], LoopSampler]:
     """level -> a recording sampler whose envs render that level's scenes."""
     cfg, r = ctx.config, ctx.config.rollouts
 
-    def sampler_for(level: int) -> Any:
+    def sampler_for(level: int) -> LoopSampler:
         if src is None or src.obs_mode == "state":  # the policy reads the env's state (or nothing)
-
             return RenderingStateSampler(cfg.task, level, cameras, n_envs=r.envs,
                                          workers=r.workers, reward=cfg.env.reward,
                                          width=cfg.env.width, height=cfg.env.height,
                                          shadows=cfg.env.shadows)
 
-        return make_sampler(src, cfg.policy, cfg.env.reward, r.envs, cfg.encode.device,
-                            workers=r.workers, record=True, env_factory=env_factory(level))
+        sampler = make_sampler(src, cfg.policy, cfg.env.reward, r.envs, cfg.encode.device,
+                               workers=r.workers, record=True, env_factory=env_factory(level))
+        assert isinstance(sampler, LoopSampler)  # vision samplers record what they render
+        return sampler
 
     return sampler_for
 

@@ -14,7 +14,7 @@ module is imported in whichever process makes the first env.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +99,7 @@ def distracted_env(task: str, level: int = 0, **env_kwargs: Any) -> DistractedEn
     return DistractedEnv(task, level, **env_kwargs)
 
 
-def env_factory(level: int) -> Any:
+def env_factory(level: int) -> Callable[..., DistractedEnv]:
     """``distracted_env`` at `level`, for samplers that take a ``task_env``-like factory."""
     return partial(distracted_env, level=level)
 
