@@ -32,7 +32,8 @@ import torch
 from forward import forward_throughput  # type: ignore[import-not-found]
 
 from pipeline.distributed import get_client
-from pipeline.encode_job import (
+from pipeline.encoders import encoder_spec
+from pipeline.encoders.encode_job import (
     EncoderParams,
     Placement,
     ShardEncoder,
@@ -41,7 +42,6 @@ from pipeline.encode_job import (
     placement,
     threads_per_worker,
 )
-from pipeline.encoders import encoder_spec
 from pipeline.encoders.preprocess import apply_input
 from pipeline.store.episodes import EpisodeReader
 from pipeline.store.features import FeatureStoreSpec, open_features

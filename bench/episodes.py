@@ -56,8 +56,8 @@ def rendered(data: Path, demos: Path, size: int, max_demos: int | None) -> Path:
 
 def render_cpu_seconds(demos: Path, size: int, steps: int) -> float:
     """Core-seconds per frame of a render worker's work: states replay and render, one camera."""
-    from pipeline.demos import load_demos
     from pipeline.envs.adroit import AdroitEnv
+    from pipeline.envs.demos import load_demos
     from pipeline.envs.families import resolve_task_cameras
     from pipeline.envs.replay import replay_demo
 

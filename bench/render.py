@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import EnvConfig, RenderConfig
-from pipeline.demos import load_demos
+from pipeline.envs.demos import load_demos
 from pipeline.envs.families import resolve_task_cameras
 from pipeline.envs.gl import EGL_DEVICE, egl_gpus, select_gl_backend
 from pipeline.envs.replay import replay_parallel

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.config import BCConfig, DAPGConfig, PolicyConfig
-from pipeline.demos import load_demos
+from pipeline.envs.demos import load_demos
 from pipeline.rl.bc import behaviour_clone
 from pipeline.rl.policy import GaussianMLPPolicy, MLPBaseline
 from pipeline.rl.sampler import ProcessSampler, evaluate

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.demos import PINS, expected_sha256, load_demos, resolve_demo_file
+from pipeline.envs.demos import PINS, expected_sha256, load_demos, resolve_demo_file
 from pipeline.envs.families import check_task_config, require_demos, task_facts, without_demos
 from pipeline.fileio import file_sha256
 from pipeline.outputs import DEMOS_FILE

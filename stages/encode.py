@@ -118,7 +118,7 @@ def _checked_inputs(ctx: StageContext) -> dict[str, Any]:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.distributed import get_client
-    from pipeline.encode_job import (
+    from pipeline.encoders.encode_job import (
         EncoderParams,
         ShardEncoder,
         cached_encoder,

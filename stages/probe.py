@@ -1,4 +1,4 @@
-"""probe: ridge regression from the cached features to the simulator state (pipeline/probe.py).
+"""probe: ridge regression from the cached features to the simulator state (pipeline/encoders/probe.py).
 
 A ranking of encoders in seconds, before any policy is trained: how well each target (door: hinge,
 latch, handle, palm) is read linearly off the features of held-out demos, beside the state
@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.encoders.probe import run_probe, targets_for
 from pipeline.fileio import write_json_atomic
 from pipeline.outputs import episodes_stage, store_root, weights_label
-from pipeline.probe import run_probe, targets_for
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 

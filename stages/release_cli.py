@@ -1,5 +1,5 @@
 """`rrl release NAME` and `rrl evaluate-release FOLDER`: a headline run's files under results/,
-and one command that re-evaluates them on a fresh clone (pipeline/release.py)."""
+and one command that re-evaluates them on a fresh clone (pipeline/study/release.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import typer
 from pipeline.envs.families import horizon, task_facts
 from pipeline.errors import ConfigError, StoreError
 from pipeline.outputs import EVAL_LOG, LOG, policy_file
-from pipeline.release import evaluate_release as run
-from pipeline.release import write_release
 from pipeline.runner import Runner
+from pipeline.study.release import evaluate_release as run
+from pipeline.study.release import write_release
 from pipeline.vae.resolve import resolve_vae_weights
 from stages import STAGES
 

@@ -9,7 +9,7 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline.config import PipelineConfig
-from pipeline.demos import load_demos
+from pipeline.envs.demos import load_demos
 from pipeline.envs.distractors import DistractorSpec
 from pipeline.envs.families import (
     check_task_config,
@@ -50,7 +50,7 @@ def distractors(cfg: PipelineConfig) -> DistractorSpec:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from pipeline.render_report import summarize_fidelity, write_contact_sheet
+    from pipeline.envs.render_report import summarize_fidelity, write_contact_sheet
     from pipeline.store.episodes import EpisodeWriter
     from pipeline.store.frames import FrameCodec
 

@@ -8,7 +8,7 @@ default) is dapg where the task has demos and random where it has none (DeepMind
 episodes its features are encoded from, ``SOURCE=auto``). Every step is rendered from the task's cameras at the render settings, the frames an
 encoder would see, and written in the render stage's layout, so ``SOURCE=rollouts`` encodes
 them into the feature store. Episode i of level L resets with ``rollouts.seed + i`` in the scene
-``DistractorSpec(L, rollouts.seed + i)`` (``pipeline.rollout_episodes``).
+``DistractorSpec(L, rollouts.seed + i)`` (``pipeline.rl.level_sweep``).
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from pipeline.outputs import (
 )
 from pipeline.rl.data import make_sampler
 from pipeline.rl.distracted import RenderingStateSampler, env_factory
+from pipeline.rl.level_sweep import RolloutPlan, level_results, record_rollouts
 from pipeline.rl.random_policy import UniformRandomPolicy
 from pipeline.rl.rollout_loop import LoopSampler
-from pipeline.rollout_episodes import RolloutPlan, level_results, record_rollouts
 from pipeline.runner import Stage, StageContext, StageResult, canonical_json
 from pipeline.settings import key_dict
 from pipeline.store.space import frames_bytes, require_free_space

@@ -68,7 +68,7 @@ def test_gpu_cluster_gives_each_worker_one_gpu_and_a_gpu_resource() -> None:
 
 
 def test_placement_follows_the_device_setting() -> None:
-    from pipeline.encode_job import placement
+    from pipeline.encoders.encode_job import placement
 
     cpu = placement("cpu", 3, remote=False)
     assert (cpu.device, cpu.gpus, cpu.workers, cpu.worker_device, cpu.resources) == \

@@ -38,7 +38,7 @@ def config(**extra: str) -> PipelineConfig:
 
 def keys(cfg: PipelineConfig, tmp_path: Path) -> dict[str, str]:
     runner = Runner(cfg, STAGES, tmp_path)
-    # The probe defines state targets for the Adroit tasks only (pipeline/probe.py); RAD runs
+    # The probe defines state targets for the Adroit tasks only (pipeline/encoders/probe.py); RAD runs
     # DeepMind Control only (stages/rad.py).
     family_only = {"probe"} if not task_facts(cfg.task).has_demos else {"rad"}
     return {s: runner.key(s) for s in STAGES if s not in family_only}

@@ -71,8 +71,8 @@ def test_gl_backend_probe_finds_a_backend() -> None:
 
 def test_states_replay_reproduces_recorded_door_observations(door_demos_path: Path) -> None:
     """Every step of all 25 door demos: joints exactly, site positions within tolerance."""
-    from pipeline.demos import load_demos
     from pipeline.envs.adroit import AdroitEnv
+    from pipeline.envs.demos import load_demos
     from pipeline.envs.replay import (
         DOOR_JOINT_DIMS,
         DOOR_SITE_DIMS,

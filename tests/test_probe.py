@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import PipelineConfig, ProbeConfig
-from pipeline.errors import ConfigError, StoreError
-from pipeline.probe import (
+from pipeline.encoders.probe import (
     TARGETS,
     RidgePath,
     load_probe_data,
@@ -22,6 +21,7 @@ from pipeline.probe import (
     row_demos,
     split_demos,
 )
+from pipeline.errors import ConfigError, StoreError
 from pipeline.runner import Runner, StageResult
 from stages import STAGES
 from tests.conftest import synthetic_door_demos, write_demo_pickle

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StoreError
-from pipeline.release import evaluate_release, read_release
+from pipeline.study.release import evaluate_release, read_release
 from tests.helpers import TINY_RL, TINY_VISION
 
 pytestmark = pytest.mark.gl

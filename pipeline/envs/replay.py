@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.config import EnvConfig, RenderConfig
-from pipeline.demos import Demo
+from pipeline.envs.demos import Demo
 from pipeline.envs.distractors import DistractorSpec
 from pipeline.envs.gl import render_pool, select_gl_backend
 from pipeline.errors import ConfigError

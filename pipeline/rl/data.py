@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import PolicyConfig
-from pipeline.demos import load_demos
 from pipeline.devices import resolve_device
 from pipeline.encoders.layers import select_features
+from pipeline.envs.demos import load_demos
 from pipeline.errors import ConfigError
 from pipeline.outputs import DataSource
 from pipeline.rl.env_backends import task_env

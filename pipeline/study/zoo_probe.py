@@ -92,7 +92,7 @@ def probe_table(rows: list[ProbeRow], title: str, command: str) -> str:
     head = ["rank", "cell", "encoder", "weights", "feature", "width", "mean R^2", *targets,
             "probe s"]
     lines = [f"# {title}", "", f"Made by `{command}`: one linear probe (ridge, held-out demos; "
-             "pipeline/probe.py) per stored feature, ranked by the mean R^2 over the targets.",
+             "pipeline/encoders/probe.py) per stored feature, ranked by the mean R^2 over the targets.",
              "RANDOM marks untrained weights: a pipeline check, not a ranking of representations.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows, 1):

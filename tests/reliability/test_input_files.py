@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.demos import STATE_KEYS, load_demos
+from pipeline.envs.demos import STATE_KEYS, load_demos
 from pipeline.errors import DemoValidationError, StoreError
 from pipeline.store.episodes import Episode, EpisodeReader, EpisodeWriter
 from tests.conftest import write_demo_pickle

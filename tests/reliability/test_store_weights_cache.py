@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encode_job import EncoderParams, ShardEncoder, cached_encoder
 from pipeline.encoders import create_encoder, weights_identity
+from pipeline.encoders.encode_job import EncoderParams, ShardEncoder, cached_encoder
 from pipeline.errors import WeightsError
 
 FRAMES = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)

@@ -77,7 +77,7 @@ def targets_for(task: str) -> tuple[Target, ...]:
         raise ConfigError(
             f"probe: no state targets for task {task!r}; the probe knows the Adroit tasks "
             f"({', '.join(TARGETS)}). Fix: probe one of those, or add {task}'s targets to "
-            "TARGETS in pipeline/probe.py")
+            "TARGETS in pipeline/encoders/probe.py")
     return TARGETS[task]
 
 
