@@ -17,9 +17,7 @@ from typing import Any
 from pipeline.config import RADConfig
 from pipeline.encoders.vae_architecture import safetensors_metadata
 from pipeline.encoders.weights import (
-    SAFETENSORS_SUFFIXES,
-    check_weights_file,
-    no_pretrained_weights,
+    trained_weights_file,
     weights_fix,
 )
 from pipeline.errors import WeightsError
@@ -98,13 +96,5 @@ def read_architecture(path: Path) -> RADArchitecture:
 
 def architecture_of_weights(name: str, weights: str) -> RADArchitecture:
     """The shape of ``weights``: random weights have the default shape, a file its own."""
-    if weights == "pretrained":
-        raise no_pretrained_weights(name)
-    if weights == "random":
-        return DEFAULT_ARCHITECTURE
-    path = check_weights_file(name, weights)
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
-        raise WeightsError(f"weights file {str(path)!r}: RAD weights are the .safetensors file the "
-                           f"rad stage writes (its shape is in the file's metadata). "
-                           f"{weights_fix(name)}")
-    return read_architecture(path)
+    path = trained_weights_file(name, weights, "rad")
+    return DEFAULT_ARCHITECTURE if path is None else read_architecture(path)

@@ -16,9 +16,7 @@ from typing import Any
 
 from pipeline.config import VAEConfig
 from pipeline.encoders.weights import (
-    SAFETENSORS_SUFFIXES,
-    check_weights_file,
-    no_pretrained_weights,
+    trained_weights_file,
     weights_fix,
 )
 from pipeline.errors import WeightsError
@@ -111,13 +109,5 @@ def read_architecture(path: Path, part: str = "encoder") -> VAEArchitecture:
 
 def architecture_of_weights(name: str, weights: str) -> VAEArchitecture:
     """The shape of ``weights``: random weights have the default shape, a file its own."""
-    if weights == "pretrained":
-        raise no_pretrained_weights(name)
-    if weights == "random":
-        return DEFAULT_ARCHITECTURE
-    path = check_weights_file(name, weights)
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
-        raise WeightsError(f"weights file {str(path)!r}: VAE weights are the .safetensors file the "
-                           f"vae stage writes (its shape is in the file's metadata). "
-                           f"{weights_fix(name)}")
-    return read_architecture(path)
+    path = trained_weights_file(name, weights, "vae")
+    return DEFAULT_ARCHITECTURE if path is None else read_architecture(path)

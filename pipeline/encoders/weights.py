@@ -123,6 +123,22 @@ def check_weights_file(name: str, weights: str) -> Path:
     return path
 
 
+def trained_weights_file(name: str, weights: str, stage: str) -> Path | None:
+    """The .safetensors file of an encoder a stage of this project trains (None: random weights).
+
+    Its architecture is in the file's metadata, so only the file the stage wrote will do."""
+    if weights == "pretrained":
+        raise no_pretrained_weights(name)
+    if weights == "random":
+        return None
+    path = check_weights_file(name, weights)
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        raise WeightsError(f"weights file {str(path)!r}: {stage.upper()} weights are the "
+                           f".safetensors file the {stage} stage writes (its shape is in the "
+                           f"file's metadata). {weights_fix(name)}")
+    return path
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 of the file's bytes, remembered across processes while the file's stat is unchanged."""
     path = Path(path).resolve()
