@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import demos as demos_mod
+from pipeline.envs import demos as demos_mod
 from pipeline.envs.demos import load_demos
 from pipeline.errors import DemoUnavailableError, DemoValidationError
 from tests.conftest import synthetic_door_demos, write_demo_pickle
