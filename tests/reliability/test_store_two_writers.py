@@ -20,6 +20,7 @@ pytestmark = pytest.mark.gl
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # two real `rrl` processes rendering and encoding: ~20 s; the interleaving test below is fast
 def test_two_data_folders_encoding_one_key_into_one_bucket(s3: dict[str, Any], tmp_path: Path) -> None:
     demos = tmp_path / "door-v0_demos.pickle"
     sha = write_demo_pickle(demos, synthetic_door_demos(n=3, steps=40))
