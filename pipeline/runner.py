@@ -311,7 +311,8 @@ class Runner:
         if previous == "latest":
             previous = latest_manifest(self.data_dir / name)
         then = f"; {progress.continues}" if progress.continues else ""
-        if isinstance(previous, dict) and previous.get("key") != key:
+        # An output of this very key that was started says more than an older finished one.
+        if not started and isinstance(previous, dict) and previous.get("key") != key:
             return StageStatus(name, key, "stale", self.stale_reason(name, previous) + then, started)
         done = f" ({progress.done})" if progress.done else ""
         if progress.continues:

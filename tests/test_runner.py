@@ -112,6 +112,14 @@ def test_status_reports_missing_up_to_date_and_stale_reasons(tmp_path: Path) -> 
     assert "code version changed (1 -> 2)" in bumped["b"].reason
 
 
+def test_an_interrupted_output_is_reported_as_such_beside_an_older_finished_one(tmp_path: Path) -> None:
+    Runner(cfg(), stages(), tmp_path, log=lambda m: None).run("a")
+    other = Runner(cfg(shadows=True), stages(), tmp_path, log=lambda m: None)
+    (tmp_path / "a" / other.key("a")[:12]).mkdir()  # started under the new key, then killed
+    st = other.stage_status("a")
+    assert st.state == "missing" and st.reason.startswith("interrupted"), st
+
+
 def test_crash_leaves_no_manifest_and_resumes(tmp_path: Path) -> None:
     runner = Runner(cfg(), stages(), tmp_path, log=lambda m: None)
     out = runner.out_dir("b")
