@@ -61,6 +61,8 @@ def test_rollouts_refuse_an_encoder_other_than_the_stores() -> None:
     attrs = {"encoder": "resnet10t", "weights": dict(encoder.weights), "precision": "fp32",
              "preprocessing": dict(encoder.preprocessing), "feature_dim": encoder.feature_dim}
     check_encoder_matches_store(encoder, attrs, "store")  # the same: accepted
+    older = {k: v for k, v in attrs["preprocessing"].items() if k != "crop_mode"}
+    check_encoder_matches_store(encoder, {**attrs, "preprocessing": older}, "store")  # pre-zoo store
     with pytest.raises(ConfigError, match="encoder: store 'resnet18' vs rollout 'resnet10t'"):
         check_encoder_matches_store(encoder, {**attrs, "encoder": "resnet18"}, "store")
     with pytest.raises(ConfigError, match="crop"):

@@ -55,7 +55,8 @@ def check_encoder_matches_store(encoder: FrozenEncoder, attrs: dict[str, Any], s
     """Refuse to roll out with an encoder other than the one that made the training features."""
     pre = attrs.get("preprocessing") or {}
     # Older stores recorded no crop mode: theirs was the centre crop.
-    stored_pre = {"crop_mode": "center", **{k: pre.get(k) for k in _INPUT}}
+    stored_pre = {k: pre.get(k) for k in _INPUT}
+    stored_pre["crop_mode"] = stored_pre["crop_mode"] or "center"
     mine = {"encoder": encoder.name, "weights": _weights_id(encoder.weights),
             "precision": encoder.precision, "features": encoder.features,
             **{k: encoder.preprocessing.get(k) for k in _INPUT}}
