@@ -10,11 +10,12 @@ itself is on disk.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,6 +68,16 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     atomic_write(path, lambda handle: handle.write(data), binary=True)
+
+
+def write_csv_atomic(path: str | Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """A CSV of ``rows`` under ``columns`` (a row's other keys are left out), written atomically."""
+    def write(handle: IO[str]) -> None:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

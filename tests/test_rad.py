@@ -184,7 +184,7 @@ def test_a_crash_after_any_episode_resumes_to_the_same_run(tmp_path: Path,
     data = tmp_path / "data"
     runner = Runner(PipelineConfig().with_overrides(values), STAGES, data)
     crashed = runner.out_dir("rad")  # where the stage would resume it
-    real_write, writes = rad_train._write_csv, []
+    real_write, writes = rad_train.write_csv_atomic, []
 
     def crash_after_second_episode(path: Path, columns: Any, rows: Any) -> None:
         real_write(path, columns, rows)
@@ -192,10 +192,10 @@ def test_a_crash_after_any_episode_resumes_to_the_same_run(tmp_path: Path,
         if len(writes) == 4:  # log.csv and eval.csv of episode 1: its checkpoint is on disk
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(rad_train, "_write_csv", crash_after_second_episode)
+    monkeypatch.setattr(rad_train, "write_csv_atomic", crash_after_second_episode)
     with pytest.raises(KeyboardInterrupt):
         rad_train.train_rad(cfg, setup, crashed, log=None)
-    monkeypatch.setattr(rad_train, "_write_csv", real_write)
+    monkeypatch.setattr(rad_train, "write_csv_atomic", real_write)
     # The one status engine says how far it got, for `rrl status` and for a study's RAD cell.
     st = runner.stage_status("rad")
     assert (st.state, st.reason) == ("missing", "interrupted (rad episode 2/3); resumes")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import PipelineConfig
+from pipeline.fileio import write_csv_atomic
 from pipeline.outputs import EVAL_LOG, LOG, REFERENCE_LOGS
-from pipeline.rl.trainer import EVAL_COLUMNS, LOG_COLUMNS, _write_csv
+from pipeline.rl.trainer import EVAL_COLUMNS, LOG_COLUMNS
 from pipeline.runner import MANIFEST
 from pipeline.study.cells import CellPlan, plan
 from pipeline.study.curves import Curve, band, reference_curves, samples_to
@@ -63,8 +64,8 @@ def fake_cell(data: Path, p: CellPlan, success: list[float], finished: bool) -> 
     rows = [{**dict.fromkeys(LOG_COLUMNS, 0.0), "iteration": i, "success_rate": s,
              "stoc_pol_mean": 10 * s - 50, "num_samples": SAMPLES, "time_sampling": 9,
              "time_vpg": 0.5, "time_npg": 0.3, "time_VF": 0.2} for i, s in enumerate(success)]
-    _write_csv(dapg / LOG, LOG_COLUMNS, rows)
-    _write_csv(dapg / EVAL_LOG, EVAL_COLUMNS, [
+    write_csv_atomic(dapg / LOG, LOG_COLUMNS, rows)
+    write_csv_atomic(dapg / EVAL_LOG, EVAL_COLUMNS, [
         {"iteration": i, "eval_score": 0, "eval_success_rate": 25.0, "time_eval": 2}
         for i in range(len(success))])
     if finished:

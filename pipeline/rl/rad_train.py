@@ -17,14 +17,13 @@ Everything is plain data, loaded with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 # Before torch: chooses the GL backend and keeps triton away from the GL context (offscreen.py).
 from pipeline.envs.dmc import DMCEnv  # isort: skip
@@ -36,7 +35,7 @@ from pipeline.config import RADConfig
 from pipeline.envs.dmc_tasks import dmc_task_spec
 from pipeline.envs.families import resolved_horizon
 from pipeline.errors import ConfigError, NonFiniteError, bad_store
-from pipeline.fileio import atomic_write, file_sha256
+from pipeline.fileio import file_sha256, write_csv_atomic
 from pipeline.outputs import CHECKPOINT, EVAL_LOG, LOG, RAD_REPLAY
 from pipeline.rl.checkpoints import load_checkpoint, non_finite_tensors, save_checkpoint
 from pipeline.rl.rad import RADAgent
@@ -117,15 +116,6 @@ def _numpy_state(rng: np.random.Generator) -> dict[str, Any]:
     return dict(rng.bit_generator.state)
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, float]]) -> None:
-    def write(handle: IO[str]) -> None:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-    atomic_write(path, write)
-
-
 def _load_episodes(out: Path, hashes: list[str], replay: EpisodeReplay) -> None:
     for e, expected in enumerate(hashes):
         path = out / RAD_REPLAY / f"episode_{e:05d}.pt"
@@ -194,8 +184,8 @@ def train_rad(cfg: RADConfig, setup: RADSetup, out_dir: Path,
                 "identity": identity, "agent": agent.state_dict(),
                 "numpy_rng": _numpy_state(rng), "rows": run.rows, "eval_rows": run.eval_rows,
                 "episodes": hashes})
-            _write_csv(out / LOG, LOG_COLUMNS, run.rows)  # after the checkpoint: rows = episodes kept
-            _write_csv(out / EVAL_LOG, EVAL_COLUMNS, run.eval_rows)
+            write_csv_atomic(out / LOG, LOG_COLUMNS, run.rows)  # after the checkpoint: rows = episodes kept
+            write_csv_atomic(out / EVAL_LOG, EVAL_COLUMNS, run.eval_rows)
             if log:
                 evaluated = not math.isnan(row["eval_score"])
                 log(_progress(row, run.eval_rows[-1] if evaluated else None, e, total, horizon))

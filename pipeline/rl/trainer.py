@@ -14,13 +14,12 @@ Imports torch, not MuJoCo: the sampler is made by the caller.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +27,7 @@ import torch
 from pipeline.config import DAPGConfig
 from pipeline.envs.families import resolved_horizon, task_facts
 from pipeline.errors import ConfigError, NonFiniteError
-from pipeline.fileio import atomic_write
+from pipeline.fileio import write_csv_atomic
 from pipeline.outputs import CHECKPOINT, EVAL_LOG, LOG
 from pipeline.rl.checkpoints import (
     load_checkpoint,
@@ -62,15 +61,6 @@ def advantages_and_returns(rollouts: Sequence[Rollout], baseline: MLPBaseline, g
         advantages.append(gae(rollout["rewards"], values, gamma, gae_lambda, terminal))
         returns.append(discounted_returns(rollout["rewards"], gamma))
     return advantages, returns
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    def write(handle: IO[str]) -> None:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-    atomic_write(path, write)
 
 
 def _require_finite(it: int, row: dict[str, float], policy: GaussianMLPPolicy, cfg: DAPGConfig,
@@ -215,8 +205,8 @@ def train_dapg(
             "torch_rng": torch.get_rng_state(), "numpy_rng": numpy_rng_state(),
             "rows": rows, "eval_rows": eval_rows,
         })
-        _write_csv(out / LOG, LOG_COLUMNS, rows)
-        _write_csv(out / EVAL_LOG, EVAL_COLUMNS, eval_rows)
+        write_csv_atomic(out / LOG, LOG_COLUMNS, rows)
+        write_csv_atomic(out / EVAL_LOG, EVAL_COLUMNS, eval_rows)
         if log:
             log(_progress_line(it, row, eval_rows[-1] if eval_episodes > 0 else None,
                                task_facts(task).has_success))

@@ -49,8 +49,8 @@ def test_done_markers_use_the_helper(tmp_path: Path, monkeypatch: pytest.MonkeyP
     """Manifests, checkpoints and trainer logs are written through fileio (so fsynced)."""
     import torch
 
+    from pipeline.fileio import write_csv_atomic
     from pipeline.rl import checkpoints
-    from pipeline.rl.trainer import _write_csv
 
     seen: list[str] = []
     real = fileio.atomic_path
@@ -63,5 +63,5 @@ def test_done_markers_use_the_helper(tmp_path: Path, monkeypatch: pytest.MonkeyP
     fileio.write_json_atomic(tmp_path / "manifest.json", {})
     monkeypatch.setattr(checkpoints, "atomic_path", spy)
     checkpoints.save_checkpoint(tmp_path / "policy.pt", {"w": torch.zeros(2)})
-    _write_csv(tmp_path / "log.csv", ["a"], [{"a": 1}])
+    write_csv_atomic(tmp_path / "log.csv", ["a"], [{"a": 1}])
     assert seen == ["manifest.json", "policy.pt", "log.csv"]
