@@ -67,6 +67,25 @@ def replayed_door_frames(actions: np.ndarray, seed: int, size: int = 48) -> np.n
     return np.stack(frames)
 
 
+def hub_cache_entry(cache: Path, repo_id: str, filename: str, data: bytes) -> str:
+    """``data`` as ``filename`` of repository ``repo_id`` in a Hugging Face hub cache, laid out as
+    a cache copied from an online machine is (blob by sha256, snapshot link, main ref); its sha256."""
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo / "blobs" / sha).write_bytes(data)
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    link = repo / "snapshots" / commit / filename
+    if not link.exists():
+        link.symlink_to(Path("../../blobs") / sha)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return sha
+
+
 def stand_in_pretrained(cache: Path, monkeypatch: Any, names: tuple[str, ...]) -> dict[str, str]:
     """Offline caches holding a stand-in file for each encoder's pretrained weights, as a cache
     filled on an online machine would hold the real ones (Hugging Face hub layout, or torch.hub's
@@ -92,17 +111,8 @@ def stand_in_pretrained(cache: Path, monkeypatch: Any, names: tuple[str, ...]) -
         data = f"stand-in weights for {spec.pretrained_tag}".encode()
         sha = hashlib.sha256(data).hexdigest()
         if spec.hub.hf_hub_id:
-            repo = hub_dir / f"models--{spec.hub.hf_hub_id.replace('/', '--')}"
-            commit = "0" * 40
-            (repo / "blobs").mkdir(parents=True, exist_ok=True)
-            (repo / "blobs" / sha).write_bytes(data)
-            (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
-            file = _candidates(spec.hub.hf_hub_filename or HF_DEFAULT_FILE)[0]
-            link = repo / "snapshots" / commit / file
-            if not link.exists():
-                link.symlink_to(Path("../../blobs") / sha)
-            (repo / "refs").mkdir(exist_ok=True)
-            (repo / "refs" / "main").write_text(commit)
+            hub_cache_entry(hub_dir, spec.hub.hf_hub_id,
+                            _candidates(spec.hub.hf_hub_filename or HF_DEFAULT_FILE)[0], data)
         else:
             assert spec.hub.url is not None
             target = torch_dir / "hub" / "checkpoints" / Path(spec.hub.url).name

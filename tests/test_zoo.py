@@ -3,7 +3,6 @@ forward pass, weights through the hub cache (no network) and other projects' che
 
 from __future__ import annotations
 
-import hashlib
 import re
 import socket
 import time
@@ -18,6 +17,7 @@ from pipeline.encoders.input_config import InputConfig
 from pipeline.encoders.layers import select_features
 from pipeline.encoders.preprocess import apply_input
 from pipeline.errors import ConfigError, WeightsError
+from tests.helpers import hub_cache_entry
 
 ALIASES = ["mobilenetv3_large_100", "resnet10t", "resnet18", "resnet34", "resnet50"]
 TIMM = ["vit_tiny_patch16_224", "convnext_atto"]
@@ -148,24 +148,12 @@ def test_a_prefixed_checkpoint_loads_into_the_timm_architecture(tmp_path: Path) 
 
 
 def fill_hub_cache(cache: Path, tag: str, state: dict[str, torch.Tensor]) -> str:
-    """The Hugging Face hub cache layout for repository timm/<tag> holding model.safetensors,
-    written by hand (as a cache copied from an online machine would be); its sha256."""
-    from safetensors.torch import save_file
+    """The Hugging Face hub cache for repository timm/<tag> holding model.safetensors, written
+    by hand (as a cache copied from an online machine would be); its sha256."""
+    from safetensors.torch import save
 
-    repo = cache / f"models--timm--{tag}"
-    draft = cache / "draft.safetensors"
-    cache.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(draft))
-    sha = hashlib.sha256(draft.read_bytes()).hexdigest()
-    (repo / "blobs").mkdir(parents=True)
-    draft.rename(repo / "blobs" / sha)
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (snapshot / "model.safetensors").symlink_to(Path("../../blobs") / sha)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    return sha
+    return hub_cache_entry(cache, f"timm/{tag}", "model.safetensors",
+                           save({k: v.contiguous() for k, v in state.items()}))
 
 
 def test_pretrained_from_a_filled_hub_cache_offline(tmp_path: Path,
