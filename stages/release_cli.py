@@ -14,7 +14,7 @@ from pipeline.outputs import EVAL_LOG, LOG, policy_file
 from pipeline.runner import Runner
 from pipeline.study.release import evaluate_release as run
 from pipeline.study.release import write_release
-from pipeline.vae.resolve import resolve_vae_weights
+from pipeline.vae.resolve import resolve_trained_weights
 from stages import STAGES
 
 RESULTS = Path("results")
@@ -26,7 +26,7 @@ def release(ctx: typer.Context,
     from stages.study_cli import global_config
 
     config, data = global_config(ctx)
-    config = resolve_vae_weights(config, data)  # WEIGHTS=<vae key> names its encoder file
+    config = resolve_trained_weights(config, data)  # WEIGHTS=<vae or rad key> names its encoder file
     runner = Runner(config, STAGES, data)
     dapg, evaluate = runner.result("dapg"), runner.result("evaluate")
     if dapg is None or evaluate is None:

@@ -20,7 +20,7 @@ from pipeline.errors import ConfigError, WeightsError
 from pipeline.outputs import result_store
 from pipeline.runner import Runner, StageResult
 from pipeline.store.episodes import EpisodeReader
-from pipeline.vae.resolve import resolve_vae_weights
+from pipeline.vae.resolve import resolve_trained_weights
 from stages import STAGES
 from tests.helpers import demo_config, stand_in_pretrained
 
@@ -129,7 +129,7 @@ def test_encode_with_the_vae_key_like_any_encoder(tiny_door_demos, trained, tmp_
     from pipeline.rl.vision import check_encoder_matches_store
 
     data, vae = trained
-    cfg = resolve_vae_weights(with_vae(config(tiny_door_demos), vae.key[:12]), data)
+    cfg = resolve_trained_weights(with_vae(config(tiny_door_demos), vae.key[:12]), data)
     assert cfg.encode.weights == str(vae.out_dir / "encoder.safetensors")
     result = run(cfg, data, "encode")
     group = zarr.open_group(result_store(result), path=result.key, mode="r")
@@ -179,12 +179,12 @@ def _metadata(path: Path) -> dict[str, str]:
 def test_weights_key_must_name_one_intact_vae_output(tiny_door_demos, trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     data, vae = trained
     with pytest.raises(WeightsError, match=r"names 0 finished vae outputs.*make vae"):
-        resolve_vae_weights(with_vae(config(tiny_door_demos), "0123456789ab"), data)
+        resolve_trained_weights(with_vae(config(tiny_door_demos), "0123456789ab"), data)
     shutil.copytree(data / "vae", tmp_path / "vae")
     weights = tmp_path / "vae" / vae.key[:12] / "encoder.safetensors"
     weights.write_bytes(weights.read_bytes() + b" ")  # no longer the file the stage wrote
     with pytest.raises(WeightsError, match="not the file the vae stage wrote"):
-        resolve_vae_weights(with_vae(config(tiny_door_demos), vae.key), tmp_path)
+        resolve_trained_weights(with_vae(config(tiny_door_demos), vae.key), tmp_path)
     bad = tmp_path / "weights.pth"
     bad.write_bytes(b"x")
     with pytest.raises(WeightsError, match=r"\.safetensors file the vae stage writes"):

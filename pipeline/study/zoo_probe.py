@@ -20,7 +20,7 @@ from pipeline.config import PipelineConfig
 from pipeline.fileio import write_text_atomic
 from pipeline.runner import Runner, Stage
 from pipeline.study.spec import Experiment
-from pipeline.vae.resolve import resolve_vae_weights
+from pipeline.vae.resolve import resolve_trained_weights
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def probe_experiment(exp: Experiment, budget: str, base: PipelineConfig,
     rows: list[ProbeRow] = []
     seen: set[str] = set()
     for cell in exp.cells(budget, base):
-        config = resolve_vae_weights(cell.config, data_dir)
+        config = resolve_trained_weights(cell.config, data_dir)
         if config.policy.obs_mode == "state":
             continue  # a state baseline has no features to probe
         runner = Runner(config, stages, data_dir, log=log)

@@ -49,4 +49,3 @@ def resolve_trained_weights(cfg: PipelineConfig, data_dir: Path) -> PipelineConf
     return dataclasses.replace(cfg, encode=dataclasses.replace(e, weights=str(path)))
 
 
-resolve_vae_weights = resolve_trained_weights  # its name from when the VAE was the only one

@@ -19,7 +19,7 @@ from pipeline.rl.data import DataSource, make_sampler
 from pipeline.runner import Runner, StageResult
 from pipeline.store.copy import copy_group
 from pipeline.store.weights_files import resolve_config_reference
-from pipeline.vae.resolve import resolve_vae_weights
+from pipeline.vae.resolve import resolve_trained_weights
 from stages import STAGES
 from tests.helpers import TINY_RL
 
@@ -50,7 +50,7 @@ def test_vae_weights_follow_a_moved_folder_and_a_pulled_store(
                                             **TINY_RL, **TINY_VAE})
     a, moved = tmp_path / "A", tmp_path / "moved"
     vae_key = run(base, a, "vae").key
-    cfg = resolve_vae_weights(with_weights(base, vae_key), a)
+    cfg = resolve_trained_weights(with_weights(base, vae_key), a)
     first = run(cfg, a, "dapg")
     encode = Runner(cfg, STAGES, a).result("encode")
     assert encode is not None
@@ -62,7 +62,7 @@ def test_vae_weights_follow_a_moved_folder_and_a_pulled_store(
     # 1. The whole data folder moves: DAPG continues its finished 2-iteration run to 3, and the
     # sampler rebuilds the VAE from the store's copy (A is gone).
     shutil.move(a, moved)
-    cfg_moved = resolve_vae_weights(with_weights(base, vae_key), moved)
+    cfg_moved = resolve_trained_weights(with_weights(base, vae_key), moved)
     assert Runner(cfg_moved, STAGES, moved).key("encode") == encode.key
     longer = run(with_weights(base, cfg_moved.encode.weights, iterations=3), moved, "dapg")
     assert not longer.cache_hit and longer.summary["iterations"] == 3
