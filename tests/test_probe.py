@@ -27,6 +27,8 @@ from stages import STAGES
 from tests.conftest import synthetic_door_demos, write_demo_pickle
 from tests.helpers import demo_config
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _demo_ends(n_demos: int, rng: np.random.Generator) -> np.ndarray:
     return np.cumsum(rng.integers(20, 40, n_demos))
@@ -98,6 +100,29 @@ def test_probe_recovers_a_planted_linear_signal() -> None:
         assert t["features"]["r2"] > 0.99, t["name"]
     # Door observations here are independent noise, so the rest of the state explains nothing.
     assert out["targets"][0]["name"] == "hinge" and out["targets"][0]["state_ceiling"]["r2"] < 0.05
+
+
+def test_distractor_probe_scores_clean_fits_on_moved_features() -> None:
+    """bench/distractor_probe.py: out-of-fold probes fit on clean rows read a planted signal from
+    clean rows, not from rows whose features a 'distractor' moved; the shift measures the move."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("distractor_probe", ROOT / "bench/distractor_probe.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(7)
+    ends = _demo_ends(10, rng)
+    demo = row_demos(ends)
+    y = rng.normal(size=(int(ends[-1]), 3))
+    clean = np.hstack([y @ rng.normal(size=(3, 8)), rng.normal(size=(len(y), 4))])
+    moved = clean + rng.normal(scale=3.0, size=(1, clean.shape[1])) * rng.normal(size=(len(y), 1))
+    pred = bench.out_of_fold(clean, {"clean": clean, "moved": moved}, y, demo, folds=5, seed=0)
+    groups = [("t", [0, 1, 2])]
+    assert r2_scores(y, bench.at_best_alpha(pred["clean"], y, groups)).min() > 0.99
+    assert r2_scores(y, pred["moved"][0]).mean() < 0.5
+    assert bench.shift(clean, clean, np.arange(len(y)), rng) == 0.0
+    assert bench.shift(clean, moved, np.arange(len(y)), rng) > 0.5
 
 
 def test_r2_is_none_for_a_constant_dim() -> None:
