@@ -51,13 +51,16 @@ def test_the_release_evaluates_to_the_evaluate_stages_numbers(released: Path, ti
     folder = released / "results" / "tiny"
     release = read_release(folder)
     assert set(release["files"]) == {"encoder", "policy", "log", "eval"}
-    scored = evaluate_release(folder, episodes=3, levels=[0], log=lambda m: None)
+    lines: list[str] = []
+    scored = evaluate_release(folder, episodes=3, levels=[0], log=lines.append)
     staged = release["evaluation"]["per_level"]["0"]
     assert scored["0"]["episodes"] == 3
     # The same seeded episodes; floats differ only where torch's thread count changes the order
     # of a sum (the stage and this process run the encoder on different threads).
     assert scored["0"]["mean_return"] == pytest.approx(staged["mean_return"], rel=1e-3)
     assert scored["0"]["success_rate"] == staged["success_rate"]
+    # The printed line puts the release's own figure beside the new one.
+    assert len(lines) == 1 and f"(released: {staged['success_rate']:.1f}% over 3" in lines[0], lines
 
 
 def test_a_damaged_release_file_is_refused(released: Path, tmp_path: Path) -> None:

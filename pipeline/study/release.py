@@ -107,6 +107,11 @@ def evaluate_release(folder: Path, episodes: int, levels: Sequence[int] = (0,),
             rollouts = sampler.sample(policy, episodes, run["horizon"], seed, deterministic=True)
         result = summarize(rollouts, run["task"])
         out[str(level)] = {k: result[k] for k in ("success_rate", "mean_return", "episodes")}
-        log(f"level {level}: success {result['success_rate']:.1f}% over {episodes} episodes, "
-            f"mean return {result['mean_return']:.1f}")
+        line = (f"level {level}: success {result['success_rate']:.1f}% over {episodes} episodes, "
+                f"mean return {result['mean_return']:.1f}")
+        ref = (release.get("evaluation") or {}).get("per_level", {}).get(str(level))
+        if ref:  # what the run's own evaluate stage measured, to compare at a glance
+            line += (f" (released: {ref['success_rate']:.1f}% over {ref['episodes']}, mean return "
+                     f"{ref['mean_return']:.1f}{'' if seed == run['evaluate_seed'] else ', other seeds'})")
+        log(line)
     return out
