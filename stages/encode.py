@@ -54,7 +54,7 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
         **({"source": source} if (source := encode_source(cfg)) != "demos" else {}),
         # resize, crop, normalize; interpolation, crop mode, mean/std where not RRL's
         "preprocessing": resolve_input(spec, e.resize, e.crop, e.interpolation).key(),
-        **feature_choice(spec.source, e.layers, e.pool),  # only when encode.layers is set
+        **feature_choice(spec.library, e.layers, e.pool),  # only when encode.layers is set
         **({"weights_prefix": e.weights_prefix} if e.weights_prefix else {}),
     }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.encoders.registry import HubSource, encoder_spec
+from pipeline.encoders.registry import HubLocation, encoder_spec
 from pipeline.errors import ConfigError, WeightsError
 from pipeline.locks import lock_holder
 from pipeline.runner import MANIFEST
@@ -150,7 +150,7 @@ def test_shipped_experiments_expand_and_share_rrls_cell(tmp_path: Path,
     pretrained = {c.config.encode.encoder for name in names
                   for exp in [load_experiment(find_experiment(name))] for budget in exp.budgets
                   for c in exp.cells(budget) if c.config.encode.weights == "pretrained"}
-    hub = {n for n in pretrained if (encoder_spec(n).hub or HubSource()).hf_hub_id}
+    hub = {n for n in pretrained if (encoder_spec(n).hub or HubLocation()).hf_hub_id}
     stand_in_pretrained(tmp_path / "cache", monkeypatch, tuple(sorted(hub)))
 
     def cells(exp: Experiment, budget: str) -> list[Cell]:

@@ -14,10 +14,10 @@ def describe(name: str) -> list[str]:
     """Two or three lines about one encoder: source, input, feature widths by layer."""
     spec = encoder_spec(name)
     tag = spec.pretrained_tag or "no pretrained weights (make vae, then WEIGHTS=<its key>)"
-    head = f"{name:<28} {spec.source}: {tag}" if name != spec.pretrained_tag else \
-        f"{name:<28} {spec.source}"
+    head = f"{name:<28} {spec.library}: {tag}" if name != spec.pretrained_tag else \
+        f"{name:<28} {spec.library}"
     lines = [head, f"    input    {spec.input.describe()}"]
-    if spec.source != "timm":
+    if spec.library != "timm":
         width = spec.feature_dim
         lines.append(f"    features pre_logits {width}" + ("" if width else " (from the file)"))
         return lines

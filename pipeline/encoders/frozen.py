@@ -148,8 +148,8 @@ def create_encoder(
         fp32_exact()  # the device stays out of the keys only because fp32 is exact there
     module, identity = build_module(spec, weights, input_config.crop, weights_prefix)
     if layers:
-        if spec.source != "timm":
-            raise ConfigError(f"encode.layers needs a timm model; {name!r} ({spec.source}) "
+        if spec.library != "timm":
+            raise ConfigError(f"encode.layers needs a timm model; {name!r} ({spec.library}) "
                               "gives one feature. Fix: leave encode.layers unset")
         from pipeline.encoders.features import LayerFeatures, count_layers
 

@@ -64,13 +64,13 @@ def feature_names(layers: tuple[str, ...], pool: str, tokens: bool, class_token:
     return names
 
 
-def feature_choice(source: str, layers: tuple[str, ...], pool: str) -> dict[str, object]:
+def feature_choice(library: str, layers: tuple[str, ...], pool: str) -> dict[str, object]:
     """What ``encode.layers``/``pool`` add to the encode key: nothing when unset (old keys)."""
     if not layers:
         return {}
     parse_layers(layers)
-    if source != "timm":
-        raise ConfigError(f"encode.layers needs a timm model; this encoder ({source}) gives one "
+    if library != "timm":
+        raise ConfigError(f"encode.layers needs a timm model; this encoder ({library}) gives one "
                           "feature. Fix: leave encode.layers unset")
     return {"layers": list(layers), "pool": pool}
 

@@ -24,7 +24,7 @@ from pipeline.encoders.rad_architecture import architecture_of_weights as rad_ar
 from pipeline.encoders.registry import (
     RRL_INPUT,
     EncoderSpec,
-    HubSource,
+    HubLocation,
     register_encoder,
     set_lookup,
 )
@@ -44,9 +44,9 @@ set_lookup(timm_spec)
 def _alias(name: str, tag: str, feature_dim: int, data: InputConfig,
            reference_file: str | None = None, classifier: str = "fc") -> None:
     register_encoder(
-        name=name, source="timm", pretrained_tag=tag, feature_dim=feature_dim,
+        name=name, library="timm", pretrained_tag=tag, feature_dim=feature_dim,
         head_keys=(f"{classifier}.weight", f"{classifier}.bias"), reference_file=reference_file,
-        input=data, hub=HubSource(hf_hub_id=f"timm/{tag}"),
+        input=data, hub=HubLocation(hf_hub_id=f"timm/{tag}"),
         load_pretrained=partial(timm_pretrained_model, tag, data.crop, False),
     )(partial(timm_model, tag, data.crop, False))
 
@@ -65,9 +65,9 @@ SHUFFLENET_URL = "https://download.pytorch.org/models/shufflenetv2_x1-5666bf0f80
 # timm has no ShuffleNet, so this one comes from torchvision (its weights file by URL, as
 # torchvision downloads it, into torch.hub's cache).
 @register_encoder(
-    feature_dim=1024, source="torchvision",
+    feature_dim=1024, library="torchvision",
     pretrained_tag="ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1",
-    reference_file="shufflenetv2_x1-5666bf0f80.pth", hub=HubSource(url=SHUFFLENET_URL),
+    reference_file="shufflenetv2_x1-5666bf0f80.pth", hub=HubLocation(url=SHUFFLENET_URL),
 )
 def shufflenet_v2_x1_0(crop: int) -> nn.Module:
     from torch import nn
@@ -97,7 +97,7 @@ def _vae_spec_for_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:
 # Trained by the vae stage (`make vae`) on [0, 1] pixels: no ImageNet normalisation, and no
 # pretrained weights. The feature is the posterior mean.
 @register_encoder(
-    feature_dim=DEFAULT_ARCHITECTURE.latent, source="project", pretrained_tag=None, head_keys=(),
+    feature_dim=DEFAULT_ARCHITECTURE.latent, library="project", pretrained_tag=None, head_keys=(),
     input=InputConfig.named(DEFAULT_ARCHITECTURE.input_size, DEFAULT_ARCHITECTURE.input_size,
                             "none"),
     for_weights=_vae_spec_for_weights,
@@ -126,7 +126,7 @@ def _rad_spec_for_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:
 # Trained by the rad stage (`make rad`, DeepMind Control) on [0, 1] pixels of 3 stacked frames,
 # 100 px renders centre-cropped to 84 as RAD acts; no pretrained weights exist.
 @register_encoder(
-    feature_dim=RAD_DEFAULT.feature_dim, source="project", pretrained_tag=None, head_keys=(),
+    feature_dim=RAD_DEFAULT.feature_dim, library="project", pretrained_tag=None, head_keys=(),
     input=InputConfig.named(RAD_DEFAULT.input_size, RAD_DEFAULT.crop, "none"),
     for_weights=_rad_spec_for_weights, frame_stack=RAD_DEFAULT.frame_stack,
 )

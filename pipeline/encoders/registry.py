@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-Source = Literal["timm", "torchvision", "project"]
+Library = Literal["timm", "torchvision", "project"]
 # builder(crop) -> the randomly initialised model without its classifier, outputting pooled
 # features, for square inputs of side ``crop`` (ViTs size their position embedding to it).
 Builder = Callable[[int], "nn.Module"]
@@ -38,7 +38,7 @@ RRL_INPUT = InputConfig(256, 224)
 
 
 @dataclass(frozen=True)
-class HubSource:
+class HubLocation:
     """Where pretrained weights are downloaded from (timm's pretrained_cfg fields)."""
 
     hf_hub_id: str | None = None  # "timm/resnet34.tv_in1k": the Hugging Face hub repository
@@ -49,7 +49,7 @@ class HubSource:
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
-    source: Source
+    library: Library
     # timm model tag ("resnet34.tv_in1k") or torchvision weights enum ("ResNet..._Weights.X");
     # None: no pretrained weights exist (the project's own encoders are trained here).
     pretrained_tag: str | None
@@ -67,7 +67,7 @@ class EncoderSpec:
     # (this spec, weights) -> the spec of those weights, for encoders whose architecture is
     # stored in the weights file. Must stay torch-free: it runs when keys are computed.
     for_weights: Callable[[EncoderSpec, str], EncoderSpec] | None = None
-    hub: HubSource | None = None
+    hub: HubLocation | None = None
     load_pretrained: PretrainedBuilder | None = None
     registered: bool = True  # a short alias or project encoder, not a name looked up in timm
     # Consecutive frames of an episode the encoder takes at once, stacked along the channels,
@@ -90,7 +90,7 @@ _LOOKUP: list[Callable[[str], EncoderSpec]] = []
 
 def register_encoder(
     *,
-    source: Source,
+    library: Library,
     pretrained_tag: str | None,
     feature_dim: int | None = None,
     head_keys: tuple[str, ...] = ("fc.weight", "fc.bias"),
@@ -98,7 +98,7 @@ def register_encoder(
     name: str | None = None,
     input: InputConfig = RRL_INPUT,
     for_weights: Callable[[EncoderSpec, str], EncoderSpec] | None = None,
-    hub: HubSource | None = None,
+    hub: HubLocation | None = None,
     load_pretrained: PretrainedBuilder | None = None,
     frame_stack: int = 1,
 ) -> Callable[[Builder], Builder]:
@@ -111,7 +111,7 @@ def register_encoder(
         if key in _REGISTRY:
             raise invalid_value("encoder name", key, "a name not already registered")
         _REGISTRY[key] = EncoderSpec(
-            name=key, source=source, pretrained_tag=pretrained_tag, builder=builder,
+            name=key, library=library, pretrained_tag=pretrained_tag, builder=builder,
             feature_dim=feature_dim, head_keys=head_keys, reference_file=reference_file,
             input=input, for_weights=for_weights, hub=hub, load_pretrained=load_pretrained,
             frame_stack=frame_stack,

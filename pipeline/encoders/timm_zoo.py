@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pipeline.cache import cache_dir
 from pipeline.encoders.input_config import InputConfig
-from pipeline.encoders.registry import EncoderSpec, HubSource, list_encoders
+from pipeline.encoders.registry import EncoderSpec, HubLocation, list_encoders
 from pipeline.errors import UnknownNameError
 
 if TYPE_CHECKING:
@@ -82,11 +82,11 @@ def _spec(name: str, record: dict[str, Any]) -> EncoderSpec:
     args = (record["tag"], data.crop, bool(record.get("fixed_size")))
     classifier = record.get("classifier") or []
     return EncoderSpec(
-        name=name, source="timm", pretrained_tag=record["tag"],
+        name=name, library="timm", pretrained_tag=record["tag"],
         builder=partial(timm_model, *args),
         load_pretrained=partial(timm_pretrained_model, *args),
         head_keys=tuple(f"{c}.{p}" for c in classifier for p in ("weight", "bias")),
-        input=data, hub=HubSource(**record["hub"]) if record.get("hub") else None,
+        input=data, hub=HubLocation(**record["hub"]) if record.get("hub") else None,
         registered=False,
     )
 
