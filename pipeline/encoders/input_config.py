@@ -6,7 +6,7 @@ reads it: Resize to ``floor(input_size / crop_pct)`` (the shorter side for ``cen
 for ``squash``), then CenterCrop to ``input_size``. For ``resnet*.tv_in1k`` that is RRL's
 Resize(256), CenterCrop(224), bilinear, ImageNet mean/std.
 
-The content key holds ``key()``: resize, crop and the normalisation's name as before, plus
+The content key holds ``key()``: resize, crop and the normalization's name as before, plus
 interpolation, crop mode and explicit mean/std only where they differ from RRL's. So an encoder
 whose input tensor is unchanged keeps its key, and one whose tensor changes gets a new one.
 """
@@ -31,7 +31,7 @@ RRL = {"interpolation": "bilinear", "crop_mode": "center"}  # what old keys impl
 
 @dataclass(frozen=True)
 class InputConfig:
-    """Resize (shorter side, or both sides when ``crop_mode="squash"``), CenterCrop, normalise."""
+    """Resize (shorter side, or both sides when ``crop_mode="squash"``), CenterCrop, normalize."""
 
     resize: int
     crop: int

@@ -94,7 +94,7 @@ def _vae_spec_for_weights(spec: EncoderSpec, weights: str) -> EncoderSpec:
                                builder=lambda crop: _vae_encoder(arch))
 
 
-# Trained by the vae stage (`make vae`) on [0, 1] pixels: no ImageNet normalisation, and no
+# Trained by the vae stage (`make vae`) on [0, 1] pixels: no ImageNet normalization, and no
 # pretrained weights. The feature is the posterior mean.
 @register_encoder(
     feature_dim=DEFAULT_ARCHITECTURE.latent, library="project", pretrained_tag=None, head_keys=(),

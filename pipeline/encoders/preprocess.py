@@ -1,4 +1,4 @@
-"""Encoder input, batched in torch: Resize, CenterCrop, normalise (``InputConfig``).
+"""Encoder input, batched in torch: Resize, CenterCrop, normalize (``InputConfig``).
 
 The config is timm's pretrained data config for timm models (RRL's Resize(256), CenterCrop(224),
 bilinear, ImageNet mean/std for ``resnet*.tv_in1k``; bicubic for many others). Encoders trained
@@ -9,7 +9,7 @@ RRL and timm's eval transform resize PIL images, in uint8. Resizing here runs to
 antialiased kernels on the CPU (bilinear and bicubic), the ones torchvision's tensor Resize uses:
 written to match PIL (tests/test_encoders.py measures the largest difference against timm's own
 ``create_transform`` per encoder), ~50x faster than resizing in float, and independent of the
-device the model runs on. Float conversion and normalisation happen after the crop, on the
+device the model runs on. Float conversion and normalization happen after the crop, on the
 model's device.
 """
 
@@ -24,7 +24,7 @@ from pipeline.errors import unknown_name
 
 def normalization(normalize: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if normalize not in NORMALIZATIONS:
-        raise unknown_name("normalisation", normalize, list(NORMALIZATIONS))
+        raise unknown_name("normalization", normalize, list(NORMALIZATIONS))
     return NORMALIZATIONS[normalize]
 
 
@@ -59,7 +59,7 @@ def resize_crop(frames: torch.Tensor, resize: int, crop: int, interpolation: str
 
 def normalize_pixels(x: torch.Tensor, normalize: str | tuple[tuple[float, ...], tuple[float, ...]]
                      = "imagenet") -> torch.Tensor:
-    """uint8 (N, 3k, H, W) -> float32: pixels / 255, then the normalisation's (or given) mean and
+    """uint8 (N, 3k, H, W) -> float32: pixels / 255, then the normalization's (or given) mean and
     std (each of k stacked RGB frames alike)."""
     pair = normalization(normalize) if isinstance(normalize, str) else normalize
     stacked = x.shape[1] // 3
@@ -70,12 +70,12 @@ def normalize_pixels(x: torch.Tensor, normalize: str | tuple[tuple[float, ...], 
 
 def apply_input(frames: torch.Tensor, cfg: InputConfig, device: torch.device | str = "cpu"
                 ) -> torch.Tensor:
-    """uint8 (N, H, W, 3k) on the CPU -> float32 (N, 3k, crop, crop) on `device`, normalised."""
+    """uint8 (N, H, W, 3k) on the CPU -> float32 (N, 3k, crop, crop) on `device`, normalized."""
     x = resize_crop(frames, cfg.resize, cfg.crop, cfg.interpolation, cfg.crop_mode)
     return normalize_pixels(x.to(device), (cfg.mean, cfg.std))  # uint8: a quarter the transfer
 
 
 def preprocess(frames: torch.Tensor, resize: int, crop: int, device: torch.device | str = "cpu",
                normalize: str = "imagenet") -> torch.Tensor:
-    """RRL's input (bilinear, shorter side) with a named normalisation; see ``apply_input``."""
+    """RRL's input (bilinear, shorter side) with a named normalization; see ``apply_input``."""
     return apply_input(frames, InputConfig.named(resize, crop, normalize), device)

@@ -1,5 +1,5 @@
 """The no-demos baseline (NPG, dapg.use_demos=false) must not see the demos: its starting policy
-is freshly initialised, not behaviour-cloned, and its input normalisation is the identity."""
+is freshly initialised, not behaviour-cloned, and its input normalization is the identity."""
 
 from __future__ import annotations
 
