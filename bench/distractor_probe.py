@@ -14,8 +14,9 @@ the mixed render shows at that level:
 - R^2 of a ridge probe (``pipeline/encoders/probe.py``) fit on clean features, as a policy trained
   online on clean frames sees them, for each target of the task (hinge, latch, handle, palm).
   Group k-fold over demos: each demo is predicted by a probe that never saw it, once from its
-  clean features and once from its distracted ones. Alpha is chosen per target on the clean
-  predictions, the same for both columns. ``clean`` beside ``level L`` is what the distractors cost.
+  clean features and once from its distracted ones; alpha is chosen per target on the clean
+  predictions, the same for both. A third probe is fit and scored on the mixed render (alpha
+  chosen there): what the features still hold once the read-out has seen the distractors.
 
 Rows are features only (no proprioception): what the policy must read from the image.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.encoders.probe import RidgePath, load_probe_data, r2_scores, row_demos, targets_for
+from pipeline.encoders.probe import RidgePath, load_probe_data, r2_scores, row_demos, target_columns
 from pipeline.outputs import store_root
 from pipeline.runner import Runner
 from pipeline.vae.resolve import resolve_trained_weights
@@ -37,6 +38,7 @@ from stages import STAGES
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DEMOS = ROOT.parent / "shared/data/adroit-demos/door-v0_demos.pickle"
 ALPHAS = tuple(10.0**k for k in range(-3, 7))
+TASK = "door"  # the demos rendered; its probe targets
 
 
 def encoded(data: Path, overrides: dict[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -51,10 +53,14 @@ def encoded(data: Path, overrides: dict[str, str]) -> tuple[np.ndarray, np.ndarr
     return d.features, d.state, d.episode_ends
 
 
-def shift(clean: np.ndarray, mixed: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> float:
-    moved = np.linalg.norm(mixed[rows] - clean[rows], axis=1).mean()
+def spread(clean: np.ndarray, rng: np.random.Generator) -> float:
+    """The mean distance between the clean features of two random frames."""
     a, b = rng.integers(0, len(clean), (2, 20_000))
-    return float(moved / np.linalg.norm(clean[a] - clean[b], axis=1).mean())
+    return float(np.linalg.norm(clean[a] - clean[b], axis=1).mean())
+
+
+def shift(clean: np.ndarray, mixed: np.ndarray, rows: np.ndarray, scale: float) -> float:
+    return float(np.linalg.norm(mixed[rows] - clean[rows], axis=1).mean() / scale)
 
 
 def out_of_fold(fit: np.ndarray, scored: dict[str, np.ndarray], y: np.ndarray, demo: np.ndarray,
@@ -74,21 +80,16 @@ def out_of_fold(fit: np.ndarray, scored: dict[str, np.ndarray], y: np.ndarray, d
     return pred
 
 
-def at_best_alpha(pred: np.ndarray, y: np.ndarray, groups: list[tuple[str, list[int]]]) -> np.ndarray:
-    """Each target's predictions at the alpha with the least pooled error on its own rows."""
+def at_best_alpha(pred: np.ndarray, y: np.ndarray, groups: list[tuple[str, list[int]]],
+                  apply_to: np.ndarray | None = None) -> np.ndarray:
+    """Each target's predictions at the alpha with the least pooled error of ``pred`` on its own
+    rows, taken from ``apply_to`` (other features' predictions by the same probes) if given."""
+    source = pred if apply_to is None else apply_to
     out = np.zeros_like(y)
     for _, cols in groups:
         errors = [((pred[i][:, cols] - y[:, cols]) ** 2).sum() for i in range(len(ALPHAS))]
-        out[:, cols] = pred[int(np.argmin(errors))][:, cols]
+        out[:, cols] = source[int(np.argmin(errors))][:, cols]
     return out
-
-
-def target_groups(task: str) -> list[tuple[str, list[int]]]:
-    groups, start = [], 0
-    for t in targets_for(task):
-        groups.append((t.name, list(range(start, start + len(t.dims)))))
-        start += len(t.dims)
-    return groups
 
 
 def main() -> None:
@@ -112,22 +113,17 @@ def main() -> None:
         mixed, y_mixed, ends_mixed = encoded(args.data, {**ours, "env.distractor_levels": args.levels})
         if not (np.array_equal(ends, ends_mixed) and np.allclose(y_all, y_mixed)):
             raise SystemExit("the two renders do not hold the same demo states: re-render both")
-        cols = [d for t in targets_for("door") for d in t.dims]
+        cols, groups = target_columns(TASK)
         demo = row_demos(ends)
         level_of_row = np.asarray(levels)[demo % len(levels)]
-        y, groups = y_all[:, cols], target_groups("door")
+        y = y_all[:, cols]
         on_clean = out_of_fold(clean, {"clean": clean, "mixed": mixed}, y, demo, args.folds, args.seed)
         on_mixed = out_of_fold(mixed, {"mixed": mixed}, y, demo, args.folds, args.seed)
         # Alpha: chosen on the fitted kind of frames, then the same for frames the probe never saw.
         best = {"c>c": at_best_alpha(on_clean["clean"], y, groups),
+                "c>d": at_best_alpha(on_clean["clean"], y, groups, apply_to=on_clean["mixed"]),
                 "m>m": at_best_alpha(on_mixed["mixed"], y, groups)}
-        alpha_rows = {name: int(np.argmin([((on_clean["clean"][i][:, c] - y[:, c]) ** 2).sum()
-                                            for i in range(len(ALPHAS))])) for name, c in groups}
-        c_to_d = np.zeros_like(y)
-        for name, c in groups:
-            c_to_d[:, c] = on_clean["mixed"][alpha_rows[name]][:, c]
-        best["c>d"] = c_to_d
-        rng = np.random.default_rng(args.seed)
+        scale = spread(clean, np.random.default_rng(args.seed))
         lines.append(f"\n{args.encoder} weights {weights} ({clean.shape[1]} features, "
                      f"{len(ends)} demos, {args.folds} folds over demos); R^2 per target: "
                      "fit clean > scored clean / fit clean > scored distracted / "
@@ -141,7 +137,7 @@ def main() -> None:
                       for k in ("c>c", "c>d", "m>m")]
                 cells.append(" / ".join(f"{v:5.2f}" for v in r2).rjust(20))
             n = len(np.unique(demo[rows]))
-            lines.append(f"{level:>5}  {n:>5}  {shift(clean, mixed, np.flatnonzero(rows), rng):5.2f} | "
+            lines.append(f"{level:>5}  {n:>5}  {shift(clean, mixed, np.flatnonzero(rows), scale):5.2f} | "
                          + " | ".join(cells))
     print("\n".join(lines))
 

@@ -121,8 +121,9 @@ def test_distractor_probe_scores_clean_fits_on_moved_features() -> None:
     groups = [("t", [0, 1, 2])]
     assert r2_scores(y, bench.at_best_alpha(pred["clean"], y, groups)).min() > 0.99
     assert r2_scores(y, pred["moved"][0]).mean() < 0.5
-    assert bench.shift(clean, clean, np.arange(len(y)), rng) == 0.0
-    assert bench.shift(clean, moved, np.arange(len(y)), rng) > 0.5
+    scale = bench.spread(clean, rng)
+    assert bench.shift(clean, clean, np.arange(len(y)), scale) == 0.0
+    assert bench.shift(clean, moved, np.arange(len(y)), scale) > 0.5
 
 
 def test_r2_is_none_for_a_constant_dim() -> None:

@@ -81,6 +81,17 @@ def targets_for(task: str) -> tuple[Target, ...]:
     return TARGETS[task]
 
 
+def target_columns(task: str) -> tuple[list[int], list[tuple[str, list[int]]]]:
+    """The observation dims of all of ``task``'s targets, in order, and each target's columns
+    among them (the groups ``probe`` scores)."""
+    cols: list[int] = []
+    groups: list[tuple[str, list[int]]] = []
+    for t in targets_for(task):
+        groups.append((t.name, list(range(len(cols), len(cols) + len(t.dims)))))
+        cols += t.dims
+    return cols, groups
+
+
 # --- splits ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -204,11 +215,7 @@ def probe_features(features: np.ndarray, state: np.ndarray, episode_ends: np.nda
     targets = targets_for(task)
     split = split_demos(len(episode_ends), cfg.test_fraction, cfg.folds, cfg.seed)
     rows_demo = row_demos(episode_ends)
-    cols = [d for t in targets for d in t.dims]
-    groups, start = [], 0
-    for t in targets:
-        groups.append((t.name, list(range(start, start + len(t.dims)))))
-        start += len(t.dims)
+    cols, groups = target_columns(task)
     # Dims constant on every row (dead units: a third of a random MobileNetV3's) are zero in
     # every fold once standardized; dropping them changes no prediction, only the eigh's cost.
     varying = np.ptp(features, axis=0) > 0
