@@ -22,6 +22,7 @@ from pipeline.errors import ConfigError, WeightsError
 from pipeline.rl.rad_replay import Episode, EpisodeReplay, center_crop, random_crop, stack_frames
 from tests.helpers import kill_group
 
+ROOT = Path(__file__).resolve().parents[1]
 TASK = "cartpole-swingup"
 # Small enough for seconds: 20 px renders cropped to 16 (conv sides 7-5-3-1), 5-step episodes.
 TINY_RAD = {"rad.env_steps": "160", "env.horizon": "5", "rad.render_size": "20", "rad.crop": "16",
@@ -345,3 +346,33 @@ def test_report_lists_a_cell_waiting_for_its_rad_encoder(tmp_path: Path) -> None
     assert "not planned: WEIGHTS=0123456789ab names 0 finished rad outputs" in waiting
     assert {row.count("|") for row in table} == {table[0].count("|")}
     assert any(row.startswith("| RAD | missing |") for row in table)
+
+
+def test_sac_core_learns_a_bandit_from_state() -> None:
+    """RAD's updates (bench/sac_state.py runs them on state vectors): on a one-step task whose
+    reward peaks at action 0.5, the critic and actor move the mean action there."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("sac_state", ROOT / "bench/sac_state.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from pipeline.rl.rad_replay import Batch
+
+    torch.manual_seed(0)
+    cfg = RADConfig(batch_size=64, hidden=32, feature_dim=8, discount=0.01, init_temperature=0.01)
+    rng = np.random.default_rng(0)
+    with bench.float_inputs():
+        agent = bench.state_agent(cfg, obs_dim=3, act_dim=1, seed=0)
+        probe = rng.normal(size=(16, 3)).astype(np.float32)
+        before = agent.act(probe, deterministic=True)
+        for step in range(1000):
+            obs = rng.normal(size=(64, 3)).astype(np.float32)
+            actions = rng.uniform(-1, 1, size=(64, 1)).astype(np.float32)
+            rewards = (-((actions - 0.5) ** 2)).astype(np.float32)
+            agent.update(Batch(obs, actions, rewards, obs), step)
+        after = agent.act(probe, deterministic=True)
+    assert np.abs(after - 0.5).max() < 0.15, after.ravel()
+    assert np.abs(before - 0.5).mean() > 0.3, before.ravel()
