@@ -71,7 +71,8 @@ def _draw(ax: Axes, panel: Panel) -> None:
     ylim = panel.metric.ylim or _fitted_ylim(panel, ours_max)
     ax.set(title=textwrap.fill(panel.title, 60), xlabel="environment samples",
            ylabel=panel.metric.axis, ylim=ylim)
-    ax.legend(fontsize=7, loc="best")
+    if panel.curves or ref is not None:  # an empty panel has nothing to label
+        ax.legend(fontsize=7, loc="best")
 
 
 def _fitted_ylim(panel: Panel, ours_max: float) -> tuple[float, float] | None:
