@@ -146,6 +146,10 @@ class VAEConfig(Validated):
     latent: int = setting(64, gt=0, le=4096)  # the feature width of the encoder
     channels: tuple[int, ...] = setting((32, 64, 128, 256), gt=0, le=4096)  # one stride-2 conv each
     beta: float = setting(1.0, ge=0)  # weight of the KL term
+    # Extra weight of the reconstruction error on pixels that moved since the episode's previous
+    # frame (the hand, the door as it opens), so that a small latent spends itself on them and
+    # not on the static scene: each pixel's squared error counts 1 + motion_weight times. 0: plain.
+    motion_weight: float = setting(0.0, key="if_set", ge=0, le=1000)
     # 6 epochs of the 25 door demos (5,400 frames at 64 px) take about 20 minutes on 2 busy cores.
     epochs: int = setting(6, gt=0, le=10_000)
     batch_size: int = setting(32, gt=0)

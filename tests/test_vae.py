@@ -189,3 +189,52 @@ def test_weights_key_must_name_one_intact_vae_output(tiny_door_demos, trained, t
     bad.write_bytes(b"x")
     with pytest.raises(WeightsError, match=r"\.safetensors file the vae stage writes"):
         Runner(with_vae(PipelineConfig(), str(bad)), STAGES, data).key("encode")
+
+
+def _square_frames(corners: list[tuple[int, int]], side: int = 16) -> torch.Tensor:
+    """(N, 3, side, side) frames in [0, 1]: a grey scene with a white 3x3 square at each corner."""
+    x = torch.full((len(corners), 3, side, side), 0.5)
+    for i, (r, c) in enumerate(corners):
+        x[i, :, r:r + 3, c:c + 3] = 1.0
+    return x
+
+
+def test_motion_weights_mark_what_moved_since_the_previous_frame() -> None:
+    from pipeline.encoders.vae import MOTION_GROW, motion_weights
+
+    before, now = _square_frames([(2, 2)]), _square_frames([(2, 5)])
+    w = motion_weights(now, before, strength=9.0)
+    assert w.shape == (1, 1, 16, 16)
+    moved = w[0, 0] > 1
+    assert moved[2:5, 2:8].all()  # where the square left and where it went
+    assert not moved[8 + MOTION_GROW:, :].any() and not moved[:, 8 + MOTION_GROW:].any()
+    assert set(w.unique().tolist()) == {1.0, 10.0}
+    assert (motion_weights(now, now, strength=9.0) == 1).all()  # nothing moved: plain loss
+
+
+def test_motion_weighted_training_uses_each_frames_predecessor_and_keeps_the_old_key(
+        tmp_path: Path) -> None:
+    from pipeline.config import VAEConfig
+    from pipeline.settings import key_dict
+    from pipeline.vae.data import Frames
+    from pipeline.vae.train import train_vae
+
+    assert "motion_weight" not in key_dict(VAEConfig())  # existing VAE keys stay cache hits
+    assert key_dict(VAEConfig(motion_weight=5.0))["motion_weight"] == 5.0
+    steps = 6
+    corners = [(2, 2 + t) for t in range(steps)] * 2  # two episodes of a square moving right
+    pixels = (_square_frames(corners) * 255).to(torch.uint8)
+    frames = Frames(pixels, np.repeat([0, 1], steps), np.tile(np.arange(steps), 2), ("top",), 2)
+    assert frames.previous_rows().tolist() == [0, 0, 1, 2, 3, 4, 6, 6, 7, 8, 9, 10]
+    train, held = frames.subset(np.arange(steps)), frames.subset(np.arange(steps, 2 * steps))
+    with pytest.raises(ConfigError, match="step order"):
+        frames.subset(np.array([1, 0, 2])).previous_rows()
+    losses = {}
+    for weight in (0.0, 20.0):
+        cfg = VAEConfig(input_size=16, latent=4, channels=(4, 8), epochs=1, batch_size=3,
+                        motion_weight=weight)
+        out = train_vae(train, held, cfg, tmp_path / f"{weight}.pt", "t",
+                        log=lambda m: None, progress=False)
+        losses[weight] = out.history[-1]["train_loss"]
+    # Same seed, same batches: weighting the moved pixels can only raise the training loss.
+    assert losses[20.0] > losses[0.0] * 1.2

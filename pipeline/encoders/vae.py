@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.encoders.vae_architecture import VAEArchitecture, read_architecture
@@ -106,17 +107,20 @@ class VAE(nn.Module):
         hidden = self.encoder.trunk(x)
         return self.encoder.mean(hidden), self.log_var(hidden)
 
-    def loss(self, x: torch.Tensor, beta: float,
-             generator: torch.Generator | None = None) -> VAELoss:
-        """The beta-VAE loss on ``x``; with a generator z is sampled, else z is the mean."""
+    def loss(self, x: torch.Tensor, beta: float, generator: torch.Generator | None = None,
+             pixel_weights: torch.Tensor | None = None) -> VAELoss:
+        """The beta-VAE loss on ``x``; with a generator z is sampled, else z is the mean.
+        ``pixel_weights`` (N, 1, S, S) scale each pixel's squared error in the reconstruction
+        term (``motion_weights``); the reported MSE stays unweighted."""
         mean, log_var = self.posterior(x)
         z = mean
         if generator is not None:
             noise = torch.randn(mean.shape, generator=generator, device=mean.device)
             z = mean + noise * torch.exp(0.5 * log_var)
         recon = self.decoder(z)
-        squared = (recon - x).pow(2).flatten(1)
-        reconstruction = squared.sum(1).mean()
+        squared = (recon - x).pow(2)
+        weighted = squared if pixel_weights is None else squared * pixel_weights
+        reconstruction = weighted.flatten(1).sum(1).mean()
         kl = (-0.5 * (1 + log_var - mean.pow(2) - log_var.exp()).sum(1)).mean()
         return VAELoss(reconstruction + beta * kl, reconstruction, kl, squared.mean())
 
@@ -124,6 +128,23 @@ class VAE(nn.Module):
         """Decoded posterior means."""
         out: torch.Tensor = self.decoder(self.posterior(x)[0])
         return out
+
+
+# A pixel moved if a channel changed by more than this (inputs in [0, 1]; static pixels of a
+# re-rendered scene change by 0) ...
+MOTION_THRESHOLD = 4 / 255
+# ... and the moved area grows by this many pixels on each side, to cover a moving part's inside
+# (its edges are what change between two frames).
+MOTION_GROW = 2
+
+
+def motion_weights(x: torch.Tensor, before: torch.Tensor, strength: float) -> torch.Tensor:
+    """(N, 1, S, S) weights: 1 + ``strength`` where frame ``x`` differs from ``before`` (the
+    episode's previous frame), 1 elsewhere."""
+    moved = ((x - before).abs().amax(1, keepdim=True) > MOTION_THRESHOLD).to(x.dtype)
+    side = 2 * MOTION_GROW + 1
+    moved = F.max_pool2d(moved, side, stride=1, padding=MOTION_GROW)
+    return 1 + strength * moved
 
 
 def load_vae(path: Path) -> VAE:

@@ -33,6 +33,17 @@ class Frames:
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
 
+    def previous_rows(self) -> np.ndarray:
+        """Each row's previous step in its episode and camera (at step 0, the row itself). Rows
+        run episode by episode, step by step (`load_frames`; subsets keep whole episodes)."""
+        rows = np.arange(len(self))
+        previous = np.where(self.step > 0, rows - 1, rows)
+        ok = (self.episode[previous] == self.episode) & (self.step[previous] == np.maximum(self.step - 1, 0))
+        if not ok.all():
+            raise invalid_value("VAE frames", "rows out of episode order",
+                                "whole episodes, each in step order (load_frames, split_frames)")
+        return previous
+
 
 def load_frames(episodes_file: Path, size: int) -> Frames:
     """Each camera's frames, episode by episode, resized and cropped to ``size`` square."""

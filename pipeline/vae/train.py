@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pipeline.config import VAEConfig
 from pipeline.encoders.preprocess import normalize_pixels
-from pipeline.encoders.vae import VAE
+from pipeline.encoders.vae import VAE, motion_weights
 from pipeline.encoders.vae_architecture import VAEArchitecture
 from pipeline.encoders.weights import file_sha256
 from pipeline.errors import NonFiniteError, bad_store
@@ -58,7 +58,8 @@ def _batch(pixels: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate(model: VAE, frames: Frames, beta: float) -> dict[str, float]:
-    """Loss terms on ``frames`` with z at the posterior mean, averaged over frames."""
+    """Loss terms on ``frames`` with z at the posterior mean, averaged over frames; unweighted
+    (``vae.motion_weight`` shapes training only), so VAEs of any weight compare on one scale."""
     model.eval()
     sums = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0, "mse": 0.0}
     for start in range(0, len(frames), EVAL_BATCH):
@@ -85,10 +86,15 @@ def _epoch(model: VAE, optimizer: torch.optim.Optimizer, train: Frames, cfg: VAE
     model.train()
     order = torch.from_numpy(_generator(cfg.seed, 1, epoch).permutation(len(train)))
     noise = torch.Generator().manual_seed(int(_generator(cfg.seed, 2, epoch).integers(2**62)))
+    previous = torch.from_numpy(train.previous_rows()) if cfg.motion_weight else None
     total = 0.0
     for start in range(0, len(train), cfg.batch_size):
         rows = order[start:start + cfg.batch_size]
-        loss = model.loss(_batch(train.pixels[rows]), cfg.beta, noise)
+        x = _batch(train.pixels[rows])
+        weights = None
+        if previous is not None:
+            weights = motion_weights(x, _batch(train.pixels[previous[rows]]), cfg.motion_weight)
+        loss = model.loss(x, cfg.beta, noise, weights)
         value = float(loss.total.detach())
         _check_finite(value, epoch, cfg)
         optimizer.zero_grad(set_to_none=True)
