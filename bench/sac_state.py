@@ -7,13 +7,13 @@ halves of the agent: it runs ``RADAgent`` (pipeline/rl/rad.py: the critic and ac
 squashed Gaussian, the temperature, the target averages) and RAD's loop (uniform actions for
 ``init_steps`` env steps, then one update per env step), with the pixel encoder's convolutions
 replaced by the identity on the state vector; the linear layer and LayerNorm after them stay, so
-that only the convolutions differ from the pixel agent. No crop, no frames. A SAC core that works reaches the published
-state-SAC score at 100k control steps; CURL's Table 1 (Srinivas et al. 2020, "100K step
-scores") gives SAC from the state 835 +- 22 on cartpole-swingup.
+that only the convolutions differ from the pixel agent. No crop, no frames. A SAC core that works
+reaches the published state-SAC score at 100k control steps; CURL's Table 1 (Srinivas et al.
+2020, "100K step scores") gives SAC from the state 835 +- 22 on cartpole-swingup.
 
-Prints a line per 10 episodes (control steps, the training episode's sampled return, the mean of
-``--eval-episodes`` mean-action episodes on seeds the training resets never use) and the final
-evaluation. One torch thread; the replay is a plain array of transitions.
+Prints a line per 10 episodes and after the last (control steps, the training episode's sampled
+return, the mean of ``--eval-episodes`` mean-action episodes on seeds the training resets never
+use), then the last evaluation's mean and spread. One torch thread; the replay is a plain array of transitions.
 """
 
 from __future__ import annotations
@@ -114,12 +114,11 @@ def run(agent: rad.RADAgent, cfg: RADConfig, env: DMCEnv, eval_env: DMCEnv,
             obs_mem[step], act_mem[step], reward_mem[step], next_mem[step] = obs, action, reward, nxt
             obs, ret, step = nxt, ret + reward, step + 1
         episode += 1
-        if episode % 10 == 0 or step >= total:
-            score = np.mean(evaluate(agent, eval_env, args.eval_episodes, args.seed))
-            print(f"control steps {step * repeat:7d}  train return {ret:6.1f}  eval {score:6.1f}  "
-                  f"alpha {agent.alpha.item():.3f}  {time.perf_counter() - started:5.0f} s",
-                  flush=True)
-    final = evaluate(agent, eval_env, args.eval_episodes, args.seed)
+        if episode % 10 == 0 or step >= total:  # always after the last episode
+            final = evaluate(agent, eval_env, args.eval_episodes, args.seed)
+            print(f"control steps {step * repeat:7d}  train return {ret:6.1f}  "
+                  f"eval {np.mean(final):6.1f}  alpha {agent.alpha.item():.3f}  "
+                  f"{time.perf_counter() - started:5.0f} s", flush=True)
     reference = ("; CURL's Table 1, SAC from state at 100k: 835 +- 22"
                  if args.task == "cartpole-swingup" else "")
     print(f"final: {np.mean(final):.1f} +- {np.std(final):.1f} over {len(final)} mean-action "

@@ -3,11 +3,13 @@ rollout's frames."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -120,3 +122,13 @@ def stand_in_pretrained(cache: Path, monkeypatch: Any, names: tuple[str, ...]) -
             target.write_bytes(data)
         out[name] = sha
     return out
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (bench scripts are not a package), for tests of its parts."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -25,9 +25,7 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.runner import Runner, StageResult
 from stages import STAGES
 from tests.conftest import synthetic_door_demos, write_demo_pickle
-from tests.helpers import demo_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import demo_config, load_bench
 
 
 def _demo_ends(n_demos: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,12 +103,7 @@ def test_probe_recovers_a_planted_linear_signal() -> None:
 def test_distractor_probe_scores_clean_fits_on_moved_features() -> None:
     """bench/distractor_probe.py: out-of-fold probes fit on clean rows read a planted signal from
     clean rows, not from rows whose features a 'distractor' moved; the shift measures the move."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("distractor_probe", ROOT / "bench/distractor_probe.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("distractor_probe")
     rng = np.random.default_rng(7)
     ends = _demo_ends(10, rng)
     demo = row_demos(ends)

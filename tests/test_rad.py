@@ -19,10 +19,16 @@ import pytest
 from pipeline.config import PipelineConfig, RADConfig
 from pipeline.encoders.framestack import FrameStackView, stacked_rows
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.rl.rad_replay import Episode, EpisodeReplay, center_crop, random_crop, stack_frames
-from tests.helpers import kill_group
+from pipeline.rl.rad_replay import (
+    Batch,
+    Episode,
+    EpisodeReplay,
+    center_crop,
+    random_crop,
+    stack_frames,
+)
+from tests.helpers import kill_group, load_bench
 
-ROOT = Path(__file__).resolve().parents[1]
 TASK = "cartpole-swingup"
 # Small enough for seconds: 20 px renders cropped to 16 (conv sides 7-5-3-1), 5-step episodes.
 TINY_RAD = {"rad.env_steps": "160", "env.horizon": "5", "rad.render_size": "20", "rad.crop": "16",
@@ -351,16 +357,9 @@ def test_report_lists_a_cell_waiting_for_its_rad_encoder(tmp_path: Path) -> None
 def test_sac_core_learns_a_bandit_from_state() -> None:
     """RAD's updates (bench/sac_state.py runs them on state vectors): on a one-step task whose
     reward peaks at action 0.5, the critic and actor move the mean action there."""
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("sac_state", ROOT / "bench/sac_state.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    from pipeline.rl.rad_replay import Batch
-
+    bench = load_bench("sac_state")
     torch.manual_seed(0)
     cfg = RADConfig(batch_size=64, hidden=32, feature_dim=8, discount=0.01, init_temperature=0.01)
     rng = np.random.default_rng(0)
