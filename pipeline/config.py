@@ -38,6 +38,7 @@ ENCODE_SOURCES = ("auto", "demos", "rollouts")
 INTERPOLATIONS = ("bilinear", "bicubic")  # resizing an encoder's input (encode.interpolation)
 POOLS = ("auto", "avg", "cls", "both")  # a chosen layer -> one vector (pipeline/encoders/layers.py)
 POLICY_STAGES = ("bc", "dapg")
+HORIZON_VALUES = ("zero", "bootstrap")  # dapg.horizon_value
 # rollouts.policy names that are not checkpoint files: auto (dapg where the task has demos, else
 # random), random (uniform over the action box), or this config's bc/dapg checkpoint.
 ROLLOUT_POLICIES = ("auto", "random", *POLICY_STAGES)
@@ -53,8 +54,8 @@ class EnvConfig(Validated):
 
     task: str = setting("door", choices=TASKS)
     reward: str = setting("dense", choices=REWARDS)
-    # Env steps per episode; None: the task's own (Adroit 200, DMC 1000 // action repeat). The
-    # stages key the resolved value, so an unset horizon and the same value set share a key.
+    # Env steps per episode; None: the task's own (Adroit 200, pen 100; DMC 1000 // action
+    # repeat). The stages key the resolved value: an unset horizon and the same value share a key.
     horizon: int | None = setting(None, gt=0)
     cameras: tuple[str, ...] = setting(())  # empty: the cameras RRL used for the task
     width: int = setting(256, gt=0, le=4096)  # rendered frame size, pixels
@@ -253,6 +254,12 @@ class DAPGConfig(Validated):
     vf_batch: int = setting(64, gt=0)
     vf_lr: float = setting(1e-3, gt=0, le=1)
     eval_episodes: int = setting(10, ge=0)  # mean-action episodes per iteration (eval_score)
+    # V after an episode's last step, where the horizon cuts it. "zero": mjrl as RRL and hand_dapg
+    # ran it (gym's TimeLimit reports done at the horizon, so process_samples appends 0);
+    # "bootstrap": the last step's prediction, mjrl's branch for paths not done, which this
+    # pipeline used until this setting existed (its earlier runs are keyed as "bootstrap").
+    horizon_value: str = setting("zero", key="unless_legacy", legacy="bootstrap",
+                                 choices=HORIZON_VALUES)
     envs: int = setting(8, key=False, gt=0, le=1024)  # envs stepped in parallel
     record_every: int = setting(0, key=False, ge=0)  # write rollouts every k iterations
 

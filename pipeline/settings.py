@@ -24,9 +24,18 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 def setting(default: Any, *, key: bool | str = True, gt: float | None = None,
             ge: float | None = None, le: float | None = None,
-            choices: tuple[str, ...] | None = None, pattern: str | None = None) -> Any:
-    """A config field and what a valid value for it is (checked by `validate_fields`)."""
-    meta = {"key": key, "gt": gt, "ge": ge, "le": le, "choices": choices, "pattern": pattern}
+            choices: tuple[str, ...] | None = None, pattern: str | None = None,
+            legacy: Any = None) -> Any:
+    """A config field and what a valid value for it is (checked by `validate_fields`).
+
+    ``legacy`` (with ``key="unless_legacy"``): what the stage did before the field existed. The
+    field enters the key unless it has that value, so outputs made before stay reachable by
+    setting it explicitly, while the (new) default gets keys of its own.
+    """
+    if (key == "unless_legacy") != (legacy is not None):
+        raise ValueError("key='unless_legacy' and legacy= go together")
+    meta = {"key": key, "gt": gt, "ge": ge, "le": le, "choices": choices, "pattern": pattern,
+            "legacy": legacy}
     return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
 
 
@@ -138,6 +147,8 @@ def key_dict(cfg: Any) -> dict[str, Any]:
         key = f.metadata.get("key", True)
         value = getattr(cfg, f.name)
         if key is False or (key == "if_set" and value == f.default):
+            continue
+        if key == "unless_legacy" and value == f.metadata["legacy"]:
             continue
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out

@@ -89,9 +89,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                          record=record)) as sampler:
         device = getattr(sampler, "device", None)  # where frames were encoded (vision modes)
         start = bc_start(ctx.out_dir, policy, sampler, task, d.eval_episodes, steps, pcfg.seed)
-        success = f"{start['success_rate']:.1f}% success, " if task_facts(task).has_success else ""
-        ctx.log(f"[dapg] {'BC' if d.use_demos else 'fresh policy'} start: {success}return "
-                f"{start['mean_return']:.1f} over {d.eval_episodes} episodes (mean action)")
+        ctx.log(f"[dapg] {'BC' if d.use_demos else 'fresh policy'} start: "
+                + start_text(start, task_facts(task).has_success))
         rows = train_dapg(policy, baseline, sampler, d, ctx.out_dir, task, demo_obs, demo_act,
                           seed=pcfg.seed, eval_episodes=d.eval_episodes, log=ctx.log,
                           on_rollouts=recorder, horizon=steps, reward=env.reward)
@@ -104,7 +103,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     learning_curve(ctx.out_dir / LOG, ctx.out_dir / EVAL_LOG, ctx.out_dir / CURVE,
                    f"{task}, {src.obs_mode}: " + ("success" if scored else "no success signal, "
                                                    "see the return"),
-                   refs, start["success_rate"] if scored else None)
+                   refs, start["success_rate"] if scored else None)  # None: not evaluated
     last = rows[-1]
     return {
         "obs_mode": src.obs_mode, "iterations": len(rows), "samples": int(sum(r["num_samples"] for r in rows)),
@@ -137,8 +136,10 @@ def _continue_shorter_run(ctx: StageContext) -> None:
 
 
 def bc_start(out_dir: Path, policy: SampledPolicy, sampler: Sampler, task: str, episodes: int, horizon: int,
-             seed: int) -> dict[str, float]:
+             seed: int) -> dict[str, float | None]:
     """Success of the BC policy before any DAPG step (kept, so a resumed run reuses it)."""
+    if episodes == 0:  # dapg.eval_episodes=0: no evaluation at all, this one included
+        return {"success_rate": None, "mean_return": None, "episodes": 0}
     path = out_dir / BC_START
     if path.exists():
         return dict(json.loads(path.read_text()))
@@ -148,6 +149,14 @@ def bc_start(out_dir: Path, policy: SampledPolicy, sampler: Sampler, task: str, 
     start = {k: result[k] for k in ("success_rate", "mean_return", "episodes")}
     write_json_atomic(path, start)
     return start
+
+
+def start_text(start: dict[str, Any], has_success: bool) -> str:
+    if not start["episodes"]:
+        return "not evaluated (dapg.eval_episodes=0)"
+    success = f"{start['success_rate']:.1f}% success, " if has_success else ""
+    return (f"{success}return {start['mean_return']:.1f} over {start['episodes']} episodes "
+            "(mean action)")
 
 
 def _last_eval(out_dir: Path) -> float | None:
@@ -160,7 +169,7 @@ def describe(result: StageResult) -> str:
     if "final_return" in s and not task_facts(result.manifest["inputs"]["task"]).has_success:
         ev = s["final_eval_score"]
         return (f"NPG ({s['obs_mode']}): {s['iterations']} iterations, {s['samples']} samples of "
-                f"{s['horizon']} steps per episode; start return {s['bc_start']['mean_return']:.1f}; "
+                f"{s['horizon']} steps per episode; start {start_text(s['bc_start'], False)}; "
                 f"last iteration: sampled return {s['final_return']:.1f}"
                 + (f", evaluation (mean action) {ev:.1f}" if ev == ev else "")  # NaN: no eval
                 + f"\nlog {result.out_dir / s['log']}\ncurve {result.out_dir / s['learning_curve']}")
@@ -168,7 +177,7 @@ def describe(result: StageResult) -> str:
     ev = s.get("final_eval_success_rate")
     ev_text = f", evaluation {ev:.1f}%" if ev is not None else ""
     return (f"DAPG ({s['obs_mode']}): {s['iterations']} iterations, {s['samples']} samples; "
-            f"BC start {s['bc_start']['success_rate']:.1f}%; last iteration: sampled success "
+            f"BC start {start_text(s['bc_start'], True)}; last iteration: sampled success "
             f"{s['final_success_rate']:.1f}%{ev_text} (best sampled {s['best_success_rate']:.1f}%); "
             f"RRL's logs end at {ref}\n"
             f"log {result.out_dir / s['log']}\ncurve {result.out_dir / s['learning_curve']}")

@@ -52,6 +52,7 @@ def test_one_place_answers_for_both_families() -> None:
     door, cartpole = task_facts("door"), task_facts(TASK)
     assert (door.family, door.obs_dim, door.act_dim, door.proprio_dim) == ("adroit", 39, 28, 24)
     assert door.default_cameras == ("top",) and door.default_horizon == 200 and door.has_demos
+    assert task_facts("pen").default_horizon == 100  # mj_envs' pen-v0, RRL's and hand_dapg's
     assert (cartpole.family, cartpole.obs_dim, cartpole.act_dim, cartpole.proprio_dim) == ("dmc", 5, 1, 2)
     assert cartpole.default_cameras == ("fixed",) and cartpole.default_horizon == 1000 // 8
     assert cartpole.rewards == ("dense", "sparse") and task_facts("walker-walk").rewards == ("dense",)
@@ -197,3 +198,10 @@ def test_a_rerun_is_a_cache_hit(tiny_run) -> None:  # type: ignore[no-untyped-de
         # (encode's summary holds its verify report, which names the store's location)
         assert manifest.parts[-3] == "encode" or str(data) not in manifest.read_text(), manifest
         assert json.loads(manifest.read_text())["inputs"].get("task", TASK) == TASK
+
+
+def test_npg_with_no_evaluation_episodes_runs_and_says_so(tmp_path: Path) -> None:
+    cfg = config(**{"policy.obs_mode": "state", "dapg.eval_episodes": "0"})
+    result = Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("dapg")
+    assert result.summary["bc_start"]["episodes"] == 0 and result.summary["iterations"] == 2
+    assert "start not evaluated (dapg.eval_episodes=0)" in STAGES["dapg"].describe(result)

@@ -10,6 +10,10 @@ Two deliberate changes since (issue 20, the representation zoo), each named wher
 pretrained weights are keyed by their file's sha256, so a stage that depends on them has no key
 until the file is there (offline with an empty cache: a WeightsError naming the fix), and
 resnet10t's input is timm's own config for its weights (176 px, bicubic), a different tensor.
+
+One deliberate change of default since (`dapg.horizon_value`, from "bootstrap" to mjrl's "zero"):
+runs made before are keyed as "bootstrap", so these keys are computed with it set, and the new
+default must give the policy stages keys of their own.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ CASES: dict[str, dict[str, str]] = {
  "probe_proprio": {"probe.include_proprio": "true", "encode.encoder": "resnet10t", "encode.weights": "random"},
 }
 
+LEGACY_HORIZON_VALUE = "bootstrap"
 PRETRAINED = "pretrained"  # the key holds the pretrained file's sha256 (issue 20): none offline
 
 # stage -> key prefix (16 hex digits: enough to fail on any change), computed before the move.
@@ -91,7 +96,8 @@ def test_keys_did_not_change_when_settings_moved(case: str, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    runner = Runner(PipelineConfig().with_overrides(CASES[case]), STAGES, tmp_path)
+    before = {"dapg.horizon_value": LEGACY_HORIZON_VALUE, **CASES[case]}
+    runner = Runner(PipelineConfig().with_overrides(before), STAGES, tmp_path)
     for stage, expected in KEYS[case].items():
         if expected == PRETRAINED:
             with pytest.raises(WeightsError, match="Fix:"):
@@ -102,6 +108,16 @@ def test_keys_did_not_change_when_settings_moved(case: str, tmp_path, monkeypatc
                 runner.key(stage)
             continue
         assert runner.key(stage)[:16] == expected, f"{case}: the {stage} key changed"
+
+
+def test_the_new_horizon_value_default_keys_only_what_dapg_computes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    case = CASES["state_cell"]
+    legacy = Runner(PipelineConfig().with_overrides(
+        {**case, "dapg.horizon_value": LEGACY_HORIZON_VALUE}), STAGES, tmp_path)
+    default = Runner(PipelineConfig().with_overrides(case), STAGES, tmp_path)
+    changed = {s for s in ("demos", "render", "bc", "dapg", "evaluate", "rollouts")
+               if legacy.key(s) != default.key(s)}
+    assert changed == {"dapg", "evaluate", "rollouts"}  # rollouts: POLICY=auto is dapg's
 
 
 @pytest.mark.parametrize("old", list(MOVED))

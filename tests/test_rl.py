@@ -202,11 +202,12 @@ def test_vector_sampler_is_seeded_and_batch_independent() -> None:
     assert not np.allclose(a[0]["actions"], c[0]["actions"])
 
 
-def _run(out: Path, iterations: int) -> tuple[GaussianMLPPolicy, list[int]]:
+def _run(out: Path, iterations: int, horizon_value: str = "zero"
+         ) -> tuple[GaussianMLPPolicy, list[int]]:
     from pipeline.rl.sampler import VectorSampler
     from pipeline.rl.trainer import train_dapg
 
-    cfg = DAPGConfig(iterations=iterations, trajectories=3)
+    cfg = DAPGConfig(iterations=iterations, trajectories=3, horizon_value=horizon_value)
     policy = _door_policy()
     baseline = MLPBaseline(39, hidden=(16, 16), seed=0)
     rng = np.random.default_rng(0)
@@ -256,6 +257,46 @@ def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
                        "door", log=None, horizon=12)
     finally:
         sampler.close()
+
+
+def test_a_checkpoint_from_before_horizon_value_resumes_as_bootstrap(tmp_path: Path) -> None:
+    from pipeline.outputs import CHECKPOINT
+    from pipeline.rl.checkpoints import load_checkpoint, save_checkpoint
+
+    _run(tmp_path, 1, horizon_value="bootstrap")
+    state = load_checkpoint(tmp_path / CHECKPOINT)
+    del state["config"]["horizon_value"]  # as written before the setting existed
+    save_checkpoint(tmp_path / CHECKPOINT, state)
+    with pytest.raises(ConfigError, match="different settings"):
+        _run(tmp_path, 2)  # the default, zero, is not what that run did
+    assert _run(tmp_path, 2, horizon_value="bootstrap")[1] == [1]
+
+
+class _ExactBaseline:
+    """Predicts each state's true discounted return: a value function fitted perfectly."""
+
+    def __init__(self, rewards: np.ndarray, gamma: float) -> None:
+        self.values = discounted_returns(rewards, gamma)
+
+    def predict(self, observations: np.ndarray) -> np.ndarray:
+        return self.values[: len(observations)]
+
+
+def test_horizon_value_zero_gives_a_perfect_baseline_zero_advantages() -> None:
+    from pipeline.rl.trainer import advantages_and_returns
+
+    rewards = np.array([0.0, 1.0, 5.0, 20.0])  # a door opening at the end of the horizon
+    rollout = {"observations": np.zeros((4, 3)), "rewards": rewards,
+               "terminated": np.asarray(False)}
+    baseline = _ExactBaseline(rewards, 0.99)
+    zero, returns = advantages_and_returns([rollout], baseline, 0.99, 0.97)  # type: ignore[arg-type]
+    np.testing.assert_allclose(zero[0], 0.0, atol=1e-12)  # mjrl as run: nothing left to credit
+    np.testing.assert_allclose(returns[0], baseline.values)
+    boot, _ = advantages_and_returns([rollout], baseline, 0.99, 0.97,  # type: ignore[arg-type]
+                                     horizon_value="bootstrap")
+    # V(s_T) taken as V(s_T-1) = 20 adds gamma * 20 to the last TD error, spread back by GAE
+    np.testing.assert_allclose(boot[0][-1], 0.99 * 20.0)
+    assert np.all(boot[0] > 0)
 
 
 def test_process_sampler_matches_vector_sampler() -> None:

@@ -21,8 +21,9 @@ from pipeline.errors import ConfigError, unknown_name
 ADROIT, DMC = "adroit", "dmc"
 # hand_dapg's evaluate_success: an episode succeeds if the goal holds for more than this many steps.
 _ADROIT_SUCCESS_STEPS = {"door": 25, "hammer": 25, "relocate": 25, "pen": 20}
-# The 200-step limit of gymnasium-robotics' Adroit envs, which RRL and hand_dapg trained with.
-_ADROIT_HORIZON = 200
+# Episode lengths of mj_envs' v0 registrations (max_episode_steps), which RRL and hand_dapg
+# trained and scored with: pen 100, the others 200 (gymnasium-robotics gives pen 200 as well).
+_ADROIT_HORIZON = {"door": 200, "hammer": 200, "pen": 100, "relocate": 200}
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class TaskFacts:
 def _adroit(name: str) -> TaskFacts:
     spec = TASK_SPECS[name]
     return TaskFacts(name, ADROIT, spec.obs_dim, spec.act_dim, spec.proprio[1] - spec.proprio[0],
-                     spec.cameras, spec.rrl_cameras, REWARDS, _ADROIT_HORIZON, True,
+                     spec.cameras, spec.rrl_cameras, REWARDS, _ADROIT_HORIZON[name], True,
                      _ADROIT_SUCCESS_STEPS[name])
 
 

@@ -32,8 +32,8 @@ def discounted_returns(rewards: Array, gamma: float, terminal: float = 0.0) -> A
 def gae(rewards: Array, values: Array, gamma: float, lam: float, terminal_value: float) -> Array:
     """Generalised advantage estimates of one path.
 
-    `terminal_value` is V after the last step: 0 if the episode really ended, else the bootstrap
-    value. mjrl bootstraps a time-limit cut with the last prediction, values[-1].
+    `terminal_value` is V after the last step: 0 if the episode ended, else a bootstrap value
+    (mjrl's is values[-1]; trainer.advantages_and_returns says which applies).
     """
     v = np.append(np.asarray(values, dtype=np.float64), terminal_value)
     deltas = np.asarray(rewards, dtype=np.float64) + gamma * v[1:] - v[:-1]

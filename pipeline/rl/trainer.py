@@ -52,12 +52,20 @@ _RESUMABLE = {"iterations", "envs", "record_every"}
 
 
 def advantages_and_returns(rollouts: Sequence[Rollout], baseline: MLPBaseline, gamma: float,
-                           gae_lambda: float) -> tuple[list[Array], list[Array]]:
-    """Per rollout: GAE with the baseline's predictions, and discounted returns (the VF targets)."""
+                           gae_lambda: float, horizon_value: str = "zero"
+                           ) -> tuple[list[Array], list[Array]]:
+    """Per rollout: GAE with the baseline's predictions, and discounted returns (the VF targets).
+
+    Every rollout here ends at the horizon. mjrl (utils/process_samples.py) appends 0 after a path
+    that is done and its last prediction otherwise; under gym's TimeLimit, which RRL's and
+    hand_dapg's envs had, every path is done at the horizon, so ``horizon_value="zero"`` is what
+    they ran. The VF targets end at 0 either way, as mjrl's.
+    """
     advantages, returns = [], []
     for rollout in rollouts:
         values = baseline.predict(rollout["observations"])
-        terminal = 0.0 if bool(rollout["terminated"]) else float(values[-1])
+        bootstrap = horizon_value == "bootstrap" and not bool(rollout["terminated"])
+        terminal = float(values[-1]) if bootstrap else 0.0
         advantages.append(gae(rollout["rewards"], values, gamma, gae_lambda, terminal))
         returns.append(discounted_returns(rollout["rewards"], gamma))
     return advantages, returns
@@ -139,6 +147,8 @@ def train_dapg(
         state = load_checkpoint(ckpt_path)
         # "device" was stored once (it changes no result): checkpoints that have it still resume.
         stored = {k: v for k, v in state["config"].items() if k != "device"}
+        # Checkpoints from before dapg.horizon_value bootstrapped at the horizon.
+        stored.setdefault("horizon_value", "bootstrap")
         if stored != settings or state["seed"] != seed:
             raise ConfigError(
                 f"{ckpt_path} was written with different settings ({state['config']}, seed "
@@ -160,7 +170,8 @@ def train_dapg(
         if on_rollouts is not None:
             on_rollouts(it, batch)
 
-        advantages, returns = advantages_and_returns(batch, baseline, cfg.gamma, cfg.gae_lambda)
+        advantages, returns = advantages_and_returns(batch, baseline, cfg.gamma, cfg.gae_lambda,
+                                                     cfg.horizon_value)
         step = npg_step(
             policy,
             np.concatenate([r["observations"] for r in batch]),
