@@ -33,6 +33,18 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes a file only its owner can read (0600), and os.replace keeps that mode: a manifest
+# or a weights file in a shared folder would be unreadable to teammates. Files get the mode a
+# plain open() would give them.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; once the block ends, it is fsynced and replaces `path`.
@@ -46,6 +58,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)

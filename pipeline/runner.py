@@ -211,7 +211,7 @@ class Runner:
             if adopted is not None:
                 return adopted
         upstream = {up: self.run(up) for up in self.upstream_of(name)}
-        return self._execute(name, upstream, force)
+        return self._execute(name, upstream, force, seen_manifest=done is not None)
 
     def _context(self, name: str, upstream: dict[str, StageResult],
                  force: bool = False) -> StageContext:
@@ -247,9 +247,16 @@ class Runner:
             "git_commit": git_commit(),
         }
 
-    def _execute(self, name: str, upstream: dict[str, StageResult], force: bool) -> StageResult:
+    def _execute(self, name: str, upstream: dict[str, StageResult], force: bool,
+                 seen_manifest: bool = False) -> StageResult:
         st, key, out_dir = self.stage(name), self.key(name), self.out_dir(name)
         with stage_lock(out_dir.with_suffix(".lock"), name):
+            # Another process may have finished this output while the upstream stages ran.
+            meanwhile = None if force or seen_manifest else self.result(name)
+            if meanwhile is not None and (st.check_done is None or
+                                          st.check_done(self._context(name, {}), True) is None):
+                self.log(f"[{name}] cache hit {key[:12]}: finished by another process meanwhile")
+                return meanwhile
             if force and out_dir.exists():
                 self.log(f"[{name}] FORCE: removing {out_dir}")
                 shutil.rmtree(out_dir)

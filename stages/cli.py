@@ -50,7 +50,8 @@ def configure(**values: Any) -> None:
     make_vars = os.environ.get("RRL_MAKE_VARS", "").split()
     check_make_vars(make_vars)
     sets = values.pop("set_") or []
-    State.data = values.pop("data")
+    # Absolute: paths sent to an external dask cluster's workers must not depend on their cwd.
+    State.data = values.pop("data").absolute()
     State.config = PipelineConfig().with_overrides(overrides(values, sets))
     State.config = resolve_trained_weights(State.config, State.data)  # ENCODER=vae|rad WEIGHTS=<key>
     if State.config.encode.weights.startswith("sha256:"):  # a weights file named by content

@@ -238,3 +238,18 @@ def test_a_writer_killed_mid_episode_resumes_to_the_same_pixels(tmp_path: Path, 
             for cam in ("top", "side"):
                 got = reader.read_rows(cam, lo, int(reader.episode_ends[i]))
                 assert np.array_equal(got, want.frames[cam]), (i, cam)
+
+
+def test_an_encode_worker_reads_a_file_rewritten_at_its_path_afresh(tmp_path: Path) -> None:
+    """FORCE=1 render on a long-lived cluster rewrites the file its workers still hold open."""
+    from pipeline.encoders.encode_job import _reader
+
+    path = tmp_path / "episodes.hdf5"
+    write_file(path, FrameCodec("zstd", 16), {0: episode(10, seed=1)})
+    before = _reader(str(path)).read_rows("obs/top_image", 0, 10)
+    assert _reader(str(path)) is _reader(str(path))  # one open file per worker while unchanged
+    path.unlink()
+    write_file(path, FrameCodec("zstd", 16), {0: episode(10, seed=2)})
+    after = _reader(str(path)).read_rows("obs/top_image", 0, 10)
+    np.testing.assert_array_equal(after, episode(10, seed=2).frames["top"])
+    assert not np.array_equal(before, after)

@@ -129,3 +129,18 @@ def test_aws_environment_variables_are_enough(s3: dict[str, Any], tmp_path: Path
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3["secret"])
     store = fs.open_features(URL, key)
     assert store.num_rows == ROWS and store.read("fixed", 0, 3).shape == (3, D)
+
+
+def test_an_empty_group_marker_left_by_a_cut_short_pull_is_replaced(tmp_path: Path) -> None:
+    key = "f" * 64
+    build_local(tmp_path / "src", key)
+    copy_group(str(tmp_path / "src"), str(tmp_path / "dst"), key, progress=False)
+    marker = tmp_path / "dst" / key / "zarr.json"
+    marker.write_bytes(b"")  # killed while the marker was being written in place
+    assert not fs.is_complete(str(tmp_path / "dst"), key)
+    with pytest.raises(StoreError):
+        fs.open_features(str(tmp_path / "dst"), key)
+    copy_group(str(tmp_path / "src"), str(tmp_path / "dst"), key, progress=False)  # the retry
+    assert fs.is_complete(str(tmp_path / "dst"), key)
+    np.testing.assert_array_equal(fs.open_features(str(tmp_path / "dst"), key).read("fixed"),
+                                  features_for(0, 0, ROWS).astype(np.float16))

@@ -156,3 +156,20 @@ def test_lock_refuses_a_second_concurrent_run(tmp_path: Path) -> None:
         holder.join(10)
     result = runner.run("b")  # the lock went with the process: this run is not refused
     assert not result.cache_hit and (result.out_dir / MANIFEST).exists()
+
+
+def test_an_output_finished_elsewhere_while_upstream_ran_is_not_run_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = Runner(cfg(), stages(), tmp_path, log=lambda m: None)
+    runner = Runner(cfg(), stages(), tmp_path, log=lambda m: None)
+    run = runner.run
+
+    def upstream_then_b_finishes_elsewhere(name: str, force: bool = False) -> Any:
+        result = run(name, force)
+        if name == "a":
+            other.run("b")  # e.g. a second experiment sharing this cell
+        return result
+
+    monkeypatch.setattr(runner, "run", upstream_then_b_finishes_elsewhere)
+    result = run("b")
+    assert CALLS == ["a", "b"] and result.cache_hit  # b ran once, in the other runner

@@ -31,7 +31,10 @@ _ENCODERS: OrderedDict[str, FrozenEncoder] = OrderedDict()
 # A worker needs one encoder; the stage's driver two (fp32 reference and bf16). Older ones would
 # only hold memory (a resnet50 is ~100 MB).
 _MAX_ENCODERS = 2
-_READERS: dict[str, EpisodeReader] = {}
+# Path -> (the file's identity when opened, its reader). A file re-rendered at the same path
+# (FORCE=1 render, then encode on a long-lived cluster) is a new file: the old reader would go on
+# reading the deleted one's frames, next to the new file's actions read by the driver.
+_READERS: dict[str, tuple[tuple[int, ...], EpisodeReader]] = {}
 
 
 @dataclass(frozen=True)
@@ -95,10 +98,21 @@ def cached_encoder(params: EncoderParams, threads: int | None = None) -> FrozenE
     return _ENCODERS[key]
 
 
+def _file_identity(path: str) -> tuple[int, ...]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _reader(path: str) -> EpisodeReader:
-    if path not in _READERS:
-        _READERS[path] = EpisodeReader(path)
-    return _READERS[path]
+    identity = _file_identity(path)
+    cached = _READERS.get(path)
+    if cached is not None and cached[0] == identity:
+        return cached[1]
+    if cached is not None:
+        cached[1].close()
+    reader = EpisodeReader(path)
+    _READERS[path] = (identity, reader)
+    return reader
 
 
 @dataclass(frozen=True)

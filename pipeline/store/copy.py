@@ -18,6 +18,7 @@ from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
 from pipeline.errors import StoreError, bad_store
+from pipeline.fileio import write_bytes_atomic
 from pipeline.store.features import FORCE_FIX, SHARD_SHA256, is_complete, open_features, open_root
 from pipeline.store.remote import Options, fs_path, location, same_place
 from pipeline.store.verify import VerifyReport, verify_contents, verify_group
@@ -86,7 +87,12 @@ def copy_group(src_url: str, dst_url: str, key: str, src_options: Options = None
             if local_dst:  # object stores have no folders; a local destination needs them
                 for folder in {os.path.dirname(path) for path in out}:
                     dst_fs.makedirs(folder, exist_ok=True)
-            dst_fs.pipe(out)
+            if names == [MARKER] and local_dst:
+                # A local pipe truncates, then writes: cut short, it would leave an empty
+                # zarr.json. An object store's put is whole or nothing already.
+                write_bytes_atomic(f"{dst_dir}/{MARKER}", out[f"{dst_dir}/{MARKER}"])
+            else:
+                dst_fs.pipe(out)
             bar.update(sum(len(v) for v in out.values()))
 
         for part in (data, records):

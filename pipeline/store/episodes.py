@@ -161,6 +161,13 @@ class EpisodeWriter:
         done = sorted(self.completed())
         self.root.attrs["total"] = int(sum(self.root[_demo_name(i)].attrs["num_samples"] for i in done))
         self.file.close()
+        # h5py only flushes to the OS: the stage's manifest, written next and fsynced, must not
+        # outlive the frames it vouches for after a power cut.
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class EpisodeReader:

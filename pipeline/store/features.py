@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -162,6 +163,10 @@ def open_group(url: str, key: str, storage_options: Options, write: bool) -> zar
         return zarr.open_group(store, path=key, mode="r+" if write else "r",
                                use_consolidated=None if not write else False)
     except (FileNotFoundError, GroupNotFoundError):
+        return None
+    except json.JSONDecodeError:
+        # An unreadable group zarr.json (a write cut short): no group, so it is never used and
+        # a rebuild or a second copy replaces it.
         return None
 
 
