@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.envs.families import check_task_config, horizon, task_facts
+from pipeline.envs.families import check_task_config, episode_end_rule, horizon, task_facts
 from pipeline.fileio import write_json_atomic
 from pipeline.outputs import (
     BC_START,
@@ -50,7 +50,7 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     # The env's reward and resolved horizon keep the names they had in the dapg section (unset is
     # the task's default, Adroit's 200): keys stay as they were.
     return {"task": cfg.task, "dapg": {**key_dict(cfg.dapg), "reward": cfg.env.reward,
-                                       "horizon": horizon(cfg)}}
+                                       "horizon": horizon(cfg)}, **episode_end_rule(cfg.task)}
 
 
 def reference_logs(task: str) -> dict[str, list[dict[str, float]]]:

@@ -11,7 +11,7 @@ import contextlib
 from typing import Any
 
 from pipeline.config import PipelineConfig
-from pipeline.envs.families import check_task_config, horizon, task_facts
+from pipeline.envs.families import check_task_config, episode_end_rule, horizon, task_facts
 from pipeline.outputs import DataSource, policy_file, store_weights, trained_source, weights_label
 from pipeline.rl.data import make_sampler
 from pipeline.rl.distracted import env_factory
@@ -31,7 +31,7 @@ def upstream(cfg: PipelineConfig) -> tuple[str, ...]:
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     check_task_config(cfg)
     return {"task": cfg.task, "evaluate": key_dict(cfg.evaluate), "horizon": horizon(cfg),
-            "reward": cfg.env.reward}
+            **episode_end_rule(cfg.task), "reward": cfg.env.reward}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

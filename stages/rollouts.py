@@ -22,6 +22,7 @@ from pipeline.config import POLICY_STAGES, PipelineConfig
 from pipeline.envs.families import (
     check_task_config,
     encode_source,
+    episode_end_rule,
     horizon,
     resolve_task_cameras,
     rollouts_policy,
@@ -105,7 +106,8 @@ def inputs(cfg: PipelineConfig) -> dict[str, Any]:
     dropped = ("policy", "deterministic") if rollouts_policy(cfg) == RANDOM else ("policy",)
     rollouts = {k: v for k, v in key_dict(cfg.rollouts).items() if k not in dropped}
     return {"task": cfg.task, "policy": policy_identity(cfg), "rollouts": rollouts,
-            "horizon": horizon(cfg), "reward": cfg.env.reward, "frames": frames(cfg)}
+            "horizon": horizon(cfg), **episode_end_rule(cfg.task), "reward": cfg.env.reward,
+            "frames": frames(cfg)}
 
 
 def _policy(ctx: StageContext) -> tuple[Path, DataSource, dict[str, Any]]:

@@ -124,3 +124,12 @@ def test_the_new_horizon_value_default_keys_only_what_dapg_computes(tmp_path) ->
 def test_an_old_setting_name_is_refused_with_its_new_one(old: str) -> None:
     with pytest.raises(ConfigError, match=rf"setting {old} is now {MOVED[old]}.*Fix: write {MOVED[old]}="):
         PipelineConfig().with_overrides({old: "1"})
+
+
+def test_only_pen_keys_its_early_end() -> None:
+    from pipeline.envs.tasks import PEN_DROP_HEIGHT
+
+    for stage in ("dapg", "evaluate", "rollouts"):
+        pen = STAGES[stage].inputs(PipelineConfig().with_overrides({"env.task": "pen"}))
+        door = STAGES[stage].inputs(PipelineConfig())
+        assert pen["ends_when_pen_below"] == PEN_DROP_HEIGHT and "ends_when_pen_below" not in door

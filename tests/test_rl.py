@@ -384,6 +384,31 @@ def test_vision_rollouts_see_the_encoded_rendered_frames(tmp_path: Path) -> None
         np.testing.assert_array_equal(reader.read_rows("top", 4, 8), got[1]["frames"]["top"])
 
 
+def test_a_dropped_pen_ends_its_rollout_as_mj_envs_pen_did() -> None:
+    from functools import partial
+
+    from pipeline.envs.tasks import PEN_DROP_HEIGHT
+    from pipeline.rl.env_backends import LocalEnvs, adroit_env
+    from pipeline.rl.random_policy import UniformRandomPolicy
+    from pipeline.rl.rollout_loop import LoopSampler
+
+    with LoopSampler(LocalEnvs(partial(adroit_env, "pen"), 3)) as sampler:
+        got = sampler.sample(UniformRandomPolicy(45, 24), 6, 100, seed=0)
+    ended = [r for r in got if bool(r["terminated"])]
+    assert ended  # random hands drop the pen
+    for rollout in got:
+        n = len(rollout["rewards"])
+        assert rollout["observations"].shape == (n, 45) and rollout["success"].shape == (n,)
+        assert n == 100 or bool(rollout["terminated"])
+    for rollout in ended:  # the state after the last step: the pen (obs 24:27) below the line
+        env = adroit_env("pen")
+        env.reset(seed=int(rollout["seed"]))
+        for action in rollout["actions"]:
+            obs, _, done, _ = env.step(action)
+        env.close()
+        assert done and obs[26] < PEN_DROP_HEIGHT <= rollout["observations"][-1][26]
+
+
 def test_pipelined_vision_rollouts_equal_the_unpipelined_loop() -> None:
     """Pipelining changes when work happens, not what: two groups of envs stepped alternately by
     one render worker give bit for bit the rollouts of the same groups unpipelined on two

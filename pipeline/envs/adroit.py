@@ -20,7 +20,7 @@ with contextlib.redirect_stderr(io.StringIO()):
 
 from pipeline.config import REWARDS
 from pipeline.envs.distractors import DistractorSpec, add_distractor_geoms, perturb_model
-from pipeline.envs.tasks import CameraPose, TaskSpec, resolve_cameras, task_spec
+from pipeline.envs.tasks import PEN_DROP_HEIGHT, CameraPose, TaskSpec, resolve_cameras, task_spec
 from pipeline.errors import unknown_name
 
 # gymnasium-robotics 1.4.2 ("v1") flipped the sign of the hand-to-object term of the dense reward
@@ -109,11 +109,15 @@ class AdroitEnv(RendersCameras):
         return np.asarray(obs)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+        """Observation, reward, whether the episode is over, info (``terminated``: it ended before
+        the horizon, as mj_envs' pen does when the pen falls)."""
         obs, reward, _, _, info = self.env.step(np.asarray(action, dtype=np.float64))
         if self.reward_type == "dense" and self.task in _APPROACH_TERM:
             reward -= 0.2 * self._approach_distance()
         self.t += 1
-        return np.asarray(obs), float(reward), self.t >= self.horizon, dict(info)
+        ended = self.task == "pen" and float(self._position("body", "Object")[2]) < PEN_DROP_HEIGHT
+        return np.asarray(obs), float(reward), ended or self.t >= self.horizon, \
+            {**info, "terminated": ended}
 
     def _approach_distance(self) -> float:
         kind_a, name_a, kind_b, name_b = _APPROACH_TERM[self.task]

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.config import REWARDS, PipelineConfig
 from pipeline.envs.dmc_tasks import DMC_TASK_SPECS, resolve_dmc_cameras
-from pipeline.envs.tasks import TASK_SPECS, camera_key, resolve_cameras
+from pipeline.envs.tasks import PEN_DROP_HEIGHT, TASK_SPECS, camera_key, resolve_cameras
 from pipeline.errors import ConfigError, unknown_name
 
 ADROIT, DMC = "adroit", "dmc"
@@ -24,6 +24,7 @@ _ADROIT_SUCCESS_STEPS = {"door": 25, "hammer": 25, "relocate": 25, "pen": 20}
 # Episode lengths of mj_envs' v0 registrations (max_episode_steps), which RRL and hand_dapg
 # trained and scored with: pen 100, the others 200 (gymnasium-robotics gives pen 200 as well).
 _ADROIT_HORIZON = {"door": 200, "hammer": 200, "pen": 100, "relocate": 200}
+
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,12 @@ def horizon(cfg: PipelineConfig) -> int:
 def resolved_horizon(task: str, horizon: int | None) -> int:
     """The one place an unset horizon becomes the task's own episode length."""
     return horizon or task_facts(task).default_horizon
+
+
+def episode_end_rule(task: str) -> dict[str, Any]:
+    """How an episode may end before the horizon, for the keys of the stages that step envs
+    (empty where it never does, so those tasks' keys stay as they were)."""
+    return {"ends_when_pen_below": PEN_DROP_HEIGHT} if task == "pen" else {}
 
 
 def encode_source(cfg: PipelineConfig) -> str:

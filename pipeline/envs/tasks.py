@@ -9,6 +9,11 @@ from dataclasses import dataclass
 
 from pipeline.errors import unknown_name
 
+# mj_envs' pen-v0 ends an episode when the pen falls (its height below 0.075 m) and mjrl's sampler
+# stops the path there (RRL's pen logs: 39,893-39,950 samples per 400 x 100 steps), where
+# gymnasium-robotics' pen never ends early: pipeline/envs/adroit.py ends it.
+PEN_DROP_HEIGHT = 0.075
+
 
 @dataclass(frozen=True)
 class CameraPose:

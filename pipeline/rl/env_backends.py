@@ -27,7 +27,9 @@ from pipeline.rl.rollouts import Array
 from pipeline.rl.workers import PipeWorkers
 
 View = Callable[[Any, Array], Any]
-StepResult = tuple[list[Any], list[float], list[bool]]
+# Per slot: the view after the step, the reward, the env's success signal, and whether the
+# episode ended there before its horizon (info["terminated"]: mj_envs' pen when it falls).
+StepResult = tuple[list[Any], list[float], list[bool], list[bool]]
 
 
 def task_env(task: str, distractors: Any = None, **kwargs: Any) -> Any:
@@ -85,14 +87,15 @@ class LocalEnvs:
         return out
 
     def step(self, slots: Sequence[int], actions: Array) -> StepResult:
-        observations, rewards, success = [], [], []
+        observations, rewards, success, ended = [], [], [], []
         for slot, action in zip(slots, actions, strict=True):
             env = self.envs[slot]
             obs, reward, _, info = env.step(action)
             observations.append(self.view(env, obs))
             rewards.append(reward)
             success.append(bool(info.get("success", False)))
-        return observations, rewards, success
+            ended.append(bool(info.get("terminated", False)))
+        return observations, rewards, success, ended
 
     def send_step(self, slots: Sequence[int], actions: Array) -> None:
         """Step now (there is no one to overlap with); ``receive_step`` hands the results over."""
@@ -165,7 +168,8 @@ class WorkerEnvs:
 
     def receive_step(self, slots: Sequence[int]) -> StepResult:
         replies = self._receive("step", slots, _oldest(self._sent, slots))
-        return [r[0] for r in replies], [r[1] for r in replies], [r[2] for r in replies]
+        return ([r[0] for r in replies], [r[1] for r in replies], [r[2] for r in replies],
+                [r[3] for r in replies])
 
     def _send(self, kind: str, slots: Sequence[int], payload: Sequence[Any]) -> dict[int, list[int]]:
         """Send each slot's item to its worker; returns each worker's slots, in order."""

@@ -48,8 +48,10 @@ class EnvBackend(Protocol):
         """Start stepping ``slots``; steps are received in the order they were sent."""
         ...
 
-    def receive_step(self, slots: Sequence[int]) -> tuple[list[Any], list[float], list[bool]]:
-        """Raw observations after the step, rewards, and the env's per-step success signal."""
+    def receive_step(self, slots: Sequence[int]
+                     ) -> tuple[list[Any], list[float], list[bool], list[bool]]:
+        """Raw observations after the step, rewards, the env's per-step success signal, and
+        whether the episode ended there before the horizon."""
         ...
 
     def close(self) -> None: ...
@@ -88,7 +90,8 @@ def _wave(envs: EnvBackend, observe: Observe, policy: SampledPolicy, ids: Sequen
     inputs = [_inputs(observe, [raw[k] for k in part], [obs_rngs[k] for k in part])
               for part in parts]
     steps: list[dict[str, list[Any]]] = [
-        {"observations": [], "actions": [], "rewards": [], "success": [], "raw": []} for _ in ids
+        {"observations": [], "actions": [], "rewards": [], "success": [], "ended": [], "raw": []}
+        for _ in ids
     ]
     for t in range(horizon):
         for g, part in enumerate(parts):
@@ -114,10 +117,11 @@ def _wave(envs: EnvBackend, observe: Observe, policy: SampledPolicy, ids: Sequen
 
 def _receive(envs: EnvBackend, part: list[int], steps: list[dict[str, list[Any]]],
              raw: list[Any]) -> None:
-    next_raw, rewards, success = envs.receive_step(part)
-    for k, obs, reward, ok in zip(part, next_raw, rewards, success, strict=True):
+    next_raw, rewards, success, ended = envs.receive_step(part)
+    for k, obs, reward, ok, end in zip(part, next_raw, rewards, success, ended, strict=True):
         steps[k]["rewards"].append(reward)
         steps[k]["success"].append(ok)
+        steps[k]["ended"].append(end)
         raw[k] = obs
 
 
@@ -127,14 +131,19 @@ def _inputs(observe: Observe, raw: Sequence[Any], rngs: Sequence[np.random.Gener
 
 
 def _rollout(steps: dict[str, list[Any]], seed: int, record: Record | None) -> Rollout:
-    # Adroit (gymnasium-robotics v1) never ends an episode early, so every rollout is a horizon cut.
-    rollout: Rollout = {"observations": np.asarray(steps["observations"], dtype=np.float32),
-                        "actions": np.asarray(steps["actions"]),
-                        "rewards": np.asarray(steps["rewards"], dtype=np.float64),
-                        "success": np.asarray(steps["success"], dtype=bool),
-                        "terminated": np.asarray(False), "seed": np.asarray(seed)}
+    # An episode that ended before the horizon (pen dropped) keeps its steps up to that one, as
+    # mjrl's sampler stops there; its env stepped on with the others, and those steps are dropped.
+    # Nothing drawn before the end depends on them: each trajectory has its own generators.
+    ended = steps["ended"]
+    length = ended.index(True) + 1 if True in ended else len(ended)
+    rollout: Rollout = {"observations": np.asarray(steps["observations"][:length], dtype=np.float32),
+                        "actions": np.asarray(steps["actions"][:length]),
+                        "rewards": np.asarray(steps["rewards"][:length], dtype=np.float64),
+                        "success": np.asarray(steps["success"][:length], dtype=bool),
+                        "terminated": np.asarray(True in ended),
+                        "seed": np.asarray(seed)}
     if record is not None:
-        rollout.update(record(steps["raw"]))
+        rollout.update(record(steps["raw"][:length]))
     return rollout
 
 
