@@ -22,8 +22,11 @@ RESULT = "probe.json"
 
 
 def inputs(cfg: PipelineConfig) -> dict[str, Any]:
+    # Rollouts at several distractor levels replay each seed once per level: their held-out split
+    # is by trajectory (reset seed) since that was found leaking; rendered demos' split is as it was.
+    by_seed = {"split": "by_trajectory"} if episodes_stage(cfg) == "rollouts" else {}
     return {"task": cfg.task, "probe": key_dict(cfg.probe),
-            "targets": {t.name: list(t.dims) for t in targets_for(cfg.task)}}
+            "targets": {t.name: list(t.dims) for t in targets_for(cfg.task)}, **by_seed}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

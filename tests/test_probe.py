@@ -100,6 +100,26 @@ def test_probe_recovers_a_planted_linear_signal() -> None:
     assert out["targets"][0]["name"] == "hinge" and out["targets"][0]["state_ceiling"]["r2"] < 0.05
 
 
+def test_one_trajectory_rendered_at_several_levels_stays_on_one_side_of_the_split() -> None:
+    from pipeline.encoders.probe import trajectory_groups
+
+    rng = np.random.default_rng(3)
+    seeds = [100 + i for i in range(10)] * 4  # rollouts: 10 seeds, each at levels 0-3
+    ends = _demo_ends(40, rng)
+    state = rng.normal(size=(int(ends[-1]), 39))
+    groups = trajectory_groups(seeds)
+    assert groups.tolist() == list(range(10)) * 4
+    assert trajectory_groups([None, 5, None, 5]).tolist() == [0, 1, 2, 1]
+    out = probe_features(state @ rng.normal(size=(39, 16)), state, ends, "door", ProbeConfig(),
+                         groups)
+    test_seeds = {seeds[e] for e in out["test_demos"]}
+    train_seeds = {seeds[e] for fold in out["folds"] for e in fold}
+    assert len(out["test_demos"]) == 4 * len(test_seeds) and not test_seeds & train_seeds
+    # Every episode its own trajectory (rendered demos): the split is the one it always was.
+    alone = probe_features(state, state, ends, "door", ProbeConfig())
+    assert alone["test_demos"] == list(split_demos(40, 0.2, 5, 0).test)
+
+
 def test_distractor_probe_scores_clean_fits_on_moved_features() -> None:
     """bench/distractor_probe.py: out-of-fold probes fit on clean rows read a planted signal from
     clean rows, not from rows whose features a 'distractor' moved; the shift measures the move."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,12 +210,29 @@ def probe(x: np.ndarray, y: np.ndarray, groups: list[tuple[str, list[int]]], row
     return out
 
 
+def trajectory_groups(seeds: Sequence[int | None]) -> np.ndarray:
+    """Per episode, its trajectory: episodes reset with the same seed (one rollout rendered at
+    several distractor levels) are one trajectory; an episode without a seed is its own."""
+    ids: dict[int, int] = {}
+    out = []
+    for i, seed in enumerate(seeds):
+        key = -1 - i if seed is None else int(seed)  # a seed is >= 0
+        out.append(ids.setdefault(key, len(ids)))
+    return np.asarray(out, dtype=np.int64)
+
+
 def probe_features(features: np.ndarray, state: np.ndarray, episode_ends: np.ndarray,
-                   task: str, cfg: ProbeConfig) -> dict[str, Any]:
-    """The encoder's probe and the state ceiling for every target of ``task``."""
+                   task: str, cfg: ProbeConfig, trajectories: np.ndarray | None = None
+                   ) -> dict[str, Any]:
+    """The encoder's probe and the state ceiling for every target of ``task``.
+
+    Demos are split by ``trajectories`` (``trajectory_groups``; default: each episode its own),
+    so that no trajectory is tested on while another rendering of it was trained on.
+    """
     targets = targets_for(task)
-    split = split_demos(len(episode_ends), cfg.test_fraction, cfg.folds, cfg.seed)
-    rows_demo = row_demos(episode_ends)
+    of_episode = np.arange(len(episode_ends)) if trajectories is None else np.asarray(trajectories)
+    split = split_demos(int(of_episode.max()) + 1, cfg.test_fraction, cfg.folds, cfg.seed)
+    rows_demo = of_episode[row_demos(episode_ends)]
     cols, groups = target_columns(task)
     # Dims constant on every row (dead units: a third of a random MobileNetV3's) are zero in
     # every fold once standardized; dropping them changes no prediction, only the eigh's cost.
@@ -226,11 +244,15 @@ def probe_features(features: np.ndarray, state: np.ndarray, episode_ends: np.nda
         ceiling.update(probe(rest, state[:, list(t.dims)], [(t.name, list(range(len(t.dims))))],
                              rows_demo, split, cfg.alphas))
     in_test = np.isin(rows_demo, split.test)
+
+    def episodes(of: tuple[int, ...]) -> list[int]:
+        return [int(e) for e in np.flatnonzero(np.isin(of_episode, of))]
+
     return {
         "targets": [{"name": t.name, "dims": list(t.dims), "meaning": t.meaning,
                      "features": encoder[t.name], "state_ceiling": ceiling[t.name]}
                     for t in targets],  # a list: JSON files sort keys, the table keeps this order
-        "test_demos": list(split.test), "folds": [list(f) for f in split.folds],
+        "test_demos": episodes(split.test), "folds": [episodes(f) for f in split.folds],
         "rows": len(state), "train_rows": int((~in_test).sum()), "test_rows": int(in_test.sum()),
         "input_dim": int(features.shape[1]), "constant_dims": int((~varying).sum()),
         "alphas": list(cfg.alphas),
@@ -248,6 +270,7 @@ class ProbeData:
     cameras: tuple[str, ...]
     store_attrs: dict[str, Any]
     names: list[str]  # the stored features probed, concatenated per camera in this order
+    trajectories: np.ndarray  # per episode, its trajectory (trajectory_groups)
 
 
 def load_probe_data(store_url: str, feature_key: str, episodes_file: str, task: str,
@@ -265,6 +288,7 @@ def load_probe_data(store_url: str, feature_key: str, episodes_file: str, task: 
     features = np.concatenate(parts, axis=1)
     with EpisodeReader(episodes_file) as reader:
         ends, state = reader.episode_ends, reader.read_all(STATE_KEY).astype(np.float64)
+        trajectories = trajectory_groups([reader.attrs(i).get("seed") for i in range(len(ends))])
     if not np.array_equal(ends, store.episode_ends):
         raise bad_store(store.location, f"episode ends {store.episode_ends[:4].tolist()}... do not "
                         f"match those of {episodes_file} ({ends[:4].tolist()}...): rows would "
@@ -280,7 +304,7 @@ def load_probe_data(store_url: str, feature_key: str, episodes_file: str, task: 
                                  f"({int((~np.isfinite(values)).sum())} of them); nothing was "
                                  "probed. Fix: re-encode with encode.precision=fp32, or check "
                                  "the encoder's weights")
-    return ProbeData(features, state, ends, store.cameras, dict(store.attrs), names)
+    return ProbeData(features, state, ends, store.cameras, dict(store.attrs), names, trajectories)
 
 
 def run_probe(store_url: str, feature_key: str, episodes_file: str, task: str,
@@ -290,7 +314,8 @@ def run_probe(store_url: str, feature_key: str, episodes_file: str, task: str,
     data = load_probe_data(store_url, feature_key, episodes_file, task, cfg.include_proprio,
                            cfg.features)
     loaded = time.perf_counter()
-    result = probe_features(data.features, data.state, data.episode_ends, task, cfg)
+    result = probe_features(data.features, data.state, data.episode_ends, task, cfg,
+                            data.trajectories)
     a = data.store_attrs
     return {"encoder": a.get("encoder"), "weights": a.get("weights") or {},
             "precision": a.get("precision"), "preprocessing": a.get("preprocessing"),
