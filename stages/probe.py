@@ -8,13 +8,16 @@ well as encode: the targets come from that episode file.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.encoders.probe import run_probe, targets_for
+from pipeline.errors import ConfigError
 from pipeline.fileio import write_json_atomic
 from pipeline.outputs import episodes_stage, store_root, weights_label
-from pipeline.runner import Stage, StageContext, StageResult
+from pipeline.runner import MANIFEST, Stage, StageContext, StageResult
 from pipeline.settings import key_dict
 
 VERSION = "1"
@@ -40,6 +43,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with get_client(workers=1, threads_per_worker=cfg.threads) as client:
         result = client.submit(run_probe, store_root(ctx.config, ctx.data_dir), ctx.upstream["encode"].key,
                                str(episodes), ctx.config.task, cfg).result()
+    _refuse_demos_the_encoder_trained_on(ctx.config, result["test_demos"])
     summary = {"task": ctx.config.task, **result,
                "random_weights": result["weights"].get("kind") == "random",
                "feature_key": ctx.upstream["encode"].key, "include_proprio": cfg.include_proprio,
@@ -51,6 +55,22 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 
+
+
+def _refuse_demos_the_encoder_trained_on(cfg: PipelineConfig, test_demos: list[int]) -> None:
+    """A VAE trained on some of the probe's held-out demos would score them as seen frames."""
+    manifest = Path(cfg.encode.weights).parent / MANIFEST
+    if cfg.encode.encoder != "vae" or episodes_stage(cfg) != "render" or not manifest.is_file():
+        return
+    vae = json.loads(manifest.read_text()).get("summary", {})
+    held = vae.get("heldout_episodes")
+    seen = sorted(set(test_demos) - set(held)) if held is not None else []
+    if seen:
+        raise ConfigError(
+            f"probe: held-out demos {seen} are among the frames the VAE ({manifest.parent}) was "
+            f"trained on (it held out {held}), so their R^2 would not be held out. Fix: set "
+            "probe.seed to the VAE's vae.seed and probe.test_fraction at most its vae.holdout "
+            "(the two splits then agree)")
 
 
 def _r2(value: float | None) -> str:

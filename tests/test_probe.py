@@ -276,3 +276,17 @@ def test_probe_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"probe.test_fraction.*at most 0.5"):
         PipelineConfig().with_overrides({"probe.test_fraction": "0.9"})
     assert PipelineConfig().with_overrides({"probe.alphas": "0.5,2"}).probe.alphas == (0.5, 2.0)
+
+
+def test_a_vae_trained_on_a_held_out_demo_is_refused(tmp_path: Path) -> None:
+    from stages.probe import _refuse_demos_the_encoder_trained_on
+
+    weights = tmp_path / "vae" / "abc" / "encoder.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    (weights.parent / "manifest.json").write_text(json.dumps(
+        {"summary": {"heldout_episodes": [4, 10, 11, 19, 24]}}))
+    cfg = PipelineConfig().with_overrides({"encode.encoder": "vae", "encode.weights": str(weights)})
+    _refuse_demos_the_encoder_trained_on(cfg, [4, 10, 19])  # all held out by the VAE too
+    with pytest.raises(ConfigError, match=r"held-out demos \[1, 7\].*Fix: set probe.seed"):
+        _refuse_demos_the_encoder_trained_on(cfg, [1, 4, 7])
