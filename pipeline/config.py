@@ -209,6 +209,13 @@ class RADConfig(Validated):
     def _check(self) -> None:
         if self.crop > self.render_size:
             raise invalid_value("rad.crop", self.crop, f"at most rad.render_size={self.render_size}")
+        margin = self.render_size - self.crop
+        if margin // 2 != round(margin / 2):
+            # RAD's centre crop starts at margin // 2, the encode stage's at torchvision's
+            # round(margin / 2): the frozen encoder would see another window than the actor did.
+            raise invalid_value("rad.crop", self.crop, "a size whose centre crop both RAD and "
+                                f"torchvision place alike (rad.render_size - rad.crop = {margin} "
+                                "puts them a pixel apart), e.g. 84 with render_size 100")
         side = (self.crop - 3) // 2 + 1 - 2 * (self.conv_layers - 1)
         if side < 1:
             raise invalid_value("rad.crop", self.crop, f"large enough for {self.conv_layers} 3x3 "

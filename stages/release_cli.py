@@ -27,6 +27,15 @@ def release(ctx: typer.Context,
 
     config, data = global_config(ctx)
     config = resolve_trained_weights(config, data)  # WEIGHTS=<vae or rad key> names its encoder file
+    e = config.encode
+    chosen = {"encode.layers": e.layers, "encode.pool": e.pool != "auto",
+              "encode.weights_prefix": e.weights_prefix, "policy.features": config.policy.features}
+    if any(chosen.values()):
+        # release.json records the encoder's whole-model output only: evaluate-release would
+        # rebuild other features of the same width and score the policy on them.
+        raise ConfigError(f"a release rebuilds the encoder's default features, but this policy "
+                          f"reads chosen ones ({', '.join(k for k, v in chosen.items() if v)}). "
+                          "Fix: release a policy trained on the encoder's default features")
     runner = Runner(config, STAGES, data)
     dapg, evaluate = runner.result("dapg"), runner.result("evaluate")
     if dapg is None or evaluate is None:

@@ -157,3 +157,14 @@ def test_verify_command_exit_code_follows_the_check(tmp_path: Path) -> None:
     arr[0:10] = 0  # damage one shard behind the store's back
     bad = rrl("--data", str(tmp_path), "verify", KEY, "--store", str(tmp_path / "store"))
     assert bad.returncode == 1 and "FAILED" in bad.stdout
+
+
+def test_a_release_of_a_policy_on_chosen_features_is_refused_before_anything_is_read(
+        tmp_path: Path) -> None:
+    weights = tmp_path / "enc.safetensors"
+    weights.write_bytes(b"")
+    proc = rrl("--data", str(tmp_path / "data"), "--set", f"encode.weights={weights}",
+               "--set", "encode.layers=layer3", "release", "x")
+    assert proc.returncode == 2, proc.stderr
+    assert "encode.layers" in proc.stderr and "Fix: release a policy" in proc.stderr
+    assert not (tmp_path / "data").exists() and not (ROOT / "results" / "x").exists()

@@ -166,6 +166,8 @@ def test_rad_settings_are_checked_and_only_dmc_tasks_run(tmp_path: Path) -> None
 
     with pytest.raises(ConfigError, match=r"at most rad\.render_size"):
         PipelineConfig().with_overrides({"rad.crop": "120"})
+    with pytest.raises(ConfigError, match=r"19 puts them a pixel apart"):  # 9 against 10
+        PipelineConfig().with_overrides({"rad.render_size": "103"})
     with pytest.raises(ConfigError, match=r"Adroit task.*Fix: TASK=cartpole-swingup"):
         Runner(PipelineConfig(), STAGES, tmp_path).key("rad")
     cfg = PipelineConfig().with_overrides({"env.task": TASK, **TINY_RAD})

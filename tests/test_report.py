@@ -145,6 +145,21 @@ def test_a_group_with_no_finished_seed_is_drawn_as_far_as_it_got(tmp_path: Path)
     assert "| DAPG (state) | 1/1 | 100.0% (100.0-100.0) | 2,000 | 2,000 | 3,000 |" in text
 
 
+def test_unfinished_seeds_are_tabled_where_all_of_them_got(tmp_path: Path) -> None:
+    path = tmp_path / "running.toml"
+    path.write_text(EXPERIMENT.replace('["resnet34", "resnet18"]', '["resnet34"]')
+                    .replace("seeds = [0, 1, 2]", "seeds = [0, 1]"))
+    exp = load_experiment(path)
+    data = tmp_path / "data"
+    for p in plan(exp, exp.cells("smoke"), STAGES, data):
+        if p.cell.config.policy.obs_mode != "state":  # seed 0 at iteration 3, seed 1 at 2
+            fake_cell(data, p, [0, 10, 60] if p.cell.config.policy.seed == 0 else [0, 20],
+                      finished=False)
+    _, md = write_report([exp], "smoke", PipelineConfig(), STAGES, data, tmp_path / "r", REFERENCE_LOGS)
+    # Both seeds' second iteration (10 and 20), as the band is drawn: not seed 0's third.
+    assert "| base | 0/2 (unfinished, 2/4 iterations) | 15.0% (10.0-20.0) |" in md.read_text()
+
+
 def test_reference_value_at_a_budget() -> None:
     from pipeline.study.curves import Curve, value_at
 

@@ -77,3 +77,19 @@ def test_copies_carry_weights_and_leave_large_ones_with_a_clear_error(
     assert wf.fetch_weights(fresh, small).read_bytes() == (tmp_path / small.name).read_bytes()
     with pytest.raises(WeightsError, match=rf"'large\.pth' \(sha256 {large.sha256}.*left out.*Fix:"):
         wf.fetch_weights(fresh, large)
+
+
+@pytest.mark.parametrize("weights", [
+    {"kind": "file", "sha256": "../../victim", "file": "a.safetensors"},
+    {"kind": "file", "sha256": "A" * 64, "file": "a.safetensors"},
+    {"kind": "file", "sha256": "a" * 64, "file": "../../victim/secret.txt"},
+    {"kind": "file", "sha256": "a" * 64, "file": ".."},
+], ids=["traversing sha256", "upper-case sha256", "traversing name", "dot-dot name"])
+def test_weights_attrs_that_could_leave_the_weights_folder_are_refused(
+        weights: dict[str, str]) -> None:
+    # Before any path is made from them: fetch_weights would hash (and delete a .tmp) there,
+    # and a push would upload what it found.
+    with pytest.raises(WeightsError, match=r"not used\. Fix:"):
+        wf.WeightsFile.from_attrs(weights)
+    ok = wf.WeightsFile.from_attrs({"kind": "file", "sha256": "a" * 64, "file": "vae.safetensors"})
+    assert ok is not None and ok.name == "vae.safetensors"

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from pipeline.cache import cache_dir
 from pipeline.config import PipelineConfig
 from pipeline.errors import WeightsError
 from pipeline.fileio import atomic_path, file_sha256
+from pipeline.settings import SHA256_PATTERN
 from pipeline.store.remote import Options, fs_path, is_url, local_path
 
 FOLDER = "_weights"  # in a store root; a leading underscore keeps it apart from group keys
@@ -52,9 +54,18 @@ class WeightsFile:
         """
         if weights.get("kind") != "file" or not weights.get("sha256"):
             return None
-        name = weights.get("file") or Path(str(weights.get("path") or "weights")).name
+        sha256 = str(weights["sha256"])
+        name = str(weights.get("file") or Path(str(weights.get("path") or "weights")).name)
+        # Both become path components (the store's and the cache's weights folders), and attrs
+        # come from whoever made the group: "../.." must never reach a path.
+        if not re.fullmatch(SHA256_PATTERN, sha256) or name in ("", ".", "..") or \
+                Path(name).name != name or "\\" in name:
+            raise WeightsError(f"the group's weights attrs name sha256 {sha256!r}, file {name!r}: "
+                               "not 64 lowercase hex digits and a plain file name, so the group "
+                               "is damaged or was not written by this pipeline and is not used. "
+                               "Fix: encode it again (FORCE=1), or pull it again from its source")
         size = weights.get("bytes")
-        return cls(str(weights["sha256"]), str(name), int(size) if size is not None else None)
+        return cls(sha256, name, int(size) if size is not None else None)
 
     def describe(self) -> str:
         size = f", {self.size / 1e6:.1f} MB" if self.size is not None else ""
@@ -88,6 +99,7 @@ def put_weights(root_url: str, path: Path, sha256: str, storage_options: Options
             shutil.copyfile(path, tmp)
             _require_sha(tmp, sha256, path.name, f"the copy of {path} in {folder}")
     else:
+        _require_sha(path, sha256, path.name, "the local file to upload")
         fs.put_file(str(path), target)  # one object: it appears whole or not at all
     return target
 

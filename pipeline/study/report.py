@@ -136,7 +136,8 @@ def _section(exp: Experiment, runs: list[CellRun], reference_dir: Path,
             lines.append(f"| {group} | 0/{len(members)} | - | " + " | ".join(["-"] * len(labels)) + " |")
             continue
         drawn = done or partial
-        finals = [c.values[-1] for c in drawn]
+        common = min(len(c.values) for c in drawn)  # as band(): where every seed has got to
+        finals = [c.values[common - 1] for c in drawn]
         b = band(drawn)
         metric = metric_for(members[0].plan.cell.config.task)  # a group is one task
         seeds = (f"{len(done)}/{len(members)}" if done
@@ -197,10 +198,11 @@ def _reference_at_budget(b: Band, runs: list[CellRun], columns: int) -> list[str
 
 
 def _unfinished(members: list[CellRun], partial: list[Curve]) -> str:
-    """"unfinished, 45/100 iterations": how far the furthest unfinished seed got."""
+    """"unfinished, 45/100 iterations": as far as every unfinished seed got, which is as far as
+    their band is drawn."""
     total = planned_iterations(members[0].plan)
     unit = "episodes" if members[0].plan.cell.target == "rad" else "iterations"
-    return f"unfinished, {max(len(c.values) for c in partial)}/{total} {unit}"
+    return f"unfinished, {min(len(c.values) for c in partial)}/{total} {unit}"
 
 
 def _header(runs: list[CellRun]) -> tuple[str, list[str]]:
