@@ -4,6 +4,7 @@ logs, manifests), so the numbers it must print are known."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -128,17 +129,28 @@ def test_samples_to_threshold_and_reference_axis() -> None:
     assert refs[0].samples[0] == 40_000 and refs[0].samples[1] == 80_000
 
 
-def test_a_group_with_no_finished_seed_is_drawn_as_far_as_it_got(tmp_path: Path) -> None:
+def _report_of_resnet34_runs(tmp_path: Path, seeds: str,
+                             rows: Callable[[CellPlan], tuple[list[float], bool] | None]) -> str:
+    """The report of EXPERIMENT's resnet34 group (and state cells) over ``seeds``, each cell's
+    log faked as ``rows(plan)`` gives it: (success per iteration, finished), or None for none."""
     path = tmp_path / "running.toml"
     path.write_text(EXPERIMENT.replace('["resnet34", "resnet18"]', '["resnet34"]')
-                    .replace("seeds = [0, 1, 2]", "seeds = [0]"))
+                    .replace("seeds = [0, 1, 2]", f"seeds = {seeds}"))
     exp = load_experiment(path)
     data = tmp_path / "data"
     for p in plan(exp, exp.cells("smoke"), STAGES, data):
-        state = p.cell.config.policy.obs_mode == "state"
-        fake_cell(data, p, [0, 50, 100, 100] if state else [0, 10, 60], finished=state)
+        if (faked := rows(p)) is not None:
+            fake_cell(data, p, faked[0], finished=faked[1])
     _, md = write_report([exp], "smoke", PipelineConfig(), STAGES, data, tmp_path / "r", REFERENCE_LOGS)
-    text = md.read_text()
+    return md.read_text()
+
+
+def test_a_group_with_no_finished_seed_is_drawn_as_far_as_it_got(tmp_path: Path) -> None:
+    def rows(p: CellPlan) -> tuple[list[float], bool]:
+        state = p.cell.config.policy.obs_mode == "state"
+        return ([0, 50, 100, 100], True) if state else ([0, 10, 60], False)
+
+    text = _report_of_resnet34_runs(tmp_path, "[0]", rows)
     # The running cell's curve and final value so far, said to be unfinished.
     # (A grid of one value is the group "base"; samples count from the first iteration's 1,000.)
     assert "| base | 0/1 (unfinished, 3/4 iterations) | 60.0% (60.0-60.0) | 2,000 | 3,000 |" in text
@@ -146,18 +158,14 @@ def test_a_group_with_no_finished_seed_is_drawn_as_far_as_it_got(tmp_path: Path)
 
 
 def test_unfinished_seeds_are_tabled_where_all_of_them_got(tmp_path: Path) -> None:
-    path = tmp_path / "running.toml"
-    path.write_text(EXPERIMENT.replace('["resnet34", "resnet18"]', '["resnet34"]')
-                    .replace("seeds = [0, 1, 2]", "seeds = [0, 1]"))
-    exp = load_experiment(path)
-    data = tmp_path / "data"
-    for p in plan(exp, exp.cells("smoke"), STAGES, data):
-        if p.cell.config.policy.obs_mode != "state":  # seed 0 at iteration 3, seed 1 at 2
-            fake_cell(data, p, [0, 10, 60] if p.cell.config.policy.seed == 0 else [0, 20],
-                      finished=False)
-    _, md = write_report([exp], "smoke", PipelineConfig(), STAGES, data, tmp_path / "r", REFERENCE_LOGS)
+    def rows(p: CellPlan) -> tuple[list[float], bool] | None:  # seed 0 at iteration 3, seed 1 at 2
+        if p.cell.config.policy.obs_mode == "state":
+            return None
+        return ([0, 10, 60] if p.cell.config.policy.seed == 0 else [0, 20]), False
+
+    text = _report_of_resnet34_runs(tmp_path, "[0, 1]", rows)
     # Both seeds' second iteration (10 and 20), as the band is drawn: not seed 0's third.
-    assert "| base | 0/2 (unfinished, 2/4 iterations) | 15.0% (10.0-20.0) |" in md.read_text()
+    assert "| base | 0/2 (unfinished, 2/4 iterations) | 15.0% (10.0-20.0) |" in text
 
 
 def test_reference_value_at_a_budget() -> None:
