@@ -247,3 +247,24 @@ def test_feature_dim_is_the_real_output_width(name: str) -> None:
     enc = create_encoder(name, "random", resize=64, crop=64)
     assert enc.feature_dim == encoder_spec(name).feature_dim
     assert enc.encode(frames(2, 64, 64)).shape == (2, enc.feature_dim)
+
+
+def test_weights_are_loaded_from_the_bytes_that_were_hashed(tmp_path: Path) -> None:
+    import hashlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    from pipeline.encoders.loading import read_state_dict
+    from pipeline.errors import WeightsError
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.arange(4.0)}, str(path))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert torch.equal(read_state_dict(path, "resnet18", sha)["a"], torch.arange(4.0))
+    save_file({"a": torch.zeros(4)}, str(path))  # replaced after the key was made
+    with pytest.raises(WeightsError, match=r"changed after its sha256 was taken.*Fix:"):
+        read_state_dict(path, "resnet18", sha)
+    pth = tmp_path / "w.pth"
+    torch.save({"state_dict": {"b": torch.ones(2)}}, pth)
+    assert torch.equal(read_state_dict(pth, "resnet18")["b"], torch.ones(2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,10 +41,11 @@ def build_module(spec: EncoderSpec, weights: str, crop: int, prefix: str | None 
             module = spec.builder(crop)
     if identity["kind"] == "file":
         path = check_weights_file(spec.name, weights)
-        load_into(module, read_state_dict(path, spec.name), spec, path, prefix)
+        load_into(module, read_state_dict(path, spec.name, identity.get("sha256")), spec, path,
+                  prefix)
     elif identity["kind"] == "pretrained" and spec.load_pretrained is None:
         path = pretrained_file(spec)  # a torchvision file: a plain state dict
-        load_into(module, read_state_dict(path, spec.name), spec, path)
+        load_into(module, read_state_dict(path, spec.name, identity.get("sha256")), spec, path)
     module.eval()
     module.requires_grad_(False)
     return module, {**identity, "state_dict_sha256": state_dict_sha256(module)}
@@ -64,16 +66,27 @@ def _load_pretrained(spec: EncoderSpec, crop: int) -> nn.Module:
             f"{weights_fix(spec.name).removeprefix('Fix: ')}") from err
 
 
-def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
-    """A state dict from .pth/.pt (raw, or under "state_dict"/"model") or .safetensors."""
+def read_state_dict(path: Path, name: str, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from .pth/.pt (raw, or under "state_dict"/"model") or .safetensors.
+
+    ``sha256``: what the file hashed to when the key was made. The bytes are read once and
+    loaded from memory, so what is loaded is what was hashed, even if the file is replaced
+    meanwhile (another worker's copy, a re-trained VAE written over it).
+    """
+    data = path.read_bytes()
+    found = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and found != sha256:
+        raise WeightsError(f"weights file {str(path)!r} changed after its sha256 was taken "
+                           f"({sha256[:12]} then, {found[:12]} now): its features would go under "
+                           "the other file's key. Fix: run again once nothing writes that file")
     try:
         if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-            from safetensors.torch import load_file
+            from safetensors.torch import load as load_safetensors
 
-            raw: Any = load_file(str(path), device="cpu")
+            raw: Any = load_safetensors(data)
         else:
             # weights_only: a weights file must not be able to run code when unpickled.
-            raw = torch.load(path, map_location="cpu", weights_only=True)
+            raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:
         raise WeightsError(
             f"weights file {str(path)!r} cannot be read ({type(err).__name__}: {err}). "
