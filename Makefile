@@ -111,16 +111,16 @@ push: $(INSTALLED) ## copy the current config's feature store to URL=s3://bucket
 pull: $(INSTALLED) ## fetch the current config's feature store from URL=s3://bucket/prefix
 	$(RRL) pull $$($(RRL) key encode) $(URL)
 
-experiment: $(INSTALLED) ## run an experiment's cells on dask (NAME=smoke BUDGET=smoke|paper; STATUS=1 lists them)
+experiment: $(INSTALLED) ## run an experiment's cells on dask (NAME= required, e.g. NAME=smoke BUDGET=smoke|paper; STATUS=1 lists them)
 	$(RRL) experiment $(if $(STATUS),status,run) $(NAME)
 
 probe-zoo: $(INSTALLED) ## linear probe of every encoder and stored layer of an experiment, ranked (NAME=zoo BUDGET=smoke)
 	$(RRL) experiment probe $(or $(NAME),zoo)
 
-evaluate-release: $(INSTALLED) ## re-evaluate the released door VAE policy on a fresh clone (N=50 episodes, LEVELS=0,1,2,3)
+evaluate-release: $(INSTALLED) ## re-evaluate the released door VAE policy on a fresh clone (N=50 episodes, LEVELS=0 by default, e.g. LEVELS=0,1,2,3)
 	$(RRL) evaluate-release $(or $(RELEASE),results/door_vae) --episodes $(or $(N),50) --levels $(or $(LEVELS),0)
 
-report: $(INSTALLED) ## curves and tables of an experiment's finished cells (NAME=smoke BUDGET=)
+report: $(INSTALLED) ## curves and tables of an experiment's finished cells (NAME= required, e.g. NAME=smoke BUDGET=)
 	$(RRL) report $(NAME)
 
 test: $(INSTALLED) ## fast test suite (the one CI runs)
