@@ -63,6 +63,29 @@ def test_the_release_evaluates_to_the_evaluate_stages_numbers(released: Path, ti
     assert len(lines) == 1 and f"(released: {staged['success_rate']:.1f}% over 3" in lines[0], lines
 
 
+def test_interim_evaluation_of_the_last_checkpoint_gives_the_evaluate_stages_numbers(
+        released: Path, tiny_door_demos) -> None:  # type: ignore[no-untyped-def]
+    """bench/interim_evaluate.py on a finished run: its checkpoint holds the final policy."""
+    import json
+
+    path, sha = tiny_door_demos
+    settings = {**TINY_RL, **TINY_VISION, "encode.weights": str(released / "tiny.safetensors"),
+                "dapg.iterations": "1", "evaluate.episodes": "3", "evaluate.video_episodes": "0",
+                "demos.path": str(path), "demos.sha256": sha}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "interim_evaluate.py"), "--data",
+                           str(released / "data"), "--envs", "2",
+                           *[f"{k}={v}" for k, v in settings.items()]],
+                          capture_output=True, text=True, timeout=600, cwd=released,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    staged = json.loads(next((released / "data" / "evaluate").glob("*/manifest.json")).read_text())
+    s = staged["summary"]
+    assert "after 1 iterations" in proc.stdout and "over 3 held-out episodes" in proc.stdout
+    assert f"success {s['success_rate']:.1f}%" in proc.stdout, proc.stdout
+    printed = float(proc.stdout.rsplit("mean return ", 1)[1])
+    assert printed == pytest.approx(s["mean_return"], abs=0.051)  # printed to 0.1
+
+
 def test_a_damaged_release_file_is_refused(released: Path, tmp_path: Path) -> None:
     folder = tmp_path / "copy"
     shutil.copytree(released / "results" / "tiny", folder)
