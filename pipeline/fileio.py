@@ -20,6 +20,16 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def fsync_file(path: str | Path) -> None:
+    """Flush a closed file's bytes to disk: a writer that only flushed to the OS (h5py, zarr) may
+    otherwise lose them on a power cut after the manifest that vouches for them is on disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Flush a folder's entries (a rename, a new file) to disk; a no-op where folders can't be opened."""
     try:
@@ -59,8 +69,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _FILE_MODE)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import bad_store
+from pipeline.fileio import fsync_file
 from pipeline.store.episode_checks import check_episode_file
 from pipeline.store.frames import ChunkCache, FrameCodec
 
@@ -161,13 +162,7 @@ class EpisodeWriter:
         done = sorted(self.completed())
         self.root.attrs["total"] = int(sum(self.root[_demo_name(i)].attrs["num_samples"] for i in done))
         self.file.close()
-        # h5py only flushes to the OS: the stage's manifest, written next and fsynced, must not
-        # outlive the frames it vouches for after a power cut.
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(self.path)  # h5py only flushes to the OS; the manifest comes next
 
 
 class EpisodeReader:
