@@ -117,8 +117,8 @@ experiment: $(INSTALLED) ## run an experiment's cells on dask (NAME= required, e
 probe-zoo: $(INSTALLED) ## linear probe of every encoder and stored layer of an experiment, ranked (NAME=zoo BUDGET=smoke)
 	$(RRL) experiment probe $(or $(NAME),zoo)
 
-evaluate-release: $(INSTALLED) ## re-evaluate the released door VAE policy on a fresh clone (N=50 episodes, LEVELS=0 by default, e.g. LEVELS=0,1,2,3)
-	$(RRL) evaluate-release $(or $(RELEASE),results/door_vae) --episodes $(or $(N),50) --levels $(or $(LEVELS),0)
+evaluate-release: $(INSTALLED) ## re-evaluate a released door policy on a fresh clone (RELEASE=results/door_vae_motion, N=50 episodes, LEVELS=0 by default)
+	$(RRL) evaluate-release $(or $(RELEASE),results/door_vae_motion) --episodes $(or $(N),50) --levels $(or $(LEVELS),0)
 
 report: $(INSTALLED) ## curves and tables of an experiment's finished cells (NAME= required, e.g. NAME=smoke BUDGET=)
 	$(RRL) report $(NAME)
