@@ -178,3 +178,27 @@ def test_reference_value_at_a_budget() -> None:
     # RRL's door logs at 400k samples (10 iterations): 0.0, 1.0 and 3.0 % success
     at = value_at(band(rrl_door_logs()), 400_000)
     assert at is not None and at[0] == 400_000 and at[2] == 0.0 and at[3] == 3.0
+
+
+def test_the_axis_stops_near_our_runs_when_rrls_logs_go_far_beyond() -> None:
+    """A 1.2M-sample run beside RRL's 12M-sample logs fills the axis, and RRL's curve within it
+    sets the return axis' range: drawn to 12M, ours would be squeezed into its first tenth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.study.curves import RETURN
+    from pipeline.study.figure import ZOOM_X_RATIO, Panel, _draw
+
+    ours = band([Curve(np.linspace(4e3, 1.2e6, 300), np.linspace(-50, 2000, 300))])
+    rrl = band([Curve(np.linspace(4e4, 1.2e7, 300), np.linspace(-50, 9000, 300))])
+    for reference, xmax in ((rrl, ZOOM_X_RATIO * 1.2e6), (ours, None)):
+        fig, ax = plt.subplots()
+        _draw(ax, Panel("door", {"VAE": ours}, reference, RETURN))
+        if xmax is None:  # a reference no longer than our run: the axis is matplotlib's own
+            assert ax.get_xlim()[1] < ZOOM_X_RATIO * 1.2e6 and "see the table" not in ax.get_xlabel()
+        else:
+            assert ax.get_xlim() == (0.0, xmax) and "go on to 12M" in ax.get_xlabel()
+            assert ax.get_ylim()[1] < 9000 * 0.5  # RRL's late returns do not flatten ours
+        plt.close(fig)

@@ -16,7 +16,10 @@ from pipeline.study.curves import SUCCESS, Band, Metric
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-LOG_X_RATIO = 10  # RRL's logs span far more samples than a reduced run: switch to a log axis
+# RRL's logs span up to 12M samples; a run here, 0.4-1.2M. Drawn to the end of RRL's logs, our
+# curves would be squeezed into the first tenth of the axis, so the axis stops at this many times
+# our longest run; the report's table gives RRL's figures beyond it.
+ZOOM_X_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -60,16 +63,22 @@ def _draw(ax: Axes, panel: Panel) -> None:
             ax.fill_between(b.samples, b.low, b.high, color=line.get_color(), alpha=0.2)
         ours_max = max(ours_max, float(b.samples[-1]))
     ref = panel.reference
+    xlabel = "environment samples"
     if ref is not None:
         ax.plot(ref.samples, ref.mean, color="grey", lw=1,
                 label=f"RRL's logs (resnet34, ImageNet, {ref.seeds} seeds)")
         ax.fill_between(ref.samples, ref.low, ref.high, color="grey", alpha=0.15)
-        if ours_max and float(ref.samples[-1]) > LOG_X_RATIO * ours_max:
-            ax.set_xscale("log")
+        ref_max = float(ref.samples[-1])
+        if ours_max and ref_max > ZOOM_X_RATIO * ours_max:
+            ax.set_xlim(0, ZOOM_X_RATIO * ours_max)
+            xlabel += f" (RRL's logs go on to {ref_max / 1e6:.3g}M: see the table)"
     if not panel.curves:
         ax.text(0.5, 0.5, "no finished cells yet", ha="center", transform=ax.transAxes)
     ylim = panel.metric.ylim or _fitted_ylim(panel, ours_max)
-    ax.set(title=textwrap.fill(panel.title, 60), xlabel="environment samples",
+    from matplotlib.ticker import EngFormatter
+
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 500k, 1M: no "1e6" over the label
+    ax.set(title=textwrap.fill(panel.title, 60), xlabel=xlabel,
            ylabel=panel.metric.axis, ylim=ylim)
     if panel.curves or ref is not None:  # an empty panel has nothing to label
         ax.legend(fontsize=7, loc="best")
@@ -80,7 +89,7 @@ def _fitted_ylim(panel: Panel, ours_max: float) -> tuple[float, float] | None:
     (RRL's late returns would flatten a short run's curves into one line)."""
     values = [v for b in panel.curves.values() for v in (b.mean, b.low, b.high)]
     if panel.reference is not None and ours_max:
-        values.append(panel.reference.mean[panel.reference.samples <= 1.5 * ours_max])
+        values.append(panel.reference.mean[panel.reference.samples <= ZOOM_X_RATIO * ours_max])
     flat = np.concatenate([np.asarray(v, dtype=float) for v in values]) if values else np.array([])
     if not flat.size:
         return None
