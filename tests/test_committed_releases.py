@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.study.release import RELEASE, evaluate_release, read_release
+from pipeline.study.release import RELEASE, evaluate_release, load_release
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 RELEASES = sorted(p.parent for p in RESULTS.glob(f"*/{RELEASE}"))
@@ -22,16 +22,9 @@ def test_the_headline_releases_are_committed() -> None:
 
 @pytest.mark.parametrize("folder", RELEASES, ids=lambda p: p.name)
 def test_a_release_is_whole_and_its_readme_says_what_it_holds(folder: Path) -> None:
-    from pipeline.encoders import create_encoder
-    from pipeline.rl.checkpoints import load_policy
-
-    release = read_release(folder)  # raises on a missing file or a sha256 mismatch
-    policy = load_policy(folder / release["files"]["policy"]["file"])
-    enc, run = release["encoder"], release["run"]
-    pre = enc["preprocessing"]
-    encoder = create_encoder(enc["name"], str(folder / release["files"]["encoder"]["file"]),
-                             enc["precision"], pre["resize"], pre["crop"], device="cpu",
-                             interpolation=pre["interpolation"])
+    # load_release checks every file's sha256 and that the policy takes what the encoder gives
+    release, policy, encoder = load_release(folder, device="cpu")
+    run = release["run"]
     assert policy.obs_dim == encoder.feature_dim * len(run["cameras"]) + run["proprio_dim"]
 
     readme = (folder / "README.md").read_text()

@@ -23,7 +23,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import StoreError, bad_store
 from pipeline.fileio import file_sha256, write_json_atomic
@@ -31,6 +31,10 @@ from pipeline.rl.distracted import env_factory
 from pipeline.rl.env_backends import task_env
 from pipeline.rl.rollouts import summarize
 from pipeline.rl.vision import ObsSpec, VisionSampler, vision_layout
+
+if TYPE_CHECKING:
+    from pipeline.encoders.frozen import FrozenEncoder
+    from pipeline.rl.policy import GaussianMLPPolicy
 
 RELEASE = "release.json"
 FILES = ("encoder", "policy", "log", "eval")
@@ -74,11 +78,10 @@ def read_release(folder: Path) -> dict[str, Any]:
     return release
 
 
-def evaluate_release(folder: Path, episodes: int, levels: Sequence[int] = (0,),
-                     seed: int | None = None, envs: int = 8, device: str = "auto",
-                     log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """Success and mean return of the released policy over ``episodes`` seeded episodes per
-    distractor level (episode i in the scene DistractorSpec(level, seed + i))."""
+def load_release(folder: Path, device: str = "auto",
+                 ) -> tuple[dict[str, Any], GaussianMLPPolicy, FrozenEncoder]:
+    """The release's description (files checked), its policy and its encoder rebuilt exactly as it
+    encoded, after checking that the policy takes what the encoder and proprioception give."""
     from pipeline.encoders import create_encoder
     from pipeline.rl.checkpoints import load_policy
 
@@ -94,6 +97,16 @@ def evaluate_release(folder: Path, episodes: int, levels: Sequence[int] = (0,),
     if policy.obs_dim != encoder.feature_dim * len(run["cameras"]) + run["proprio_dim"]:
         raise StoreError(f"{folder}: the policy takes {policy.obs_dim}-d inputs, the encoder and "
                          "proprioception give another width. Fix: re-create the release")
+    return release, policy, encoder
+
+
+def evaluate_release(folder: Path, episodes: int, levels: Sequence[int] = (0,),
+                     seed: int | None = None, envs: int = 8, device: str = "auto",
+                     log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Success and mean return of the released policy over ``episodes`` seeded episodes per
+    distractor level (episode i in the scene DistractorSpec(level, seed + i))."""
+    release, policy, encoder = load_release(folder, device)
+    run = release["run"]
     seed = run["evaluate_seed"] if seed is None else seed
     layout = vision_layout(len(os.sched_getaffinity(0)), encoder.device.type == "cuda")
     out: dict[str, dict[str, Any]] = {}
