@@ -27,11 +27,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.config import PipelineConfig
-    from pipeline.envs.families import horizon
     from pipeline.outputs import CHECKPOINT, policy_file, trained_source
     from pipeline.rl.checkpoints import load_checkpoint, load_policy
-    from pipeline.rl.data import make_sampler
-    from pipeline.rl.rollouts import summarize
+    from pipeline.rl.scoring import score_policy
     from pipeline.runner import Runner
     from pipeline.vae.resolve import resolve_trained_weights
     from stages import STAGES
@@ -47,14 +45,7 @@ def main() -> None:
         shutil.copy(run_dir / CHECKPOINT, Path(tmp) / CHECKPOINT)
         state = load_checkpoint(Path(tmp) / CHECKPOINT)
     policy.load_state_dict(state["policy"])
-    sampler = make_sampler(trained_source(bc, cfg, args.data), cfg.policy, cfg.env.reward,
-                           args.envs, cfg.encode.device)
-    try:
-        rollouts = sampler.sample(policy, cfg.evaluate.episodes, horizon(cfg), cfg.evaluate.seed,
-                                  deterministic=True)
-    finally:
-        sampler.close()
-    result = summarize(rollouts, cfg.task)
+    result, _ = score_policy(cfg, trained_source(bc, cfg, args.data), policy, envs=args.envs)
     samples = sum(int(row["num_samples"]) for row in state["rows"])
     print(f"dapg {runner.key('dapg')[:12]}, checkpoint after {state['iteration']} iterations "
           f"({samples:,} samples): success {result['success_rate']:.1f}% over {result['episodes']} "

@@ -7,15 +7,13 @@ level.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, episode_end_rule, horizon, task_facts
 from pipeline.outputs import DataSource, policy_file, store_weights, trained_source, weights_label
-from pipeline.rl.data import make_sampler
-from pipeline.rl.distracted import env_factory
-from pipeline.rl.rollouts import SampledPolicy, require_finite_returns, summarize
+from pipeline.rl.rollouts import SampledPolicy, require_finite_returns
+from pipeline.rl.scoring import score_policy
 from pipeline.rl.video import write_video
 from pipeline.runner import Stage, StageContext, StageResult
 from pipeline.settings import key_dict
@@ -70,22 +68,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 def _evaluate_level(ctx: StageContext, src: DataSource, policy: SampledPolicy,
                     level: int) -> tuple[dict[str, Any], list[Any]]:
-    """`summarize` of evaluate.episodes mean-action episodes at `level` (episode i in the scene
-    DistractorSpec(level, seed + i)), and the rollouts."""
-    e, task = ctx.config.evaluate, ctx.config.task
-    factory = env_factory(level) if level else None
-    with contextlib.closing(make_sampler(src, ctx.config.policy, ctx.config.env.reward,
-                                         ctx.config.dapg.envs, ctx.config.encode.device,
-                                         env_factory=factory)) as sampler:
-        rollouts = sampler.sample(policy, e.episodes, horizon(ctx.config), e.seed,
-                                  deterministic=True)
-    result = summarize(rollouts, task)
-    require_finite_returns(result, f"{ctx.out_dir}: evaluation of the {e.policy} policy at "
-                           f"distractor level {level}")
+    result, rollouts = score_policy(ctx.config, src, policy, level)
+    require_finite_returns(result, f"{ctx.out_dir}: evaluation of the {ctx.config.evaluate.policy} "
+                           f"policy at distractor level {level}")
     return result, rollouts
-
-
-
 
 
 def describe(result: StageResult) -> str:
