@@ -39,6 +39,14 @@ def setting(default: Any, *, key: bool | str = True, gt: float | None = None,
     return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
 
 
+def legacy_value(config: type, name: str) -> Any:
+    """The ``legacy=`` of `config`'s field `name`: what outputs made before the field existed did."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    if name not in fields or "legacy" not in fields[name].metadata:
+        raise KeyError(f"{config.__name__}.{name} has no legacy value")
+    return fields[name].metadata["legacy"]
+
+
 class Validated:
     """Base of the stage configs: checks every field on construction, then ``_check`` (if any)."""
 

@@ -49,3 +49,13 @@ def test_each_section_is_named_after_its_class() -> None:
 
     for name, cls in SECTIONS.items():
         assert cls.__name__.removesuffix("Config").lower() == name
+
+
+def test_legacy_value_is_what_a_field_declares_and_only_that() -> None:
+    from pipeline.config import DAPGConfig
+    from pipeline.settings import legacy_value
+
+    # The trainer resumes checkpoints from before dapg.horizon_value with this value.
+    assert legacy_value(DAPGConfig, "horizon_value") == "bootstrap"
+    with pytest.raises(KeyError, match="DAPGConfig.iterations has no legacy value"):
+        legacy_value(DAPGConfig, "iterations")

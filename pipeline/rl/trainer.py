@@ -39,6 +39,7 @@ from pipeline.rl.checkpoints import (
 from pipeline.rl.npg import discounted_returns, gae, npg_step
 from pipeline.rl.policy import Array, GaussianMLPPolicy, MLPBaseline
 from pipeline.rl.rollouts import Rollout, Sampler, evaluation_seed, success_rate, summarize
+from pipeline.settings import legacy_value
 
 # The columns of RRL's logs/log.csv, in its order.
 LOG_COLUMNS = (
@@ -148,7 +149,7 @@ def train_dapg(
         # "device" was stored once (it changes no result): checkpoints that have it still resume.
         stored = {k: v for k, v in state["config"].items() if k != "device"}
         # Checkpoints from before dapg.horizon_value bootstrapped at the horizon.
-        stored.setdefault("horizon_value", "bootstrap")
+        stored.setdefault("horizon_value", legacy_value(DAPGConfig, "horizon_value"))
         if stored != settings or state["seed"] != seed:
             raise ConfigError(
                 f"{ckpt_path} was written with different settings ({state['config']}, seed "
