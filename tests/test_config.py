@@ -57,5 +57,5 @@ def test_legacy_value_is_what_a_field_declares_and_only_that() -> None:
 
     # The trainer resumes checkpoints from before dapg.horizon_value with this value.
     assert legacy_value(DAPGConfig, "horizon_value") == "bootstrap"
-    with pytest.raises(KeyError, match="DAPGConfig.iterations has no legacy value"):
+    with pytest.raises(KeyError, match=r"DAPGConfig\.iterations has no legacy value"):
         legacy_value(DAPGConfig, "iterations")
