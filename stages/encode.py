@@ -66,7 +66,7 @@ def check_done(ctx: StageContext, thorough: bool) -> str | None:
     recorded sha256; `status` only lists the store for lost shard and record files.
     """
     from pipeline.store.features import DAMAGED_FIX, is_complete
-    from pipeline.store.verify import missing_objects, verify_group
+    from pipeline.store.verify import listing_problems, verify_group
 
     root = store_root(ctx.config, ctx.data_dir)
     if not is_complete(root, ctx.key):
@@ -74,7 +74,7 @@ def check_done(ctx: StageContext, thorough: bool) -> str | None:
                 "the next run copies or redoes it")
     try:
         problems = verify_group(root, ctx.key).problems if thorough else \
-            missing_objects(root, ctx.key)
+            listing_problems(root, ctx.key)
     except StoreError as exc:
         problems = [str(exc)]
     if not problems:

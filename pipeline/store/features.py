@@ -149,6 +149,28 @@ def array_sha256(values: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+ATTRS_SHA256 = "attrs_sha256"
+_UNHASHED_ATTRS = (ATTRS_SHA256, "complete")
+
+
+def attrs_sha256(attrs: dict[str, Any]) -> str:
+    """Checksum of a group's attrs as JSON (sorted keys), leaving out itself and ``complete``.
+
+    The attrs say how to rebuild the encoder (weights, preprocessing) and what the arrays hold,
+    so a changed digit there is as wrong as a changed shard, and no shard checksum sees it."""
+    kept = {k: v for k, v in attrs.items() if k not in _UNHASHED_ATTRS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+def attrs_problem(attrs: dict[str, Any]) -> str | None:
+    """Why the attrs do not match their recorded checksum (None: they do, or none is recorded)."""
+    recorded = attrs.get(ATTRS_SHA256)
+    if recorded is None or recorded == attrs_sha256(attrs):
+        return None
+    return ("the group attrs (its zarr.json) no longer match the attrs_sha256 recorded when it "
+            "was finished: the file was edited or damaged")
+
+
 def open_root(url: str, storage_options: Options = None) -> zarr.Group:
     """The root group (created if missing)."""
     return zarr.open_group(zarr_store(url, storage_options, read_only=False), mode="a")
@@ -402,6 +424,9 @@ def open_features(root_url: str, key: str, storage_options: Options = None) -> F
     if group.attrs.get("complete") is not True:
         raise bad_store(where, "group is incomplete (no complete marker): an interrupted write "
                         "never reads as done", RESUME_FIX)
+    problem = attrs_problem(group.attrs.asdict())
+    if problem is not None:
+        raise bad_store(where, problem, DAMAGED_FIX)
     store = FeatureStore(root_url, key, group, storage_options)
     for a in feature_arrays(store.attrs):
         arr = store.array(a.camera, a.feature)

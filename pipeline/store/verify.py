@@ -24,6 +24,7 @@ from pipeline.store.features import (
     LOW_DIM,
     SHARD_SHA256,
     array_sha256,
+    attrs_problem,
     feature_arrays,
     open_array,
     open_group,
@@ -87,8 +88,10 @@ def verify_group(root_url: str, key: str, storage_options: Options = None) -> Ve
         raise bad_store(where, "no feature group for this key", "check the key and the store")
     attrs = group.attrs.asdict()
     report = verify_contents(root_url, key, attrs, storage_options)
-    if attrs.get("key") != key:
-        report.problems.insert(0, f"group attrs say key {attrs.get('key')!r}, not this key")
+    heads = [f"group attrs say key {attrs.get('key')!r}, not this key"] \
+        if attrs.get("key") != key else []
+    heads += [p for p in [attrs_problem(attrs)] if p is not None]
+    report.problems[:0] = heads
     if attrs.get("complete") is not True:
         report.problems.append("group is not marked complete (an unfinished write or copy)")
     return report
@@ -221,8 +224,9 @@ def _check_camera(root_url: str, key: str, camera: str, shape: tuple[int, int],
             report.zero_row_episodes[camera] = [int(e) for e in episodes]
 
 
-def missing_objects(root_url: str, key: str, storage_options: Options = None) -> list[str]:
-    """Shard and record objects of a group that are not in the store: one listing, no data read.
+def listing_problems(root_url: str, key: str, storage_options: Options = None) -> list[str]:
+    """What is wrong with a group short of reading its data: attrs that no longer match their
+    checksum, and shard and record objects that are not in the store (one listing).
 
     What `status` can afford on every call. A shard whose rows are all zero may legitimately
     have no object (zarr writes no empty chunks): it is missing only if its record says so.
@@ -234,8 +238,9 @@ def missing_objects(root_url: str, key: str, storage_options: Options = None) ->
     base = f"{root}/{key}"
     fs.invalidate_cache(base)
     present = {p[len(base) + 1:] for p in fs.find(base)}
-    missing: list[str] = []
     attrs = dict(group.attrs)
+    changed = attrs_problem(attrs)
+    missing: list[str] = [changed] if changed else []
     if not isinstance(attrs.get("cameras"), list):
         return missing
     for name in [a.name for a in feature_arrays(attrs)]:  # per camera, or camera and layer

@@ -21,6 +21,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError, ZarrUserWarning
 
 from pipeline.errors import bad_store
 from pipeline.store.features import (
+    ATTRS_SHA256,
     ENDS,
     LOW_DIM,
     RESUME_FIX,
@@ -28,6 +29,7 @@ from pipeline.store.features import (
     SHARD_SHA256,
     FeatureStoreSpec,
     array_sha256,
+    attrs_sha256,
     child_array,
     feature_arrays,
     open_array,
@@ -225,7 +227,7 @@ def finalize(root_url: str, key: str, storage_options: Options = None) -> Verify
     if stale:
         fs.rm(stale)
     report = verify_contents(root_url, key, attrs, storage_options).raise_if_bad(RESUME_FIX)
-    group.attrs["complete"] = True
+    group.attrs.update({ATTRS_SHA256: attrs_sha256(attrs), "complete": True})
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
         zarr.consolidate_metadata(zarr_store(root_url, storage_options, read_only=False), path=key)

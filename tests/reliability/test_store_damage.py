@@ -19,7 +19,7 @@ from pipeline.errors import StoreError
 from pipeline.store import features as fs
 from pipeline.store.copy import copy_group
 from pipeline.store.remote import fs_path
-from pipeline.store.verify import missing_objects, verify_group
+from pipeline.store.verify import listing_problems, verify_group
 from tests.reliability.test_store_verify import CAMERAS, KEY, ROWS, build, features_for
 
 SHARD = f"{KEY}/top/c/2/0"  # rows 256..383 of camera 'top'
@@ -102,10 +102,10 @@ def test_every_read_of_a_damaged_shard_fails_naming_it_and_the_fix(store: tuple[
 @pytest.mark.parametrize("what", ["shard", "record"])
 def test_status_sees_a_lost_file_with_one_listing(store: tuple[str, Any], what: str) -> None:
     url, options = store
-    assert missing_objects(url, KEY, options) == []
+    assert listing_problems(url, KEY, options) == []
     damage(url, options, what, "deleted")
     expected = "its file is missing" if what == "shard" else "its checksum record is missing"
-    assert missing_objects(url, KEY, options) == [f"camera 'top' shard 2: {expected}"]
+    assert listing_problems(url, KEY, options) == [f"camera 'top' shard 2: {expected}"]
 
 
 def test_a_damaged_group_is_not_pushed(store: tuple[str, Any], tmp_path: Path) -> None:
@@ -139,5 +139,43 @@ def test_an_all_zero_shard_without_an_object_is_not_reported_missing(tmp_path: P
     writer_mod.write_shard(str(tmp_path), KEY, "top", 1, features_for(0, 128, 256))
     writer_mod.finalize(str(tmp_path), KEY)
     assert not (tmp_path / KEY / "top" / "c" / "0" / "0").exists()
-    assert missing_objects(str(tmp_path), KEY) == []
+    assert listing_problems(str(tmp_path), KEY) == []
     assert not fs.open_features(str(tmp_path), KEY).read("top", 0, 128).any()
+
+
+def edit_attrs(url: str, options: Any, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite the group's zarr.json with its attributes changed (a byte-level edit that still
+    parses: what a flipped digit or a hand edit leaves)."""
+    import json
+
+    fsys, root = fs_path(url, options)
+    path = f"{root}/{KEY}/zarr.json"
+    meta = json.loads(fsys.cat_file(path))
+    change(meta["attributes"])
+    fsys.pipe_file(path, json.dumps(meta).encode())
+    fsys.invalidate_cache(root)
+
+
+def test_changed_attrs_are_refused_by_every_reader(store: tuple[str, Any], tmp_path: Path) -> None:
+    # The attrs say how to rebuild the encoder (evaluate and rollouts read nothing else of a
+    # group), and no shard checksum covers them.
+    url, options = store
+    assert fs.attrs_problem(fs.open_features(url, KEY, options).attrs) is None
+    edit_attrs(url, options, lambda attrs: attrs.update(encoder="tinz"))
+    with pytest.raises(StoreError, match=r"attrs \(its zarr.json\) no longer match the "
+                                         r"attrs_sha256.*Fix: re-encode it"):
+        fs.open_features(url, KEY, options)
+    report = verify_group(url, KEY, options)
+    assert not report.ok and "attrs_sha256" in report.problems[0]
+    assert "attrs_sha256" in listing_problems(url, KEY, options)[0]  # what status shows
+    with pytest.raises(StoreError, match=r"attrs_sha256"):
+        copy_group(url, str(tmp_path / "shared"), KEY, src_options=options, progress=False)
+    assert not fs.is_complete(str(tmp_path / "shared"), KEY)
+
+
+def test_a_group_finished_before_attrs_checksums_still_reads(tmp_path: Path) -> None:
+    build(tmp_path)
+    edit_attrs(str(tmp_path), None, lambda attrs: attrs.pop(fs.ATTRS_SHA256))
+    group = fs.open_features(str(tmp_path), KEY)
+    assert verify_group(str(tmp_path), KEY).ok
+    np.testing.assert_array_equal(group.read("fixed"), features_for(0, 0, ROWS).astype(np.float16))

@@ -1,9 +1,11 @@
 """Through the stages (issue 18, item 1): a feature group that lost a shard file, or has a flipped
 byte, is seen by `status`, refused by every stage that would read it (exit 2, the shard named, the
-fix given, nothing trained), and the stated fix (FORCE=1) recovers."""
+fix given, nothing trained), and the stated fix (FORCE=1) recovers. The same for changed group
+attrs, which evaluate and rollouts read to rebuild the encoder."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -71,3 +73,27 @@ def test_a_flipped_byte_stops_dapg_after_bc_finished(tiny_door_demos, tmp_path) 
     assert manifests(data, "dapg") == [] and not list(data.glob("dapg/*/checkpoint.pt"))
     verify = rrl(data, tiny_door_demos, "verify")
     assert verify.returncode == 1 and "shard 0" in verify.stdout and "Fix:" in verify.stdout
+
+
+
+@pytest.mark.slow  # about 50 s; test_store_damage.py checks the same refusal at the store's level
+def test_changed_attrs_stop_evaluate_and_rollouts_and_force_repairs_them(  # type: ignore[no-untyped-def]
+        tiny_door_demos, tmp_path) -> None:
+    # evaluate and rollouts read no rows of the group, only its attrs: how to rebuild the encoder
+    # that made them. A changed crop there would score the policy on other features, silently.
+    data = tmp_path / "data"
+    assert rrl(data, tiny_door_demos, "run", "dapg").returncode == 0
+    meta_file = shard_file(data).parents[3] / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["attributes"]["preprocessing"]["crop"] += 4
+    meta_file.write_text(json.dumps(meta))
+    for stage in ("evaluate", "rollouts"):
+        proc = rrl(data, tiny_door_demos, "run", stage)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (stage, proc.stderr[-2000:])
+        assert "no longer match the attrs_sha256" in proc.stderr and "FORCE=1" in proc.stderr
+        assert manifests(data, stage) == []
+    assert rrl(data, tiny_door_demos, "run", "encode", "--force").returncode == 0
+    proc = rrl(data, tiny_door_demos, "run", "evaluate")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[dapg] cache hit" in proc.stdout + proc.stderr  # the same key: the policy still holds
+    assert len(manifests(data, "evaluate")) == 1
