@@ -6,17 +6,14 @@ import hashlib
 import importlib.util
 import os
 import pickle
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.helpers import moto_server
 
 SHARED_DOOR_DEMOS = Path(__file__).resolve().parents[1].parent / "shared/data/adroit-demos/door-v0_demos.pickle"
 
@@ -89,44 +86,15 @@ def tiny_door_demos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     return path, sha
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def s3() -> Iterator[dict[str, Any]]:
     """Storage options of a bucket ``rrl-test`` on a moto_server started for this module."""
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("moto.server") is None:
         pytest.skip("moto[server] is not installed")
-    import s3fs
-
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.skip("moto_server could not start")
-                assert time.monotonic() < deadline, "moto_server did not answer"
-                time.sleep(0.1)
-        options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-        s3fs.S3FileSystem(**options).mkdir("rrl-test")
+    with moto_server() as (proc, options):
+        if proc is None:
+            pytest.skip("moto_server could not start")
         yield options
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def pytest_configure(config: pytest.Config) -> None:

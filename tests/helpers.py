@@ -3,11 +3,16 @@ rollout's frames."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -132,3 +137,40 @@ def load_bench(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def moto_server(bucket: str = "rrl-test") -> Iterator[tuple[subprocess.Popen[bytes] | None,
+                                                            dict[str, Any]]]:
+    """A moto_server on a free loopback port with ``bucket`` made: (its process, or None if it
+    could not start; the storage options that reach it). Stopped on exit, if still running."""
+    import s3fs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    yield None, options
+                    return
+                assert time.monotonic() < deadline, "moto_server did not answer"
+                time.sleep(0.1)
+        s3fs.S3FileSystem(**options).mkdir(bucket)
+        yield proc, options
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
