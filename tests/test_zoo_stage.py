@@ -1,6 +1,6 @@
 """The encode stage with chosen layers, end to end on tiny door renders: one array per camera and
-layer, values equal to an independent timm forward with timm's own transform, a cache hit the
-second time, FEATURES= for the learning stages, and the zoo probe over every stored layer."""
+layer, values equal to an independent timm forward with timm's own transform (a ConvNeXt and a
+ViT), a cache hit the second time, FEATURES= for the learning stages, and the zoo probe over every stored layer."""
 
 from __future__ import annotations
 
@@ -89,3 +89,39 @@ def test_layers_are_stored_from_one_pass_and_match_timm(four_demos: tuple[Path, 
     assert [r.mean_r2 for r in rows] == sorted((r.mean_r2 for r in rows), reverse=True)
     table = probe_table(rows, "tiny", "rrl experiment probe tiny_zoo")
     assert table.count("**RANDOM**") == 3 and "| 1 | convnext_atto |" in table
+
+
+def test_a_vit_stored_by_the_stage_matches_an_independent_timm_forward(
+        four_demos: tuple[Path, str], tmp_path: Path) -> None:
+    # The issue's second model of its 'what it must show': a ViT through the stage's fast uint8
+    # resize (at most 2 grey levels from timm's PIL transform on the same frame, test_zoo.py).
+    import timm
+    from PIL import Image
+    from timm.data import create_transform, resolve_model_data_config
+
+    path, sha = four_demos
+    cfg = PipelineConfig().with_overrides({
+        "demos.path": str(path), "demos.sha256": sha, **TINY,
+        "encode.encoder": "vit_tiny_patch16_224", "encode.layers": "-1,pre_logits",
+        "encode.pool": "cls"})
+    result = Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("encode")
+    group = zarr.open_group(result_store(result), path=result.key, mode="r")
+    episodes = result.manifest["upstream"]["render"][:12]
+    with EpisodeReader(tmp_path / "render" / episodes / "episodes.hdf5") as reader:
+        frames = reader.read_all("top")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
+    transform = create_transform(**resolve_model_data_config(model))
+    x = torch.stack([transform(Image.fromarray(f)) for f in frames])
+    with torch.inference_mode():
+        final, ((_, prefix),) = model.forward_intermediates(x, indices=[-1], output_fmt="NLC",
+                                                            return_prefix_tokens=True)
+        expected = {"top": model.forward_head(final, pre_logits=True),
+                    "top@layer-1.cls": prefix[:, 0]}
+    assert set(group.array_keys()) == {"episode_ends", *expected}
+    for name, ref in expected.items():
+        # measured: 4.8e-4 of the largest value, for both (float16 storage, and the input's at
+        # most 2 grey levels from timm's PIL resize carried through 12 blocks)
+        np.testing.assert_allclose(group[name][:].astype(np.float32), ref.numpy(), rtol=0,
+                                   atol=5e-3 * float(ref.abs().max()))
+    assert Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("encode").cache_hit

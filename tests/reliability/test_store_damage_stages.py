@@ -73,6 +73,8 @@ def test_a_flipped_byte_stops_dapg_after_bc_finished(tiny_door_demos, tmp_path) 
     assert manifests(data, "dapg") == [] and not list(data.glob("dapg/*/checkpoint.pt"))
     verify = rrl(data, tiny_door_demos, "verify")
     assert verify.returncode == 1 and "shard 0" in verify.stdout and "Fix:" in verify.stdout
+    assert rrl(data, tiny_door_demos, "run", "encode", "--force").returncode == 0  # the fix given
+    assert rrl(data, tiny_door_demos, "verify").returncode == 0
 
 
 
