@@ -2,7 +2,7 @@
 
 The keys below were computed before the environment settings moved to their own `env` section
 (`env.task`, `env.reward`, `env.horizon`, `env.cameras/width/height/shadows/distractor_*`)
-and `encode.device` merged into `encode.device`. A stage computes its key from the values it depends
+and `dapg.device` merged into `encode.device`. A stage computes its key from the values it depends
 on under stable names, so finished runs, the README's figures and resumable long runs stay cache
 hits. A change here must come with a stage version bump and a reason.
 

@@ -12,7 +12,6 @@ a file changed within the last ``RACY_WINDOW_NS`` is hashed but not remembered, 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -24,11 +23,11 @@ from pipeline.cache import cache_dir
 from pipeline.encoders.hub import pretrained_file
 from pipeline.encoders.registry import encoder_spec
 from pipeline.errors import WeightsError
+from pipeline.fileio import file_sha256
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 _HASH_CACHE_NAME = "weights_sha256.json"
-_CHUNK = 1 << 20
 RACY_WINDOW_NS = 2_000_000_000  # coarser than any file clock in use (FAT: 2 s)
 # torch.hub's convention: ``resnet34-b627a593.pth`` names the first hex digits of the file's
 # sha256. torch.hub accepts any number of digits; 8 or more keeps a user's ``ckpt-2.pth`` (or
@@ -66,14 +65,14 @@ def weights_identity(name: str, weights: str, pin: str | None = None) -> dict[st
             raise no_pretrained_weights(name)
 
         path = pretrained_file(spec)  # the cached download (fetched once, if missing)
-        sha = file_sha256(path)
+        sha = weights_sha256(path)
         check_name_hash(path, sha)
         check_pin(pin, sha, f"the pretrained weights of {spec.pretrained_tag} ({path})")
         # A tag is only a name: the file's content is what the key must follow.
         return {"kind": "pretrained", "tag": spec.pretrained_tag, "sha256": sha}
     encoder_spec(name, weights)  # a file whose architecture cannot be read fails here
     path = check_weights_file(name, weights)
-    sha = file_sha256(path)
+    sha = weights_sha256(path)
     check_name_hash(path, sha)
     check_pin(pin, sha, f"weights file {str(path)!r}")
     return {"kind": "file", "sha256": sha}
@@ -139,8 +138,9 @@ def trained_weights_file(name: str, weights: str, stage: str) -> Path | None:
     return path
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of the file's bytes, remembered across processes while the file's stat is unchanged."""
+def weights_sha256(path: str | Path) -> str:
+    """sha256 of a weights file (``fileio.file_sha256``), remembered across processes while the
+    file's stat is unchanged: keys are computed on every `rrl status`, and files are large."""
     path = Path(path).resolve()
     try:
         stat = path.stat()
@@ -151,14 +151,10 @@ def file_sha256(path: str | Path) -> str:
     known = _read_cache(cache_file)
     if entry in known:
         return known[entry]
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
+        sha = file_sha256(path)
     except OSError as err:
         raise WeightsError(f"weights file {str(path)!r} cannot be read: {err}") from err
-    sha = digest.hexdigest()
     if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) < RACY_WINDOW_NS:
         return sha  # racily clean: a rewrite this instant could keep the same stat
     # One entry per path: an edited file's old hash is useless and would only grow the file.

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
-from pipeline.encoders.weights import file_sha256
+from pipeline.encoders.weights import weights_sha256
 from pipeline.errors import WeightsError
 from pipeline.runner import MANIFEST
 
@@ -42,7 +42,7 @@ def resolve_trained_weights(cfg: PipelineConfig, data_dir: Path) -> PipelineConf
                            "prints, or pass the path of its encoder.safetensors")
     summary, out_dir = found[0]["summary"], found[0]["_dir"]
     path = out_dir / summary["encoder_file"]
-    if not path.is_file() or file_sha256(path) != summary["encoder_sha256"]:
+    if not path.is_file() or weights_sha256(path) != summary["encoder_sha256"]:
         raise WeightsError(f"{path}: missing, or not the file the {name} stage wrote (sha256 "
                            f"{summary['encoder_sha256']}). Fix: run `make {name} FORCE=1` with the "
                            "same settings, then encode again")

@@ -28,9 +28,8 @@ from pipeline.config import VAEConfig
 from pipeline.encoders.preprocess import normalize_pixels
 from pipeline.encoders.vae import VAE, motion_weights
 from pipeline.encoders.vae_architecture import VAEArchitecture
-from pipeline.encoders.weights import file_sha256
 from pipeline.errors import NonFiniteError, bad_store
-from pipeline.fileio import atomic_path
+from pipeline.fileio import atomic_path, file_sha256
 from pipeline.vae import ENCODER_FILE, VAE_FILE
 from pipeline.vae.data import Frames
 
