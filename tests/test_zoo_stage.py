@@ -5,6 +5,7 @@ ViT), a cache hit the second time, FEATURES= for the learning stages, and the zo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import zarr
 from pipeline.config import PipelineConfig
 from pipeline.outputs import result_store
 from pipeline.rl.data import DataSource, demo_arrays
-from pipeline.runner import Runner
+from pipeline.runner import Runner, StageResult
 from pipeline.store.episodes import EpisodeReader
 from pipeline.study.spec import load_experiment
 from pipeline.study.zoo_probe import probe_experiment, probe_table
@@ -35,12 +36,24 @@ def four_demos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return path, write_demo_pickle(path, synthetic_door_demos(n=4, steps=8))
 
 
-def test_layers_are_stored_from_one_pass_and_match_timm(four_demos: tuple[Path, str],
-                                                        tmp_path: Path) -> None:
+def independent_timm(result: StageResult, data: Path, name: str) -> tuple[Any, torch.Tensor]:
+    """timm's model ``name`` (the stage's seed) and timm's own create_transform of each PIL frame
+    the encode ``result`` read: the reference its stored features must equal."""
     import timm
     from PIL import Image
     from timm.data import create_transform, resolve_model_data_config
 
+    episodes = result.manifest["upstream"]["render"][:12]
+    with EpisodeReader(data / "render" / episodes / "episodes.hdf5") as reader:
+        frames = reader.read_all("top")
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=0).eval()
+    transform = create_transform(**resolve_model_data_config(model))
+    return model, torch.stack([transform(Image.fromarray(f)) for f in frames])
+
+
+def test_layers_are_stored_from_one_pass_and_match_timm(four_demos: tuple[Path, str],
+                                                        tmp_path: Path) -> None:
     path, sha = four_demos
     cfg = PipelineConfig().with_overrides({"demos.path": str(path), "demos.sha256": sha, **TINY})
     result = Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("encode")
@@ -49,14 +62,7 @@ def test_layers_are_stored_from_one_pass_and_match_timm(four_demos: tuple[Path, 
     assert {"top", "top@layer1", "top@layer2"} <= set(group.array_keys())
     assert group.attrs["preprocessing"]["interpolation"] == "bicubic"  # timm's, not RRL's
 
-    # Independent: timm's model (same seed) on timm's create_transform of each PIL frame.
-    episodes = result.manifest["upstream"]["render"][:12]
-    with EpisodeReader(tmp_path / "render" / episodes / "episodes.hdf5") as reader:
-        frames = reader.read_all("top")
-    torch.manual_seed(0)
-    model = timm.create_model("convnext_atto", pretrained=False, num_classes=0).eval()
-    transform = create_transform(**resolve_model_data_config(model))
-    x = torch.stack([transform(Image.fromarray(f)) for f in frames])
+    model, x = independent_timm(result, tmp_path, "convnext_atto")
     with torch.inference_mode():
         final, (one, two) = model.forward_intermediates(x, indices=[1, 2])
         expected = {"top@layer1": one.mean((2, 3)), "top@layer2": two.mean((2, 3)),
@@ -95,10 +101,6 @@ def test_a_vit_stored_by_the_stage_matches_an_independent_timm_forward(
         four_demos: tuple[Path, str], tmp_path: Path) -> None:
     # The issue's second model of its 'what it must show': a ViT through the stage's fast uint8
     # resize (at most 2 grey levels from timm's PIL transform on the same frame, test_zoo.py).
-    import timm
-    from PIL import Image
-    from timm.data import create_transform, resolve_model_data_config
-
     path, sha = four_demos
     cfg = PipelineConfig().with_overrides({
         "demos.path": str(path), "demos.sha256": sha, **TINY,
@@ -106,13 +108,7 @@ def test_a_vit_stored_by_the_stage_matches_an_independent_timm_forward(
         "encode.pool": "cls"})
     result = Runner(cfg, STAGES, tmp_path, log=lambda m: None).run("encode")
     group = zarr.open_group(result_store(result), path=result.key, mode="r")
-    episodes = result.manifest["upstream"]["render"][:12]
-    with EpisodeReader(tmp_path / "render" / episodes / "episodes.hdf5") as reader:
-        frames = reader.read_all("top")
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
-    transform = create_transform(**resolve_model_data_config(model))
-    x = torch.stack([transform(Image.fromarray(f)) for f in frames])
+    model, x = independent_timm(result, tmp_path, "vit_tiny_patch16_224")
     with torch.inference_mode():
         final, ((_, prefix),) = model.forward_intermediates(x, indices=[-1], output_fmt="NLC",
                                                             return_prefix_tokens=True)
