@@ -124,7 +124,8 @@ def test_a_file_written_before_reads_and_resumes_with_the_new_codec(tmp_path: Pa
     writer.close()
     with EpisodeReader(path) as reader:
         assert [codec_of(g["obs/top_image"]) for g in reader.groups] == [
-            "lzf, 1 frames per chunk", "zstd, 16 frames per chunk", "zstd, 16 frames per chunk"]
+            "lzf+fletcher32, 1 frames per chunk", "zstd+fletcher32, 16 frames per chunk",
+            "zstd+fletcher32, 16 frames per chunk"]
         assert np.array_equal(reader.read_all("side"), expected("side"))
         assert reader.attrs(2) == {"seed": 2}
 
@@ -185,8 +186,9 @@ def test_rendered_door_frames_are_bit_identical_to_the_old_layout(tiny_door_demo
     path, sha = tiny_door_demos
     base = {"demos.path": str(path), "demos.sha256": sha, "env.width": "48",
             "env.height": "48", "env.cameras": "top", "render.workers": "1"}
-    layouts = {"lzf, 1 frames per chunk": {"render.codec": "lzf", "render.chunk_frames": "1"},
-               "zstd, 5 frames per chunk": {"render.chunk_frames": "5"}}
+    layouts = {"lzf+fletcher32, 1 frames per chunk": {"render.codec": "lzf",
+                                                      "render.chunk_frames": "1"},
+               "zstd+fletcher32, 5 frames per chunk": {"render.chunk_frames": "5"}}
     frames, keys = {}, set()
     for layout, settings in layouts.items():
         cfg = PipelineConfig().with_overrides({**base, **settings})

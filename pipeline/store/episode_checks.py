@@ -32,6 +32,12 @@ def _bad(path: Path, field: str, problem: str) -> StoreError:
     return bad_store(str(path), f"field {field!r} {problem}", _FIX)
 
 
+def unreadable(path: Path, field: str, exc: OSError) -> StoreError:
+    """A read HDF5 refused: in a file written with checksums (fletcher32), a changed byte."""
+    return _bad(path, field, f"cannot be read back ({exc}): a chunk of it is damaged (every "
+                "chunk written since episode files carry fletcher32 checksums is checked)")
+
+
 def _json_attr(path: Path, attrs: Any, name: str, kind: type) -> Any:
     if name not in attrs:
         raise _bad(path, f"data.attrs[{name}]", "is missing")
@@ -88,5 +94,9 @@ def _check_episode(path: Path, group: h5py.Group, where: str, cameras: list[str]
         if widths.setdefault(name, data.shape[1:]) != data.shape[1:]:
             raise _bad(path, field, f"has width {data.shape[1:]}, but earlier episodes have "
                        f"{widths[name]}")
-        if name in _FINITE and not np.isfinite(data[()]).all():
+        try:
+            values = data[()] if name in _FINITE else None
+        except OSError as exc:
+            raise unreadable(path, field, exc) from None
+        if values is not None and not np.isfinite(values).all():
             raise _bad(path, field, "contains NaN or inf")

@@ -15,9 +15,12 @@
         obs/proprio (T, 24) float32
         obs/state   (T, obs_dim) float32   the task's low-dimensional observation
 
-A demo group counts only once its ``complete`` attribute is set, so an interrupted render resumes
-by rewriting the unfinished group and skipping the finished ones. A file that HDF5 cannot open
-is moved aside, never deleted; one that another process holds open is refused.
+Every dataset carries HDF5's fletcher32 checksum per chunk, checked by HDF5 on every read: a
+changed byte is an error naming the file and the field, never other pixels (files written before
+the checksums read as before, unchecked). A demo group counts only once its ``complete``
+attribute is set, so an interrupted render resumes by rewriting the unfinished group and skipping
+the finished ones. A file that HDF5 cannot open is moved aside, never deleted; one that another
+process holds open is refused.
 
 Frames compressed with zstd need the ``hdf5plugin`` filters, which ``pipeline.store.frames``
 registers on import; a plain h5py or robomimic reader must ``import hdf5plugin`` first.
@@ -41,8 +44,8 @@ import numpy as np
 
 from pipeline.errors import bad_store
 from pipeline.fileio import fsync_file
-from pipeline.store.episode_checks import check_episode_file
-from pipeline.store.frames import ChunkCache, FrameCodec
+from pipeline.store.episode_checks import check_episode_file, unreadable
+from pipeline.store.frames import CHECKSUM, ChunkCache, FrameCodec
 
 IMAGE_SUFFIX = "_image"
 _GROUP_ATTRS = ("num_samples", "complete")  # written by the writer itself, not JSON
@@ -137,18 +140,18 @@ class EpisodeWriter:
             del self.root[name]
         g = self.root.create_group(name)
         steps = len(episode.actions)
-        g.create_dataset("actions", data=episode.actions.astype(np.float32))
-        g.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+        g.create_dataset("actions", data=episode.actions.astype(np.float32), **CHECKSUM)
+        g.create_dataset("rewards", data=episode.rewards.astype(np.float32), **CHECKSUM)
         dones = np.zeros(steps, dtype=bool)
         dones[-1] = True
-        g.create_dataset("dones", data=dones)
-        g.create_dataset("states", data=episode.states)
+        g.create_dataset("dones", data=dones, **CHECKSUM)
+        g.create_dataset("states", data=episode.states, **CHECKSUM)
         obs = g.create_group("obs")
         for cam, frames in episode.frames.items():
             obs.create_dataset(f"{cam}{IMAGE_SUFFIX}", data=frames,
                                **self.codec.dataset_options(frames.shape))
-        obs.create_dataset("proprio", data=episode.proprio.astype(np.float32))
-        obs.create_dataset("state", data=episode.observations.astype(np.float32))
+        obs.create_dataset("proprio", data=episode.proprio.astype(np.float32), **CHECKSUM)
+        obs.create_dataset("state", data=episode.observations.astype(np.float32), **CHECKSUM)
         g.attrs["num_samples"] = steps
         for key, value in episode.attrs.items():
             if key in _GROUP_ATTRS:
@@ -222,8 +225,11 @@ class EpisodeReader:
             a, b = max(start, lo), min(stop, hi)
             if a < b:
                 data = g[path]
-                parts.append(self._frames.read(data, a - lo, b - lo) if key in self.cameras
-                             else data[a - lo:b - lo])
+                try:
+                    parts.append(self._frames.read(data, a - lo, b - lo) if key in self.cameras
+                                 else data[a - lo:b - lo])
+                except OSError as exc:
+                    raise unreadable(self.path, f"{g.name}/{path}", exc) from None
         if not parts:
             raise IndexError(f"rows [{start}, {stop}) outside 0..{self.num_rows}")
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -46,6 +46,10 @@ ZSTD_LEVEL = 9
 # not make single-frame reads (contact sheets, samples) decode hundreds of megabytes.
 MAX_CHUNK_BYTES = 64 << 20
 CACHE_BYTES = 64 << 20  # decoded chunks one reader keeps (several chunks of 256 px frames)
+# HDF5's fletcher32 filter, last in each dataset's pipeline: a checksum of every stored chunk that
+# HDF5 checks on every read. Neither codec checks its input (zstd decodes a flipped byte into
+# other pixels, silently), so without it a damaged file would be encoded as if it were whole.
+CHECKSUM: dict[str, Any] = {"fletcher32": True}
 
 
 @dataclass(frozen=True)
@@ -75,15 +79,15 @@ class FrameCodec:
         """Keyword arguments of ``h5py.Group.create_dataset`` for uint8 frames of ``shape``."""
         chunks = (self.chunk_rows(shape), *shape[1:])
         if self.name == "lzf":
-            return {"chunks": chunks, "compression": "lzf"}
-        return {"chunks": chunks, **hdf5plugin.Zstd(clevel=ZSTD_LEVEL)}
+            return {"chunks": chunks, "compression": "lzf", **CHECKSUM}
+        return {"chunks": chunks, **hdf5plugin.Zstd(clevel=ZSTD_LEVEL), **CHECKSUM}
 
 
 LEGACY = FrameCodec("lzf", 1)  # the layout of the files written before the zstd codec
 
 
 _FILTER_NAMES = {hdf5plugin.ZSTD_ID: "zstd", 32000: "lzf", h5py.h5z.FILTER_DEFLATE: "gzip",
-                 h5py.h5z.FILTER_SHUFFLE: "shuffle"}
+                 h5py.h5z.FILTER_SHUFFLE: "shuffle", h5py.h5z.FILTER_FLETCHER32: "fletcher32"}
 
 
 def codec_of(dataset: h5py.Dataset) -> str:

@@ -99,3 +99,20 @@ def test_changed_attrs_stop_evaluate_and_rollouts_and_force_repairs_them(  # typ
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[dapg] cache hit" in proc.stdout + proc.stderr  # the same key: the policy still holds
     assert len(manifests(data, "evaluate")) == 1
+
+
+@pytest.mark.slow  # about 30 s; test_episode_damage.py checks the reader itself
+def test_a_flipped_byte_in_the_rendered_frames_stops_encode_and_force_repairs_it(  # type: ignore[no-untyped-def]
+        tiny_door_demos, tmp_path) -> None:
+    from tests.reliability.test_episode_damage import flip_chunk_byte
+
+    data = tmp_path / "data"
+    assert rrl(data, tiny_door_demos, "run", "render").returncode == 0
+    (episodes,) = data.glob("render/*/episodes.hdf5")
+    flip_chunk_byte(episodes, "data/demo_1/obs/top_image")
+    proc = rrl(data, tiny_door_demos, "run", "encode")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "field '/data/demo_1/obs/top_image' cannot be read back" in proc.stderr
+    assert "FORCE=1" in proc.stderr and manifests(data, "encode") == []
+    assert rrl(data, tiny_door_demos, "run", "render", "--force").returncode == 0
+    assert rrl(data, tiny_door_demos, "run", "encode").returncode == 0
