@@ -5,12 +5,18 @@ Checkpoints are what teammates share, so they hold only tensors, numbers, string
 ``torch.load(weights_only=True)``: a file whose pickle names any other object (a payload calling
 ``os.system``, say) is refused before anything in it runs.
 
+A checkpoint also carries ``content_sha256``, a checksum of everything else in it, checked on
+load: torch's zip format checks nothing, so a flipped byte in a tensor loads as other weights
+without complaint (40 of 40 tried) and would be evaluated or trained on. Files saved before the
+checksum load as before, unchecked.
+
 Imports torch but not MuJoCo, so evaluating or continuing from a checkpoint needs no simulator
 until a sampler is made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,16 +44,47 @@ def require_finite_policy(policy: GaussianMLPPolicy, where: str, fix: str) -> No
                              f"Fix: {fix}")
 
 
+CONTENT_SHA256 = "content_sha256"
+
+
+def content_sha256(state: Mapping[str, Any]) -> str:
+    """sha256 of a checkpoint's contents (all but this checksum): tensors by dtype, shape and
+    bytes, plain values by type and repr, dicts in sorted key order."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in state.items() if k != CONTENT_SHA256})
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, Mapping):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"S{type(value).__name__}:{value!r}".encode())
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:  # a crash leaves the previous checkpoint whole
-        torch.save(state, tmp)
+    """Save ``state`` with its ``content_sha256``; a crash leaves the previous checkpoint whole."""
+    with atomic_path(path) as tmp:
+        torch.save({**state, CONTENT_SHA256: content_sha256(state)}, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint's contents, read without running code (``weights_only=True``).
 
-    Raises StoreError naming the file when it is missing, unreadable, or asks the unpickler for
-    anything but plain data: nothing in such a file has run when the error is raised.
+    Raises StoreError naming the file when it is missing, unreadable, damaged (its contents do
+    not match their ``content_sha256``) or asks the unpickler for anything but plain data:
+    nothing in such a file has run when the error is raised.
     """
     if not Path(path).is_file():
         raise bad_store(str(path), "policy checkpoint does not exist",
@@ -67,6 +104,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise bad_store(str(path), f"a checkpoint holds a dict, this file holds a {type(state).__name__}",
                         "pass a policy checkpoint written by bc or dapg")
+    recorded = state.pop(CONTENT_SHA256, None)
+    if recorded is not None and recorded != content_sha256(state):
+        raise bad_store(str(path), "its contents no longer match the content_sha256 saved with "
+                        "them: the file is damaged", "re-run the stage that wrote it with "
+                        "FORCE=1 (a copied file: copy it again)")
     return state
 
 

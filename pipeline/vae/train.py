@@ -28,8 +28,9 @@ from pipeline.config import VAEConfig
 from pipeline.encoders.preprocess import normalize_pixels
 from pipeline.encoders.vae import VAE, motion_weights
 from pipeline.encoders.vae_architecture import VAEArchitecture
-from pipeline.errors import NonFiniteError, bad_store
+from pipeline.errors import NonFiniteError, StoreError, bad_store
 from pipeline.fileio import atomic_path, file_sha256
+from pipeline.rl.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.vae import ENCODER_FILE, VAE_FILE
 from pipeline.vae.data import Frames
 
@@ -108,9 +109,9 @@ def _load_checkpoint(path: Path, tag: str, log: Callable[[str], None]) -> dict[s
     if not path.exists():
         return None
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a damaged checkpoint only costs the epochs it held
-        log(f"[vae] checkpoint {path} cannot be read ({type(err).__name__}: {err}); starting over")
+        state = load_checkpoint(path)  # plain data only, checked against its content_sha256
+    except StoreError as err:  # a damaged checkpoint only costs the epochs it held
+        log(f"[vae] {err}; starting over")
         return None
     if state.get("tag") != tag:
         log(f"[vae] checkpoint {path} belongs to other inputs ({state.get('tag')!r}); starting over")
@@ -120,9 +121,9 @@ def _load_checkpoint(path: Path, tag: str, log: Callable[[str], None]) -> dict[s
 
 def _save_checkpoint(path: Path, tag: str, model: VAE, optimizer: torch.optim.Optimizer,
                      history: History) -> None:
-    with atomic_path(path) as tmp:  # a kill mid-write leaves the previous epoch's checkpoint intact
-        torch.save({"tag": tag, "epoch": history[-1]["epoch"], "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "history": history}, tmp)
+    # Atomic: a kill mid-write leaves the previous epoch's checkpoint intact.
+    save_checkpoint(path, {"tag": tag, "epoch": history[-1]["epoch"], "model": model.state_dict(),
+                           "optimizer": optimizer.state_dict(), "history": history})
 
 
 def train_vae(train: Frames, held: Frames, cfg: VAEConfig, checkpoint: Path, tag: str,

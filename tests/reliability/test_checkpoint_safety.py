@@ -88,3 +88,29 @@ def test_a_trainer_checkpoint_round_trips_through_the_safe_loader(tmp_path: Path
     set_numpy_rng_state(loaded["numpy_rng"])
     assert np.array_equal(np.random.rand(3), expected)
     assert loaded["config"] == state["config"] and loaded["rows"] == state["rows"]
+
+
+def test_a_changed_byte_in_a_checkpoint_is_refused_not_loaded_as_other_weights(
+        tmp_path: Path) -> None:
+    # torch's zip format checks nothing: without content_sha256 each of these loads silently.
+    policy = GaussianMLPPolicy(39, 28, hidden=(64, 64), seed=0)
+    path = tmp_path / "policy.pt"
+    save_checkpoint(path, {"policy": policy.state_dict(), "policy_config": policy.config()})
+    assert "content_sha256" not in load_checkpoint(path)  # checked, then left out
+    clean = path.read_bytes()
+    for where in (0.3, 0.5, 0.7, 0.9):  # inside the tensors' bytes, the bulk of the file
+        data = bytearray(clean)
+        data[int(len(data) * where)] ^= 0x10
+        path.write_bytes(bytes(data))
+        with pytest.raises(StoreError, match=r"policy\.pt: (its contents no longer match the "
+                                             r"content_sha256|the checkpoint cannot be read).*Fix:"):
+            load_policy(path)
+
+
+def test_a_checkpoint_saved_before_the_checksum_still_loads(tmp_path: Path) -> None:
+    policy = GaussianMLPPolicy(4, 2, hidden=(8,), seed=0)
+    torch.save({"policy": policy.state_dict(), "policy_config": policy.config()},
+               tmp_path / "old.pt")
+    loaded = load_policy(tmp_path / "old.pt")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                  policy.state_dict().values(), strict=True))

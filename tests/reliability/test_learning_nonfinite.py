@@ -12,6 +12,7 @@ import torch
 
 from pipeline.config import DAPGConfig, PipelineConfig
 from pipeline.errors import NonFiniteError
+from pipeline.rl.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.runner import MANIFEST, Runner
 from stages import STAGES
 from tests.conftest import synthetic_door_demos, write_demo_pickle
@@ -65,9 +66,9 @@ def test_dapg_refuses_a_bc_checkpoint_with_nan_parameters(tiny_door_demos, tmp_p
     runner = Runner(config(tiny_door_demos), STAGES, tmp_path, log=lambda m: None)
     bc = runner.run("bc")
     checkpoint = bc.out_dir / bc.summary["checkpoint"]
-    state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(checkpoint)  # as if bc itself had saved NaN: its checksum holds
     state["policy"]["log_std"][3] = float("nan")
-    torch.save(state, checkpoint)
+    save_checkpoint(checkpoint, state)
     with pytest.raises(NonFiniteError, match=r"policy\.pt: policy parameters log_std are NaN"):
         runner.run("dapg")
     assert runner.result("dapg") is None
