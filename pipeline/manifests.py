@@ -19,9 +19,24 @@ MANIFEST = "manifest.json"
 _VERSIONED_PACKAGES = ("numpy", "torch", "timm", "mujoco", "gymnasium-robotics", "h5py", "zarr")
 
 
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest at ``path``, or None where there is none to trust: missing, unreadable, not
+    a JSON object, or naming a key its folder (the key's first 12 digits) does not. A damaged
+    manifest thus reads as "not done": the output is checked or redone, never used on its word."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("summary"), dict) or \
+            not str(manifest.get("key", "")).startswith(path.parent.name):
+        return None
+    return manifest
+
+
 def latest_manifest(stage_dir: Path) -> dict[str, Any] | None:
-    manifests = sorted(stage_dir.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
-    return json.loads(manifests[-1].read_text()) if manifests else None
+    """The newest readable manifest of a stage's outputs (what `status` compares with)."""
+    paths = sorted(stage_dir.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return next((m for m in map(read_manifest, paths) if m is not None), None)
 
 
 def diff_flat(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

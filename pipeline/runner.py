@@ -31,6 +31,7 @@ from pipeline.manifests import (
     git_commit,
     latest_manifest,
     package_versions,
+    read_manifest,
 )
 
 __all__ = [
@@ -191,9 +192,12 @@ class Runner:
 
     def result(self, name: str) -> StageResult | None:
         path = self.out_dir(name) / MANIFEST
-        if not path.exists():
+        manifest = read_manifest(path)
+        if manifest is None:
+            if path.exists():
+                self.log(f"[{name}] {path} cannot be read or names another key: the output "
+                         "counts as not done, so this run checks or redoes it")
             return None
-        manifest = json.loads(path.read_text())
         return StageResult(name, manifest["key"], path.parent, manifest, cache_hit=True)
 
     def run(self, name: str, force: bool = False) -> StageResult:

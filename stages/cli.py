@@ -9,7 +9,6 @@ from the environment, which is how `make features ENCODER=resnet18` reaches it.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import sys
@@ -24,6 +23,7 @@ from pipeline.encoders.catalog import listing
 from pipeline.envs.families import TASK_FACTS, task_facts
 from pipeline.envs.tasks import TASK_SPECS
 from pipeline.errors import ConfigError, PipelineError, StoreError
+from pipeline.manifests import MANIFEST, read_manifest
 from pipeline.runner import Runner
 from pipeline.vae.resolve import resolve_trained_weights
 from stages import STAGES, release_cli, study_cli
@@ -143,8 +143,8 @@ def _resolve_key(key: str | None) -> str:
     if len(key) == 64:
         return key
     matches = sorted({p.name for p in (State.data / "encode").glob(f"{key}*")})
-    manifests = [State.data / "encode" / m / "manifest.json" for m in matches]
-    found = [json.loads(m.read_text())["key"] for m in manifests if m.exists()]
+    manifests = [read_manifest(State.data / "encode" / m / MANIFEST) for m in matches]
+    found = [m["key"] for m in manifests if m is not None]
     if len(found) != 1:
         raise StoreError(f"key prefix {key!r} matches {len(found)} local encode outputs. "
                          "Fix: give the full 64-character key (rrl inspect prints it)")

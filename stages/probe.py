@@ -8,14 +8,14 @@ well as encode: the targets come from that episode file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.encoders.probe import run_probe, targets_for
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, bad_store
 from pipeline.fileio import write_json_atomic
+from pipeline.manifests import read_manifest
 from pipeline.outputs import episodes_stage, store_root, weights_label
 from pipeline.runner import MANIFEST, Stage, StageContext, StageResult
 from pipeline.settings import key_dict
@@ -62,7 +62,12 @@ def _refuse_demos_the_encoder_trained_on(cfg: PipelineConfig, test_demos: list[i
     manifest = Path(cfg.encode.weights).parent / MANIFEST
     if cfg.encode.encoder != "vae" or episodes_stage(cfg) != "render" or not manifest.is_file():
         return
-    vae = json.loads(manifest.read_text()).get("summary", {})
+    done = read_manifest(manifest)
+    if done is None:
+        raise bad_store(str(manifest), "the VAE's manifest cannot be read or names another key, "
+                        "so which demos it was trained on is unknown", "re-run the vae stage "
+                        "with FORCE=1 (same settings), or pass another WEIGHTS=")
+    vae = done["summary"]
     held = vae.get("heldout_episodes")
     seen = sorted(set(test_demos) - set(held)) if held is not None else []
     if seen:

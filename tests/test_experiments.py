@@ -229,7 +229,8 @@ def test_status_says_missing_stale_and_running(tiny_door_demos: tuple[Path, str]
     for stage in ("dapg", "evaluate"):
         folder = data / stage / old[0].keys[stage][:12]
         folder.mkdir(parents=True)
-        (folder / MANIFEST).write_text(json.dumps({**old[0].inputs[stage], "summary": {"iterations": 2}}))
+        (folder / MANIFEST).write_text(json.dumps({**old[0].inputs[stage], "key": old[0].keys[stage],
+                                                   "summary": {"iterations": 2}}))
     (data / "dapg" / old[0].keys["dapg"][:12] / "checkpoint.pt").touch()
     write_record(record_dir(data, exp, "smoke"), old)
     longer = load_experiment(tiny(tmp_path, tiny_door_demos, iterations=5))

@@ -285,7 +285,7 @@ def test_a_vae_trained_on_a_held_out_demo_is_refused(tmp_path: Path) -> None:
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"")
     (weights.parent / "manifest.json").write_text(json.dumps(
-        {"summary": {"heldout_episodes": [4, 10, 11, 19, 24]}}))
+        {"key": "abc" + "0" * 61, "summary": {"heldout_episodes": [4, 10, 11, 19, 24]}}))
     cfg = PipelineConfig().with_overrides({"encode.encoder": "vae", "encode.weights": str(weights)})
     _refuse_demos_the_encoder_trained_on(cfg, [4, 10, 19])  # all held out by the VAE too
     with pytest.raises(ConfigError, match=r"held-out demos \[1, 7\].*Fix: set probe.seed"):

@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError, WeightsError
 from pipeline.fileio import write_json_atomic
+from pipeline.manifests import read_manifest
 from pipeline.runner import MANIFEST, Progress, Runner, Stage
 from pipeline.study.spec import Cell, Experiment
 from pipeline.vae.resolve import resolve_trained_weights
@@ -124,7 +125,7 @@ def shared_jobs(plans: list[CellPlan], stages: dict[str, Stage]) -> list[tuple[s
 
 
 def is_done(p: CellPlan, data_dir: Path, stage: str | None = None) -> bool:
-    return (p.out_dir(data_dir, stage or p.cell.target) / MANIFEST).exists()
+    return read_manifest(p.out_dir(data_dir, stage or p.cell.target) / MANIFEST) is not None
 
 
 def cell_state(p: CellPlan, data_dir: Path, previous: dict[str, Any] | None = None) -> CellState:
@@ -146,7 +147,8 @@ def cell_state(p: CellPlan, data_dir: Path, previous: dict[str, Any] | None = No
                      if runner.stage(st.name).progress is not None), Progress())
     old, target = (previous or {}).get("keys", {}), p.cell.target
     earlier = old.get(target)
-    if earlier not in (None, p.key) and (data_dir / target / earlier[:12] / MANIFEST).exists():
+    if earlier not in (None, p.key) and \
+            read_manifest(data_dir / target / earlier[:12] / MANIFEST) is not None:
         then = f"; {progress.continues}" if progress.continues else ""
         return CellState(p.cell.name, p.key, "stale", _first_change(runner, p, old, data_dir) + then)
     started = any(st.started or st.state == "up to date" for st in states)
@@ -164,10 +166,10 @@ def _first_change(runner: Runner, p: CellPlan, old_keys: dict[str, str], data_di
         before = old_keys.get(stage)
         if before is None or before == key:
             continue
-        path = Path(data_dir) / stage / before[:12] / MANIFEST
-        if not path.exists():
+        manifest = read_manifest(Path(data_dir) / stage / before[:12] / MANIFEST)
+        if manifest is None:
             return f"{stage} changed"
-        return f"{stage}: {runner.stale_reason(stage, json.loads(path.read_text()))}"
+        return f"{stage}: {runner.stale_reason(stage, manifest)}"
     return "inputs changed"
 
 

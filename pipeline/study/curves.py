@@ -9,7 +9,6 @@ defines no success and whose papers report returns (``stoc_pol_mean``, the mean 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from pipeline.envs.dmc_tasks import dmc_task_spec
 from pipeline.envs.families import task_facts
+from pipeline.manifests import read_manifest
 from pipeline.outputs import EVAL_LOG, LOG, reference_log_files
 from pipeline.plots import read_csv_rows
 from pipeline.runner import MANIFEST
@@ -146,8 +146,7 @@ def _collect_rad(p: CellPlan, data_dir: Path) -> CellRun:
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:
-    path = folder / MANIFEST
-    return dict(json.loads(path.read_text())) if path.exists() else None
+    return read_manifest(folder / MANIFEST)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ here is named by its key in both. Each such stage has the encoder's name and rec
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
 from pipeline.encoders.weights import weights_sha256
 from pipeline.errors import WeightsError
+from pipeline.manifests import read_manifest
 from pipeline.runner import MANIFEST
 
 _KEY_PREFIX = re.compile(r"[0-9a-f]{12,64}")
@@ -33,8 +33,9 @@ def resolve_trained_weights(cfg: PipelineConfig, data_dir: Path) -> PipelineConf
     if name not in TRAINED_ENCODERS or not _KEY_PREFIX.fullmatch(e.weights) or Path(e.weights).exists():
         return cfg
     folder = Path(data_dir) / name
-    manifests = [json.loads(m.read_text()) | {"_dir": m.parent}
-                 for m in sorted(folder.glob(f"{e.weights[:12]}*/{MANIFEST}"))]
+    manifests = [m | {"_dir": path.parent}
+                 for path in sorted(folder.glob(f"{e.weights[:12]}*/{MANIFEST}"))
+                 if (m := read_manifest(path)) is not None]
     found = [m for m in manifests if str(m.get("key", "")).startswith(e.weights)]
     if len(found) != 1:
         raise WeightsError(f"WEIGHTS={e.weights} names {len(found)} finished {name} outputs in "
