@@ -97,4 +97,4 @@ def test_vae_weights_follow_a_moved_folder_and_a_pulled_store(
                         feature_key=encode.key, cameras=("top",),
                         render={"width": 32, "height": 32, "shadows": False})
     with pytest.raises(WeightsError, match=rf"encoder\.safetensors.*{weights['sha256']}.*Fix:"):
-        make_sampler(source, pulled.policy, pulled.dapg)
+        make_sampler(source, pulled.policy, pulled.env.reward, pulled.dapg.envs)
