@@ -178,8 +178,13 @@ def record_dir(data_dir: Path, exp: Experiment, budget: str) -> Path:
 
 
 def read_record(folder: Path) -> dict[str, Any]:
-    path = folder / RECORD
-    return dict(json.loads(path.read_text())) if path.exists() else {}
+    """The cells' keys at their last run; {} if there is no record or it cannot be read. It only
+    explains why a cell went stale, so a damaged one costs that explanation, not the status."""
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def write_record(folder: Path, plans: list[CellPlan]) -> None:

@@ -1,6 +1,7 @@
 """A manifest is an output's "done" marker: one that cannot be read, or that names another key,
 makes the output not done (status says so, the next run checks or redoes it), never a traceback
-and never an output used on a damaged word."""
+and never an output used on a damaged word. An experiment's record of its cells' keys, which only
+explains staleness, reads as no record when damaged."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def test_a_damaged_manifest_reads_as_not_done_and_the_run_redoes_it(  # type: ig
     assert not again.cache_hit and again.key == first.key
     assert read_manifest(path) == again.manifest
     assert runner.run("demos").cache_hit
+
+
+@pytest.mark.parametrize("text", ["{\"cell\": {\"keys\"", "[1, 2]"], ids=["truncated", "a-list"])
+def test_a_damaged_experiment_record_reads_as_no_record(tmp_path: Path, text: str) -> None:
+    # cells.json only says why a cell went stale: a damaged one must not stop `experiment status`.
+    from pipeline.study.cells import RECORD, read_record
+
+    (tmp_path / RECORD).write_text(text)
+    assert read_record(tmp_path) == {}
