@@ -106,6 +106,16 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None if the file is missing, unreadable or holds anything
+    else. For files written atomically by this project, where damage means "not written"."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 _HASHED: dict[tuple[str, int, int, int, int], str] = {}
 
 

@@ -8,12 +8,13 @@ rest here is the provenance it carries (package versions, the git commit, sizes)
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from pipeline.fileio import read_json_object
 
 MANIFEST = "manifest.json"
 _VERSIONED_PACKAGES = ("numpy", "torch", "timm", "mujoco", "gymnasium-robotics", "h5py", "zarr")
@@ -23,11 +24,8 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     """The manifest at ``path``, or None where there is none to trust: missing, unreadable, not
     a JSON object, or naming a key its folder (the key's first 12 digits) does not. A damaged
     manifest thus reads as "not done": the output is checked or redone, never used on its word."""
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("summary"), dict) or \
+    manifest = read_json_object(path)
+    if manifest is None or not isinstance(manifest.get("summary"), dict) or \
             not str(manifest.get("key", "")).startswith(path.parent.name):
         return None
     return manifest

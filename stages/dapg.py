@@ -9,7 +9,6 @@ Control tasks (no demos, no success) only NPG runs, and the result is the episod
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from pipeline.config import PipelineConfig
 from pipeline.envs.families import check_task_config, episode_end_rule, horizon, task_facts
-from pipeline.fileio import write_json_atomic
+from pipeline.fileio import read_json_object, write_json_atomic
 from pipeline.outputs import (
     BC_START,
     CURVE,
@@ -140,14 +139,14 @@ def bc_start(out_dir: Path, policy: SampledPolicy, sampler: Sampler, task: str, 
     """Success of the BC policy before any DAPG step (kept, so a resumed run reuses it)."""
     if episodes == 0:  # dapg.eval_episodes=0: no evaluation at all, this one included
         return {"success_rate": None, "mean_return": None, "episodes": 0}
-    path = out_dir / BC_START
-    if path.exists():
-        return dict(json.loads(path.read_text()))
+    kept = read_json_object(out_dir / BC_START)  # None: not yet, or damaged (then measured again)
+    if kept is not None:
+        return kept
     result = summarize(sampler.sample(policy, episodes, horizon, evaluation_seed(seed),
                                       deterministic=True), task)
     require_finite_returns(result, f"{out_dir}: BC start evaluation")
     start = {k: result[k] for k in ("success_rate", "mean_return", "episodes")}
-    write_json_atomic(path, start)
+    write_json_atomic(out_dir / BC_START, start)
     return start
 
 

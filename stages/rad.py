@@ -19,7 +19,6 @@ for `status` (episodes done) comes from ``log.csv``, which gets a row after each
 
 from __future__ import annotations
 
-import json
 import shutil
 from typing import Any
 
@@ -33,7 +32,7 @@ from pipeline.envs.families import (
     resolved_horizon,
 )
 from pipeline.errors import ConfigError
-from pipeline.fileio import file_sha256, write_json_atomic
+from pipeline.fileio import file_sha256, read_json_object, write_json_atomic
 from pipeline.outputs import CHECKPOINT, CURVE, EVAL_LOG, LOG, RAD_REPLAY
 from pipeline.rl.extend import progress as rows_logged
 from pipeline.runner import Progress, Stage, StageContext, StageResult
@@ -90,9 +89,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from pipeline.rl.rad_train import RADSetup, train_rad
 
     out, cfg = ctx.out_dir, ctx.config.rad
-    if (out / RESULT).exists() and _outputs_intact(ctx, json.loads((out / RESULT).read_text())):
+    written = read_json_object(out / RESULT)  # None: not written, or damaged (then redone)
+    if written is not None and _outputs_intact(ctx, written):
         ctx.log("[rad] outputs already written (the run ended before its manifest): reusing them")
-        return dict(json.loads((out / RESULT).read_text()))
+        return written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env = ctx.config.env

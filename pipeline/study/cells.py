@@ -11,14 +11,13 @@ stages are that stage's graph.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError, WeightsError
-from pipeline.fileio import write_json_atomic
+from pipeline.fileio import read_json_object, write_json_atomic
 from pipeline.manifests import read_manifest
 from pipeline.runner import MANIFEST, Progress, Runner, Stage
 from pipeline.study.spec import Cell, Experiment
@@ -180,11 +179,7 @@ def record_dir(data_dir: Path, exp: Experiment, budget: str) -> Path:
 def read_record(folder: Path) -> dict[str, Any]:
     """The cells' keys at their last run; {} if there is no record or it cannot be read. It only
     explains why a cell went stale, so a damaged one costs that explanation, not the status."""
-    try:
-        record = json.loads((folder / RECORD).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    return read_json_object(folder / RECORD) or {}
 
 
 def write_record(folder: Path, plans: list[CellPlan]) -> None:

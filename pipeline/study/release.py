@@ -18,7 +18,6 @@ seeds and code path as the evaluate stage, so a fresh clone reproduces the relea
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import StoreError, bad_store
-from pipeline.fileio import file_sha256, write_json_atomic
+from pipeline.fileio import file_sha256, read_json_object, write_json_atomic
 from pipeline.rl.distracted import env_factory
 from pipeline.rl.env_backends import task_env
 from pipeline.rl.rollouts import summarize
@@ -61,7 +60,10 @@ def read_release(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise bad_store(str(folder), f"no {RELEASE} here: not a released result",
                         "pass a folder under results/ (e.g. results/door_vae)")
-    release: dict[str, Any] = json.loads(path.read_text())
+    release = read_json_object(path)
+    if release is None:
+        raise bad_store(str(path), "cannot be read as a JSON object",
+                        "restore it from git (git checkout -- results/)")
     for role in ("encoder", "policy"):
         if role not in release.get("files", {}):
             raise bad_store(str(path), f"field 'files.{role}' is missing", "re-create the release")

@@ -53,3 +53,17 @@ def test_a_damaged_experiment_record_reads_as_no_record(tmp_path: Path, text: st
 
     (tmp_path / RECORD).write_text(text)
     assert read_record(tmp_path) == {}
+
+
+def test_a_damaged_release_description_is_refused_with_a_fix(tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.errors import StoreError
+    from pipeline.study.release import read_release
+
+    release = tmp_path / "door_vae"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "results" / "door_vae", release)
+    truncate(release / "release.json")
+    with pytest.raises(StoreError, match=r"release\.json: cannot be read as a JSON object\. "
+                                         r"Fix: restore it from git"):
+        read_release(release)
