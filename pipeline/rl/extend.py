@@ -9,14 +9,13 @@ output folder and the trainer resumes there. The shorter run's folder is left as
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.fileio import atomic_path
-from pipeline.manifests import MANIFEST
+from pipeline.manifests import MANIFEST, read_manifest
 from pipeline.outputs import BC_START, CHECKPOINT, EVAL_LOG, LOG
 
 # Copied as they are; the checkpoint goes last, since its presence is what makes the trainer resume.
@@ -35,13 +34,15 @@ def shorter_run(stage_dir: Path, version: str, inputs: dict[str, Any],
     wanted = inputs["dapg"]["iterations"]
     best: tuple[Path, int] | None = None
     for manifest_path in stage_dir.glob(f"*/{MANIFEST}"):
+        m = read_manifest(manifest_path)
+        if m is None:
+            continue  # damaged, or another key's: never a source
         try:
-            m = json.loads(manifest_path.read_text())
             done = int(m["inputs"]["dapg"]["iterations"])
             same = (m.get("version") == version and m.get("upstream") == upstream
                     and _without_iterations(m["inputs"]) == _without_iterations(inputs)
                     and int(m["summary"]["iterations"]) == done)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             continue  # not a dapg manifest this code can read: never a source
         folder = manifest_path.parent
         if same and done < wanted and (folder / CHECKPOINT).is_file() and (

@@ -94,9 +94,10 @@ def _check_episode(path: Path, group: h5py.Group, where: str, cameras: list[str]
         if widths.setdefault(name, data.shape[1:]) != data.shape[1:]:
             raise _bad(path, field, f"has width {data.shape[1:]}, but earlier episodes have "
                        f"{widths[name]}")
-        try:
-            values = data[()] if name in _FINITE else None
-        except OSError as exc:
-            raise unreadable(path, field, exc) from None
-        if values is not None and not np.isfinite(values).all():
-            raise _bad(path, field, "contains NaN or inf")
+        if name in _FINITE:
+            try:
+                values = data[()]
+            except OSError as exc:
+                raise unreadable(path, field, exc) from None
+            if not np.isfinite(values).all():
+                raise _bad(path, field, "contains NaN or inf")

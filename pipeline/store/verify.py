@@ -88,10 +88,11 @@ def verify_group(root_url: str, key: str, storage_options: Options = None) -> Ve
         raise bad_store(where, "no feature group for this key", "check the key and the store")
     attrs = group.attrs.asdict()
     report = verify_contents(root_url, key, attrs, storage_options)
-    heads = [f"group attrs say key {attrs.get('key')!r}, not this key"] \
-        if attrs.get("key") != key else []
-    heads += [p for p in [attrs_problem(attrs)] if p is not None]
-    report.problems[:0] = heads
+    changed = attrs_problem(attrs)
+    if changed is not None:
+        report.problems.insert(0, changed)
+    if attrs.get("key") != key:  # first: the attrs of another key also fail their checksum
+        report.problems.insert(0, f"group attrs say key {attrs.get('key')!r}, not this key")
     if attrs.get("complete") is not True:
         report.problems.append("group is not marked complete (an unfinished write or copy)")
     return report

@@ -111,7 +111,7 @@ def collect(p: CellPlan, data_dir: Path) -> CellRun:
     dapg_dir = p.out_dir(data_dir, "dapg")
     rows = read_csv_rows(dapg_dir / LOG) if (dapg_dir / LOG).exists() else []
     evals = read_csv_rows(dapg_dir / EVAL_LOG) if (dapg_dir / EVAL_LOG).exists() else []
-    manifests = {s: _manifest(p.out_dir(data_dir, s)) for s in p.own}
+    manifests = {s: read_manifest(p.out_dir(data_dir, s) / MANIFEST) for s in p.own}
     target = manifests.get(TARGET)
     done = target is not None
     state = "done" if done else "partial" if rows else "missing"
@@ -134,7 +134,7 @@ def _collect_rad(p: CellPlan, data_dir: Path) -> CellRun:
     folder = p.out_dir(data_dir, "rad")
     rows = read_csv_rows(folder / LOG) if (folder / LOG).exists() else []
     evals = read_csv_rows(folder / EVAL_LOG) if (folder / EVAL_LOG).exists() else []
-    manifest = _manifest(folder)
+    manifest = read_manifest(folder / MANIFEST)
     state = "done" if manifest is not None else "partial" if rows else "missing"
     seconds = (sum(r["time_sampling"] + r["time_update"] for r in rows)
                + sum(r["time_eval"] for r in evals)) if manifest is not None else None
@@ -143,10 +143,6 @@ def _collect_rad(p: CellPlan, data_dir: Path) -> CellRun:
                    evals[-1][metric.eval_column] if evals else None,
                    manifest["summary"] if manifest is not None else None, seconds,
                    manifest.get("git_commit") if manifest is not None else None, tuple(rows))
-
-
-def _manifest(folder: Path) -> dict[str, Any] | None:
-    return read_manifest(folder / MANIFEST)
 
 
 @dataclass(frozen=True)
